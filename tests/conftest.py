@@ -1,0 +1,34 @@
+import os
+from pathlib import Path
+
+import pytest
+from hypothesis import settings
+
+settings.register_profile("default", deadline=None, max_examples=60)
+settings.load_profile("default")
+
+# ../shared/data beside the checkout (CI has it; a user's machine usually does not).
+DATA_DIR = Path(os.environ.get("SPACY_BERT_CRF_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
+
+
+def pytest_addoption(parser):
+    parser.addoption("--slow", action="store_true", default=False, help="run slow tests")
+
+
+def pytest_collection_modifyitems(config, items):
+    run_slow = config.getoption("--slow") or os.environ.get("CI", "").lower() in ("1", "true")
+    skip_slow = pytest.mark.skip(reason="slow: run with --slow (or CI=true)")
+    skip_data = pytest.mark.skip(reason=f"needs the benchmark data at {DATA_DIR}")
+    for item in items:
+        if "slow" in item.keywords and not run_slow:
+            item.add_marker(skip_slow)
+        if "data" in item.keywords and not DATA_DIR.is_dir():
+            item.add_marker(skip_data)
+
+
+@pytest.fixture(scope="session")
+def tiny_bert_dir(tmp_path_factory):
+    """A tiny random BERT (config, vocab, weights) written as a plain HF folder."""
+    from .util import write_tiny_bert
+
+    return write_tiny_bert(tmp_path_factory.mktemp("tiny-bert"))

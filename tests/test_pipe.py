@@ -1,0 +1,214 @@
+"""The crf_ner component end to end: training, prediction, serialization, errors."""
+import numpy
+import pytest
+import spacy
+from spacy.tokens import Doc
+from spacy.training import Example
+from thinc.api import Adam
+
+from spacy_bert_crf.tag_schemes import is_valid
+
+from .util import TRAIN_DATA, entities, make_examples, make_light_nlp, make_trf_nlp, train
+
+GOLD = [[tuple(e) for e in ents] for _, ents in TRAIN_DATA]
+TEXTS = [t for t, _ in TRAIN_DATA]
+
+
+def predict_all(nlp, texts=TEXTS, **kwargs):
+    return [(entities(d), d.spans["crf_ner"].attrs["scores"].tolist()) for d in nlp.pipe(texts, **kwargs)]
+
+
+def assert_same(a, b):
+    assert [ents for ents, _ in a] == [ents for ents, _ in b]
+    for (_, s1), (_, s2) in zip(a, b):
+        numpy.testing.assert_allclose(s1, s2, atol=1e-4)
+
+
+@pytest.fixture(scope="module")
+def trained_trf(tiny_bert_dir):
+    nlp = make_trf_nlp(tiny_bert_dir)
+    train(nlp, make_examples(nlp), steps=60)
+    return nlp
+
+
+def test_trf_overfits(trained_trf):
+    preds = predict_all(trained_trf)
+    assert [ents for ents, _ in preds] == GOLD
+    assert trained_trf.evaluate(make_examples(trained_trf))["ents_f"] == 1.0
+    for ents, scores in preds:
+        assert len(scores) == len(ents)
+        assert all(0.5 < s <= 1.0 for s in scores)
+
+
+def test_trf_disk_roundtrip(trained_trf, tmp_path):
+    trained_trf.to_disk(tmp_path / "pipeline")
+    loaded = spacy.load(tmp_path / "pipeline")
+    assert loaded.get_pipe("crf_ner").labels == ("LOC", "ORG", "PER")
+    assert_same(predict_all(loaded), predict_all(trained_trf))
+
+
+def test_trf_bytes_roundtrip(trained_trf):
+    data = trained_trf.to_bytes()
+    fresh = spacy.blank("en").from_config(trained_trf.config)
+    fresh.from_bytes(data)
+    assert_same(predict_all(fresh), predict_all(trained_trf))
+
+
+def test_trf_batch_sizes_agree(trained_trf):
+    texts = TEXTS * 12
+    assert_same(predict_all(trained_trf, texts, batch_size=1), predict_all(trained_trf, texts, batch_size=64))
+
+
+def test_trf_multiprocess(trained_trf):
+    texts = TEXTS * 4
+    assert_same(predict_all(trained_trf, texts, n_process=2, batch_size=4), predict_all(trained_trf, texts))
+
+
+def test_trf_long_document(trained_trf):
+    words = []
+    for _ in range(500):
+        words.extend(trained_trf.make_doc(TEXTS[0]).text.split())
+        words.extend(["Kenji", "met", "Olga", "."])
+    words = words[:5000]
+    doc = trained_trf(Doc(trained_trf.vocab, words=words))
+    assert len(doc) == 5000
+    tags = [f"{t.ent_iob_}-{t.ent_type_}" if t.ent_type_ else "O" for t in doc]
+    assert is_valid(tags, "BIO")
+    # Entities are found all the way to the end: nothing was truncated.
+    assert any(ent.start > 4500 for ent in doc.ents)
+    assert len(doc.ents) > 500
+
+
+def test_empty_and_whitespace_docs(trained_trf):
+    texts = ["", "   ", "\n\n", TEXTS[0], ""]
+    docs = list(trained_trf.pipe(texts))
+    assert [len(d.ents) for d in docs] == [0, 0, 0, 2, 0]
+    assert len(trained_trf("").ents) == 0
+
+
+def test_uninitialized_raises_e109(tiny_bert_dir):
+    nlp = make_light_nlp()
+    with pytest.raises(ValueError, match="E109"):
+        nlp("Maria Lopez flew to Lisbon.")
+
+
+@pytest.mark.parametrize("get_examples", [None, lambda: None, lambda: ["not an example"]])
+def test_bad_get_examples(get_examples):
+    nlp = make_light_nlp()
+    with pytest.raises(TypeError):
+        nlp.get_pipe("crf_ner").initialize(get_examples)
+
+
+def test_no_labels_raises():
+    nlp = make_light_nlp()
+    examples = make_examples(nlp, [("Nothing to see here.", [])])
+    with pytest.raises(ValueError, match="No entity labels"):
+        nlp.initialize(lambda: examples)
+
+
+@pytest.mark.parametrize(
+    "bad,match",
+    [
+        ({"scheme": "IOB9"}, "Invalid scheme"),
+        ({"dropout": 1.5}, "Invalid dropout"),
+        ({"depth": -1}, "Invalid depth"),
+        ({"depth": 1, "hidden_width": 7}, "Invalid hidden_width"),
+    ],
+)
+def test_invalid_config_values(bad, match):
+    with pytest.raises(ValueError, match=match):
+        make_light_nlp(**bad)
+
+
+def test_invalid_labels():
+    pipe = make_light_nlp().get_pipe("crf_ner")
+    with pytest.raises(ValueError, match="E187"):
+        pipe.add_label(3)
+    for bad in ("B-PER", "O", ""):
+        with pytest.raises(ValueError, match="Invalid entity label"):
+            pipe.add_label(bad)
+
+
+def test_unknown_gold_label_names_token():
+    nlp = make_light_nlp()
+    examples = make_examples(nlp)
+    nlp.initialize(lambda: examples)
+    bad = make_examples(nlp, [("Paris is nice.", [(0, 5, "GPE")])])
+    with pytest.raises(ValueError, match=r"'U-GPE' on token 0 \('Paris'\)"):
+        nlp.update(bad)
+
+
+def test_labels_keyword_and_label_data():
+    nlp = make_light_nlp()
+    examples = make_examples(nlp)
+    nlp.get_pipe("crf_ner").initialize(lambda: examples, labels=["PER", "LOC", "ORG", "MISC"])
+    pipe = nlp.get_pipe("crf_ner")
+    assert pipe.label_data == ["PER", "LOC", "ORG", "MISC"]
+    assert pipe.model.get_dim("nO") == 1 + 4 * 4
+    with pytest.raises(ValueError, match="after it was initialized"):
+        pipe.add_label("EVENT")
+
+
+@pytest.mark.parametrize(
+    "model",
+    [
+        {},
+        {"@architectures": "spacy-bert-crf.SoftmaxTagger.v1"},
+        {"depth": 1, "hidden_width": 32},
+        {"scheme": "BIO"},
+    ],
+)
+def test_light_variants_overfit_and_roundtrip(model):
+    nlp = make_light_nlp(**model)
+    examples = make_examples(nlp)
+    train(nlp, examples, steps=80, lr=0.01)
+    preds = predict_all(nlp)
+    assert [ents for ents, _ in preds] == GOLD
+    loaded = spacy.blank("en").from_config(nlp.config).from_bytes(nlp.to_bytes())
+    assert_same(predict_all(loaded), preds)
+
+
+def test_label_mismatch_on_load(tmp_path):
+    nlp = make_light_nlp()
+    train(nlp, make_examples(nlp), steps=1)
+    nlp.to_disk(tmp_path)
+    cfg_path = tmp_path / "crf_ner" / "cfg"
+    cfg = cfg_path.read_text()
+    cfg_path.write_text(cfg.replace('"PER"', '"PER","MISC"'))
+    with pytest.raises(ValueError, match="does not match its cfg"):
+        spacy.load(tmp_path)
+
+
+def test_missing_annotation_is_marginalised_not_outside():
+    nlp = make_light_nlp()
+    examples = make_examples(nlp)
+    nlp.initialize(lambda: examples)
+    pipe = nlp.get_pipe("crf_ner")
+    doc = nlp.make_doc("Maria Lopez flew to Lisbon.")
+    missing = Example.from_dict(doc, {"entities": ["-"] * len(doc)})
+    outside = Example.from_dict(doc, {"entities": ["O"] * len(doc)})
+    emissions = pipe.model.predict([doc])
+    loss_missing, d_missing = pipe.get_loss([missing], emissions)
+    loss_outside, _ = pipe.get_loss([outside], emissions)
+    assert abs(loss_missing) < 1e-3  # every path is compatible: log Z - log Z
+    assert numpy.abs(d_missing[0]).max() < 1e-5
+    assert loss_outside > 0.1
+
+
+def test_partially_annotated_corpus_trains():
+    nlp = make_light_nlp()
+    full = make_examples(nlp)
+    # The same sentences with one gold entity hidden as missing ("-") in the first three.
+    partial = []
+    for i, (text, ents) in enumerate(TRAIN_DATA):
+        doc = nlp.make_doc(text)
+        biluo = Example.from_dict(doc, {"entities": ents}).get_aligned_ner()
+        if i < 3:  # hide the first entity: its tokens and the token after it become missing
+            first = ents[0]
+            span = doc.char_span(first[0], first[1])
+            for j in range(span.start, min(span.end + 1, len(doc))):
+                biluo[j] = "-"
+        partial.append(Example.from_dict(doc, {"entities": biluo}))
+    train(nlp, partial + full[3:], steps=80, lr=0.01)
+    doc = nlp("Globex hired Tom Baker last year.")
+    assert entities(doc) == GOLD[4]
