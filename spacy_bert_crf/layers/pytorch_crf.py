@@ -96,11 +96,12 @@ class CRF(nn.Module):
     def log_partition(self, emissions: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """log Z over valid paths by the forward algorithm, shape (batch,)."""
         trans, start, end = self._scores(NEG)
-        pot = self.potentials(emissions)
-        alpha = start + pot[:, 0]
-        for t in range(1, pot.shape[1]):
-            nxt = torch.logsumexp(alpha.unsqueeze(2) + trans, dim=1) + pot[:, t]
-            alpha = torch.where(mask[:, t].unsqueeze(1), nxt, alpha)
+        steps, masks = self.potentials(emissions).unbind(1), mask.unbind(1)
+        exp_trans, col_max = _exp_columns(trans)
+        alpha = start + steps[0]
+        for t in range(1, len(steps)):
+            nxt = _log_matmul_exp(alpha, exp_trans, col_max) + steps[t]
+            alpha = torch.where(masks[t].unsqueeze(1), nxt, alpha)
         return torch.logsumexp(alpha + end, dim=1)
 
     # ---------------------------------------------------------------- decoding
@@ -138,17 +139,19 @@ class CRF(nn.Module):
         """
         self._check(emissions, mask)
         trans, start, end = self._scores(NEG)
-        pot = self.potentials(emissions)
-        B, T, K = pot.shape
-        alphas = [start + pot[:, 0]]
+        steps, masks = self.potentials(emissions).unbind(1), mask.unbind(1)
+        T = len(steps)
+        exp_trans, col_max = _exp_columns(trans)
+        exp_trans_t, row_max = _exp_columns(trans.t())
+        alphas = [start + steps[0]]
         for t in range(1, T):
-            nxt = torch.logsumexp(alphas[-1].unsqueeze(2) + trans, dim=1) + pot[:, t]
-            alphas.append(torch.where(mask[:, t].unsqueeze(1), nxt, alphas[-1]))
-        end_b = end.expand(B, K)
+            nxt = _log_matmul_exp(alphas[-1], exp_trans, col_max) + steps[t]
+            alphas.append(torch.where(masks[t].unsqueeze(1), nxt, alphas[-1]))
+        end_b = end.expand_as(alphas[0])
         betas = [end_b]
         for t in range(T - 2, -1, -1):
-            nxt = torch.logsumexp(trans + (pot[:, t + 1] + betas[-1]).unsqueeze(1), dim=2)
-            betas.append(torch.where(mask[:, t + 1].unsqueeze(1), nxt, end_b))
+            nxt = _log_matmul_exp(steps[t + 1] + betas[-1], exp_trans_t, row_max)
+            betas.append(torch.where(masks[t + 1].unsqueeze(1), nxt, end_b))
         betas.reverse()
         alpha = torch.stack(alphas, 1)
         beta = torch.stack(betas, 1)
@@ -213,6 +216,30 @@ class CRF(nn.Module):
             raise ValueError(f"mask {tuple(mask.shape)} != emissions {tuple(emissions.shape[:2])}")
         if emissions.shape[1] == 0 or not bool(mask[:, 0].all()):
             raise ValueError("Every sequence must have at least one position (mask[:, 0]).")
+
+
+# Sums of probabilities below this are treated as this (log -69): keeps log() and its gradient
+# finite where a tag is unreachable; such tags weigh exp(-69) ~ 1e-30 of the total, i.e. nothing.
+_TINY = 1.0e-30
+
+
+def _exp_columns(trans: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    """exp(trans - max of each column) (entries <= 1, no overflow) and the column maxima."""
+    col_max = trans.amax(0)
+    return (trans - col_max).exp(), col_max
+
+
+def _log_matmul_exp(
+    alpha: torch.Tensor, exp_trans: torch.Tensor, col_max: torch.Tensor
+) -> torch.Tensor:
+    """logsumexp_i(alpha[b, i] + trans[i, j]) as one matrix product: (B, K) -> (B, K).
+
+    The forward algorithm's inner step. A matmul of exp-shifted scores is several times faster
+    than materialising the (B, K, K) sum and reducing it, forward and backward.
+    """
+    shift = alpha.amax(1, keepdim=True)
+    total = ((alpha - shift).exp() @ exp_trans).clamp_min(_TINY)
+    return total.log() + shift + col_max
 
 
 def _continuations(allowed_transitions: numpy.ndarray) -> numpy.ndarray:
