@@ -106,7 +106,8 @@ def test_partial_annotation_numerator_and_span_probs(problem, data):
         if objective == "crf":
             ok = [i for i, p in enumerate(paths) if all(allowed[b, t, k] for t, k in enumerate(p))]
             if not ok:  # the annotation admits no valid path: the loss is huge, not NaN
-                assert nll[b].item() > 1e3
+                # (the forward recursion floors a step's total mass at 1e-30, i.e. log -69)
+                assert numpy.isfinite(nll[b].item()) and nll[b].item() > 60
                 continue
             expected = log_z - torch.logsumexp(scores[ok], 0)
         else:
