@@ -1,0 +1,651 @@
+"""Evaluate a pipeline on a .spacy corpus: metrics JSON, confidence calibration, HTML error report.
+
+Library API:
+    evaluate(nlp_or_path, data_path, *, batch_size=64) -> dict   the report written as JSON
+    predict(nlp, data_path, *, batch_size=64) -> Prediction      gold-vs-predicted Examples, timing
+    score(prediction) -> dict                                   the report for a Prediction
+    find_errors(example) -> Optional[DocErrors]                  missed / spurious / wrong label
+    render_errors(examples, ...) -> str                          HTML (displaCy) of docs with errors
+
+Command line (wired in cli.py):
+    python -m spacy_bert_crf evaluate MODEL DATA_PATH [--output metrics/x.json]
+        [--html metrics/x.html] [--gpu-id -1] [--batch-size 64] [--max-docs 200] [--gold-preproc]
+
+Scores follow spaCy's conventions: P/R/F are fractions in [0, 1] (as in `spacy evaluate --output`;
+the printed table shows percentages), an entity is correct when its span and label match a gold
+entity exactly, and predictions over gold tokens without NER annotation (ent_iob == 0) are ignored,
+as in `spacy.scorer.get_ner_prf`. Docs without any NER annotation are skipped and counted.
+"""
+import datetime
+import html
+import json
+import time
+import zlib
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, Iterable, List, NoReturn, Optional, Sequence, Tuple, Union
+
+import spacy
+import typer
+from spacy import displacy
+from spacy.language import Language
+from spacy.scorer import PRFScore
+from spacy.tokens import Doc, DocBin
+from spacy.training import Example
+from wasabi import msg
+
+DEFAULT_SPANS_KEY = "crf_ner"
+N_CALIBRATION_BINS = 10
+FILE_TYPE = ".spacy"
+
+# Pastel colours for labels displaCy has no colour for; assigned in sorted label order.
+_PALETTE = (
+    "#7aecec", "#bfeeb7", "#feca74", "#ff9561", "#aa9cfc", "#c887fb", "#9cc9cc", "#ffeb80",
+    "#ff8197", "#f0d0ff", "#bfe1d9", "#e4e7d2", "#fdd8a4", "#b3d4ff", "#d9f2a0", "#f7b6d2",
+)
+
+PathLike = Union[str, Path]
+EntityKey = Tuple[str, int, int]  # (label, start, end) in gold (reference) token offsets
+
+
+class EvaluationError(ValueError):
+    """A model or data file that cannot be evaluated (missing path, unreadable .spacy file, ...)."""
+
+
+@dataclass
+class Prediction:
+    """Gold-vs-predicted Examples of one corpus and how long the prediction took.
+
+    examples (List[Example]): One per non-empty gold doc, predicted by the pipeline.
+    indices (List[int]): Position of each example's gold doc in the corpus (counting empty docs).
+    seconds (float): Wall time of the `nlp.pipe` pass.
+    n_empty (int): Empty gold docs skipped.
+    data_path (str): The corpus.
+    model (Dict[str, Any]): Name, version, path and pipeline of the model.
+    spans_keys (List[str]): Span group keys where the NER components store their confidences.
+    """
+
+    examples: List[Example]
+    indices: List[int]
+    seconds: float
+    n_empty: int = 0
+    data_path: str = ""
+    model: Dict[str, Any] = field(default_factory=dict)
+    spans_keys: List[str] = field(default_factory=lambda: [DEFAULT_SPANS_KEY])
+
+
+@dataclass
+class DocErrors:
+    """The entity matches and errors of one Example (entities: (label, start, end) in gold tokens).
+
+    correct (List[EntityKey]): Predicted entities equal to a gold entity.
+    missed (List[EntityKey]): Gold entities with no prediction over the same span.
+    spurious (List[EntityKey]): Predicted entities with no gold entity over the same span.
+    wrong_label (List[Tuple[EntityKey, EntityKey]]): (gold, predicted) pairs with the same span.
+    scored (List[Tuple[str, int, int, bool]]): (label, start, end, correct) of every counted
+        prediction, in predicted-doc token offsets (to look up its confidence).
+    """
+
+    correct: List[EntityKey] = field(default_factory=list)
+    missed: List[EntityKey] = field(default_factory=list)
+    spurious: List[EntityKey] = field(default_factory=list)
+    wrong_label: List[Tuple[EntityKey, EntityKey]] = field(default_factory=list)
+    scored: List[Tuple[str, int, int, bool]] = field(default_factory=list)
+
+    @property
+    def n_errors(self) -> int:
+        """RETURNS (int): Missed + spurious + wrong-label entities."""
+        return len(self.missed) + len(self.spurious) + len(self.wrong_label)
+
+
+# ---------------------------------------------------------------------------------------------
+# Library API
+# ---------------------------------------------------------------------------------------------
+
+
+def evaluate(
+    nlp_or_path: Union[Language, PathLike],
+    data_path: PathLike,
+    *,
+    batch_size: int = 64,
+    gold_preproc: bool = False,
+) -> Dict[str, Any]:
+    """Predict a .spacy corpus with a pipeline and score its entities.
+
+    nlp_or_path (Union[Language, str, Path]): The pipeline, or a path / package name for spacy.load.
+    data_path (Union[str, Path]): A .spacy (DocBin) file, or a directory of them.
+    batch_size (int): Batch size of nlp.pipe.
+    gold_preproc (bool): Predict on the gold tokenization instead of nlp.make_doc(text).
+    RETURNS (Dict[str, Any]): The report (see `score`).
+    """
+    nlp = load_model(nlp_or_path) if not isinstance(nlp_or_path, Language) else nlp_or_path
+    prediction = predict(nlp, data_path, batch_size=batch_size, gold_preproc=gold_preproc)
+    if not isinstance(nlp_or_path, Language):
+        prediction.model["path"] = str(nlp_or_path)
+    return score(prediction)
+
+
+def load_model(name_or_path: PathLike) -> Language:
+    """spacy.load with an error that names what was not found.
+
+    RETURNS (Language): The pipeline.
+    RAISES (EvaluationError): Neither an existing directory nor an installed pipeline package.
+    """
+    path = Path(name_or_path)
+    if not path.exists() and not spacy.util.is_package(str(name_or_path)):
+        raise EvaluationError(
+            f"Model not found: {name_or_path} (neither a directory nor an installed package)"
+        )
+    if path.exists() and not path.is_dir():
+        raise EvaluationError(f"Model path is not a directory: {path}")
+    try:
+        return spacy.load(name_or_path)
+    except (OSError, ValueError) as err:
+        raise EvaluationError(f"Can't load the pipeline {name_or_path}: {err}") from err
+
+
+def read_docbins(data_path: PathLike) -> List[DocBin]:
+    """Read a .spacy file, or every .spacy file under a directory (sorted), checking each one.
+
+    RETURNS (List[DocBin]): The DocBins, in order.
+    RAISES (EvaluationError): Missing path, no .spacy file, or a file that is not a DocBin.
+    """
+    path = Path(data_path)
+    if not path.exists():
+        raise EvaluationError(f"Data file not found: {path}")
+    if path.is_dir():
+        paths = sorted(p for p in path.rglob(f"*{FILE_TYPE}") if p.is_file())
+    else:
+        paths = [path]
+    if not paths:
+        raise EvaluationError(f"No {FILE_TYPE} files in the data directory: {path}")
+    docbins = []
+    for p in paths:
+        try:
+            docbins.append(DocBin().from_disk(p))
+        except Exception as err:  # msgpack, zlib and key errors all mean "not a DocBin"
+            raise EvaluationError(
+                f"Can't read {p} as a {FILE_TYPE} (DocBin) file: {type(err).__name__}: {err}"
+            ) from err
+    return docbins
+
+
+def predict(
+    nlp: Language,
+    data_path: PathLike,
+    *,
+    batch_size: int = 64,
+    gold_preproc: bool = False,
+    docbins: Optional[Sequence[DocBin]] = None,
+) -> Prediction:
+    """Run the pipeline over the gold docs of a corpus, as spaCy's Corpus + Language.evaluate do.
+
+    nlp (Language): The pipeline.
+    data_path (Union[str, Path]): A .spacy file or a directory of them.
+    batch_size (int): Batch size of nlp.pipe.
+    gold_preproc (bool): Predict on the gold tokens instead of nlp.make_doc(text). Gold docs with
+        unknown whitespace always use their own tokens.
+    docbins (Optional[Sequence[DocBin]]): Already read DocBins of data_path (see read_docbins).
+    RETURNS (Prediction): The Examples and the time the prediction pass took.
+    """
+    if docbins is None:
+        docbins = read_docbins(data_path)
+    examples: List[Example] = []
+    indices: List[int] = []
+    n_empty = 0
+    i = 0
+    for docbin in docbins:
+        for gold in docbin.get_docs(nlp.vocab):
+            if len(gold) == 0:
+                n_empty += 1
+            else:
+                if gold_preproc or gold.has_unknown_spaces:
+                    words = [t.text for t in gold]
+                    spaces = [bool(t.whitespace_) for t in gold]
+                    doc = Doc(nlp.vocab, words=words, spaces=spaces)
+                else:
+                    doc = nlp.make_doc(gold.text)
+                examples.append(Example(doc, gold))
+                indices.append(i)
+            i += 1
+    start = time.perf_counter()
+    docs = list(nlp.pipe((eg.predicted for eg in examples), batch_size=batch_size))
+    seconds = time.perf_counter() - start
+    for eg, doc in zip(examples, docs):
+        eg.predicted = doc
+    keys = [p.spans_key for _, p in nlp.pipeline if isinstance(getattr(p, "spans_key", None), str)]
+    meta = nlp.meta
+    model = {
+        "name": f"{meta.get('lang', nlp.lang)}_{meta.get('name', 'pipeline')}",
+        "version": meta.get("version"),
+        "path": None,
+        "pipeline": list(nlp.pipe_names),
+    }
+    return Prediction(
+        examples, indices, seconds, n_empty=n_empty, data_path=str(data_path), model=model,
+        spans_keys=keys or [DEFAULT_SPANS_KEY],
+    )
+
+
+def find_errors(eg: Example) -> Optional[DocErrors]:
+    """Match the predicted entities of an Example to its gold entities, as get_ner_prf does.
+
+    RETURNS (Optional[DocErrors]): The matches and errors; None when the gold doc has no NER
+        annotation.
+    """
+    if not eg.reference.has_annotation("ENT_IOB"):
+        return None
+    result = DocErrors()
+    golds = {(e.label_, e.start, e.end) for e in eg.reference.ents}
+    align_x2y = eg.alignment.x2y
+    false_pos: List[EntityKey] = []
+    for ent in eg.predicted.ents:
+        indices = align_x2y[ent.start : ent.end]
+        if not len(indices):
+            continue
+        start, end = int(indices[0]), int(indices[-1]) + 1
+        # Predictions over gold tokens with missing annotation are neither right nor wrong.
+        if not all(token.ent_iob != 0 for token in eg.reference[start:end]):
+            continue
+        key = (ent.label_, start, end)
+        if key in golds:
+            golds.remove(key)
+            result.correct.append(key)
+            result.scored.append((ent.label_, ent.start, ent.end, True))
+        else:
+            false_pos.append(key)
+            result.scored.append((ent.label_, ent.start, ent.end, False))
+    missed = {key[1:]: key for key in golds}  # (start, end) -> gold key; spans never overlap
+    for key in false_pos:
+        gold = missed.pop(key[1:], None)
+        if gold is not None:
+            result.wrong_label.append((gold, key))
+        else:
+            result.spurious.append(key)
+    result.missed = sorted(missed.values(), key=lambda k: (k[1], k[2], k[0]))
+    return result
+
+
+def score(prediction: Prediction) -> Dict[str, Any]:
+    """The report of a Prediction: P/R/F overall and per type with counts, errors, speed and
+    confidence calibration.
+
+    RETURNS (Dict[str, Any]): JSON-serializable report. ents_p/ents_r/ents_f and the per-type p/r/f
+        are fractions in [0, 1] (None when there is no gold and no predicted entity at all).
+    """
+    from . import __version__
+
+    per_type: Dict[str, PRFScore] = defaultdict(PRFScore)
+    predicted_labels = set()
+    n_unannotated = 0
+    n_error_docs = 0
+    error_counts = {"missed": 0, "spurious": 0, "wrong_label": 0}
+    confidences: List[Tuple[float, bool]] = []
+    for eg in prediction.examples:
+        errors = find_errors(eg)
+        if errors is None:
+            n_unannotated += 1
+            continue
+        predicted_labels.update(e.label_ for e in eg.predicted.ents)
+        for label, *_ in errors.correct:
+            per_type[label].tp += 1
+        for label, *_ in errors.spurious:
+            per_type[label].fp += 1
+        for label, *_ in errors.missed:
+            per_type[label].fn += 1
+        for (gold_label, *_), (pred_label, *_) in errors.wrong_label:
+            per_type[gold_label].fn += 1
+            per_type[pred_label].fp += 1
+        error_counts["missed"] += len(errors.missed)
+        error_counts["spurious"] += len(errors.spurious)
+        error_counts["wrong_label"] += len(errors.wrong_label)
+        n_error_docs += int(errors.n_errors > 0)
+        confidences.extend(_confidences(eg.predicted, errors, prediction.spans_keys))
+    for label in predicted_labels - set(per_type):  # get_ner_prf lists them even if never counted
+        per_type[label] = PRFScore()
+    totals = PRFScore()
+    for prf in per_type.values():
+        totals += prf
+    n_words = sum(len(eg.predicted) for eg in prediction.examples)
+    any_ents = len(totals) > 0
+    report: Dict[str, Any] = {
+        "model": prediction.model,
+        "data_path": prediction.data_path,
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "versions": {"spacy": spacy.__version__, "spacy_bert_crf": __version__},
+        "scale": "fractions in [0, 1] (spaCy's convention)",
+        "ents_p": totals.precision if any_ents else None,
+        "ents_r": totals.recall if any_ents else None,
+        "ents_f": totals.fscore if any_ents else None,
+        "ents_gold": totals.tp + totals.fn,
+        "ents_predicted": totals.tp + totals.fp,
+        "ents_tp": totals.tp,
+        "ents_per_type": {label: _type_scores(per_type[label]) for label in sorted(per_type)},
+        "errors": {"docs_with_errors": n_error_docs, **error_counts},
+        "n_docs": len(prediction.examples),
+        "n_docs_empty": prediction.n_empty,
+        "n_docs_unannotated": n_unannotated,
+        "n_tokens": n_words,
+        "seconds": prediction.seconds,
+        "words_per_second": n_words / prediction.seconds if prediction.seconds > 0 else None,
+        "confidence": calibration(confidences) if confidences else None,
+    }
+    return report
+
+
+def calibration(
+    confidences: Sequence[Tuple[float, bool]], n_bins: int = N_CALIBRATION_BINS
+) -> Dict[str, Any]:
+    """Confidence of correct vs incorrect predicted entities, a reliability table and the expected
+    calibration error ECE = sum over bins of count / n * |accuracy - mean confidence|.
+
+    confidences (Sequence[Tuple[float, bool]]): (confidence in [0, 1], correct) per entity.
+    n_bins (int): Equal-width bins over [0, 1]; the last one includes 1.0.
+    RETURNS (Dict[str, Any]): n_entities, n_correct, mean_confidence_correct / _incorrect (None when
+        there is none), bins (lower, upper, count, mean_confidence, accuracy) and ece.
+    """
+    bins: List[List[Tuple[float, bool]]] = [[] for _ in range(n_bins)]
+    for conf, correct in confidences:
+        # The tolerance keeps float32 edges (0.9 is 0.89999998) in the bin they name.
+        bins[min(max(int(conf * n_bins + 1e-6), 0), n_bins - 1)].append((conf, correct))
+    table = []
+    ece = 0.0
+    n = len(confidences)
+    for i, members in enumerate(bins):
+        mean_conf = _mean([c for c, _ in members])
+        accuracy = _mean([float(ok) for _, ok in members])
+        if members:
+            ece += len(members) / n * abs(accuracy - mean_conf)
+        table.append(
+            {"lower": i / n_bins, "upper": (i + 1) / n_bins, "count": len(members),
+             "mean_confidence": mean_conf, "accuracy": accuracy}
+        )
+    return {
+        "n_entities": n,
+        "n_correct": sum(ok for _, ok in confidences),
+        "mean_confidence_correct": _mean([c for c, ok in confidences if ok]),
+        "mean_confidence_incorrect": _mean([c for c, ok in confidences if not ok]),
+        "bins": table,
+        "ece": ece if n else None,
+    }
+
+
+def render_errors(
+    examples: Sequence[Example],
+    *,
+    indices: Optional[Sequence[int]] = None,
+    max_docs: int = 200,
+    report: Optional[Dict[str, Any]] = None,
+) -> str:
+    """An HTML page showing gold above predicted entities (displaCy) for every doc with an error.
+
+    examples (Sequence[Example]): Predicted Examples (see `predict`).
+    indices (Optional[Sequence[int]]): Corpus index of each example (default: its position).
+    max_docs (int): Show at most this many docs with errors; the page says how many were omitted.
+    report (Optional[Dict[str, Any]]): The `score` report, summarized at the top when given.
+    RETURNS (str): The page (text, labels and titles escaped).
+    """
+    if indices is None:
+        indices = range(len(examples))
+    flagged = []
+    for idx, eg in zip(indices, examples):
+        errors = find_errors(eg)
+        if errors is not None and errors.n_errors:
+            flagged.append((idx, eg, errors))
+    labels = {e.label_ for eg in examples for doc in (eg.reference, eg.predicted) for e in doc.ents}
+    colors = label_colors(labels)
+    options = {"colors": {html.escape(label): color for label, color in colors.items()}}
+    shown = flagged[: max(max_docs, 0)]
+    omitted = len(flagged) - len(shown)
+    summary = _summary_html(report, len(examples), len(flagged))
+    parts = [_HTML_HEAD, "<h1>NER error report</h1>", summary]
+    if omitted:
+        parts.append(
+            f'<p class="omitted">Showing the first {len(shown)} of {len(flagged)} docs with errors '
+            f"({omitted} omitted, see --max-docs).</p>"
+        )
+    if not flagged:
+        parts.append("<p>No errors: every predicted entity matches the gold entities.</p>")
+    for idx, eg, errors in shown:
+        counts = (
+            f"{len(errors.missed)} missed, {len(errors.spurious)} spurious, "
+            f"{len(errors.wrong_label)} wrong label"
+        )
+        gold, pred = (
+            displacy.render(
+                _manual(doc), style="ent", manual=True, page=False, jupyter=False, options=options
+            )
+            for doc in (eg.reference, eg.predicted)
+        )
+        parts.append(
+            f'<section class="doc" id="doc-{idx}"><h2>Doc {idx} &mdash; {counts}</h2>'
+            f'<div class="view"><h3>Gold</h3>{gold}</div>'
+            f'<div class="view"><h3>Predicted</h3>{pred}</div>'
+            f"{_error_list_html(eg.reference, errors)}</section>"
+        )
+    parts.append("</body></html>\n")
+    return "\n".join(parts)
+
+
+def label_colors(labels: Iterable[str]) -> Dict[str, str]:
+    """A colour for every label: displaCy's own where it has one, else a palette colour no other
+    label has (sorted order), else a hue derived from the label (stable across runs).
+
+    RETURNS (Dict[str, str]): Label -> CSS colour.
+    """
+    from spacy.displacy.render import DEFAULT_LABEL_COLORS
+
+    labels = sorted(set(labels))
+    colors = {
+        label: DEFAULT_LABEL_COLORS[label.upper()]
+        for label in labels
+        if label.upper() in DEFAULT_LABEL_COLORS
+    }
+    free = [c for c in _PALETTE if c not in colors.values()]
+    for label in labels:
+        if label in colors:
+            continue
+        elif free:
+            colors[label] = free.pop(0)
+        else:
+            colors[label] = f"hsl({zlib.crc32(label.encode('utf8')) % 360}, 70%, 80%)"
+    return colors
+
+
+def print_table(report: Dict[str, Any]) -> None:
+    """Print the per-type and overall results (P/R/F in %) with wasabi."""
+    def pct(value: Optional[float]) -> str:
+        return "-" if value is None else f"{100 * value:.2f}"
+
+    rows = [
+        (label, pct(s["p"]), pct(s["r"]), pct(s["f"]), s["gold"], s["predicted"], s["tp"])
+        for label, s in report["ents_per_type"].items()
+    ]
+    footer = (
+        "ALL", pct(report["ents_p"]), pct(report["ents_r"]), pct(report["ents_f"]),
+        report["ents_gold"], report["ents_predicted"], report["ents_tp"],
+    )
+    msg.table(
+        rows,
+        header=("label", "P %", "R %", "F %", "gold", "pred", "tp"),
+        footer=footer,
+        divider=True,
+        aligns=("l", "r", "r", "r", "r", "r", "r"),
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Command line
+# ---------------------------------------------------------------------------------------------
+
+
+def evaluate_cli(
+    # fmt: off
+    model: str = typer.Argument(..., metavar="MODEL", help="Pipeline directory or installed package"),
+    data_path: Path = typer.Argument(..., metavar="DATA_PATH", help=".spacy (DocBin) file, or a directory of them, with gold entities"),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write the metrics JSON here", dir_okay=False),
+    html_path: Optional[Path] = typer.Option(None, "--html", help="Write an HTML error report (displaCy) here", dir_okay=False),
+    gpu_id: int = typer.Option(-1, "--gpu-id", "-g", help="GPU id, or -1 for CPU"),
+    batch_size: int = typer.Option(64, "--batch-size", "-b", min=1, help="Batch size of nlp.pipe"),
+    max_docs: int = typer.Option(200, "--max-docs", min=0, help="At most this many docs with errors in the HTML report"),
+    gold_preproc: bool = typer.Option(False, "--gold-preproc", "-G", help="Predict on the gold tokenization"),
+    # fmt: on
+) -> None:
+    """Evaluate a pipeline's entities on a .spacy corpus: P/R/F per type, speed, confidence
+    calibration; JSON metrics (P/R/F as 0-1 fractions) and an optional HTML error report."""
+    try:
+        docbins = read_docbins(data_path)
+        if gpu_id >= 0:
+            _use_gpu(gpu_id)
+        nlp = load_model(model)
+        prediction = predict(
+            nlp, data_path, batch_size=batch_size, gold_preproc=gold_preproc, docbins=docbins
+        )
+    except (EvaluationError, OSError) as err:
+        _fail(err)
+    if not prediction.examples:
+        _fail(EvaluationError(f"No non-empty docs in {data_path}"))
+    prediction.model["path"] = model
+    report = score(prediction)
+    msg.good(
+        f"Evaluated {report['n_docs']} docs ({report['n_tokens']} tokens) at "
+        f"{report['words_per_second'] or 0:,.0f} words/s"
+    )
+    print_table(report)
+    errors = report["errors"]
+    msg.text(
+        f"Docs with errors: {errors['docs_with_errors']} ({errors['missed']} missed, "
+        f"{errors['spurious']} spurious, {errors['wrong_label']} wrong label)"
+    )
+    if report["n_docs_unannotated"]:
+        msg.warn(f"Skipped {report['n_docs_unannotated']} gold docs without NER annotation")
+    conf = report["confidence"]
+    if conf is not None:
+        msg.text(
+            f"Confidence: correct {_fmt(conf['mean_confidence_correct'])}, incorrect "
+            f"{_fmt(conf['mean_confidence_incorrect'])}, ECE {_fmt(conf['ece'])}"
+        )
+    try:
+        if output is not None:
+            output.parent.mkdir(parents=True, exist_ok=True)
+            output.write_text(json.dumps(report, indent=2) + "\n", encoding="utf8")
+            msg.good(f"Saved metrics to {output}")
+        if html_path is not None:
+            page = render_errors(
+                prediction.examples, indices=prediction.indices, max_docs=max_docs, report=report
+            )
+            html_path.parent.mkdir(parents=True, exist_ok=True)
+            html_path.write_text(page, encoding="utf8")
+            msg.good(f"Saved the error report to {html_path}")
+    except OSError as err:
+        _fail(err)
+
+
+# ---------------------------------------------------------------------------------------------
+# Internals
+# ---------------------------------------------------------------------------------------------
+
+
+def _fail(err: Exception) -> NoReturn:
+    """Print an error (no traceback) and exit with code 1."""
+    typer.secho(f"\u2718 {err}", fg=typer.colors.RED, err=True)
+    raise typer.Exit(code=1)
+
+
+def _use_gpu(gpu_id: int) -> None:
+    try:
+        spacy.require_gpu(gpu_id)
+    except Exception as err:  # thinc raises ValueError without CUDA, cupy its own errors
+        raise EvaluationError(f"Can't use GPU {gpu_id}: {err}") from err
+
+
+def _mean(values: Sequence[float]) -> Optional[float]:
+    return sum(values) / len(values) if values else None
+
+
+def _fmt(value: Optional[float]) -> str:
+    return "-" if value is None else f"{value:.3f}"
+
+
+def _type_scores(prf: PRFScore) -> Dict[str, Any]:
+    return {
+        "p": prf.precision, "r": prf.recall, "f": prf.fscore,
+        "gold": prf.tp + prf.fn, "predicted": prf.tp + prf.fp, "tp": prf.tp,
+    }
+
+
+def _confidences(doc: Doc, errors: DocErrors, keys: Sequence[str]) -> List[Tuple[float, bool]]:
+    """(confidence, correct) of the counted predicted entities found in a scored span group."""
+    for key in keys:
+        group = doc.spans[key] if key in doc.spans else None
+        scores = group.attrs.get("scores") if group is not None else None
+        if scores is None or len(scores) != len(group):
+            continue
+        by_span = {(s.label_, s.start, s.end): float(p) for s, p in zip(group, scores)}
+        found = ((by_span.get((label, start, end)), ok) for label, start, end, ok in errors.scored)
+        return [(conf, ok) for conf, ok in found if conf is not None]
+    return []
+
+
+def _manual(doc: Doc) -> Dict[str, Any]:
+    """displaCy's manual format, labels escaped (displaCy escapes the text, not the labels)."""
+    ents = [
+        {"start": e.start_char, "end": e.end_char, "label": html.escape(e.label_)} for e in doc.ents
+    ]
+    return {"text": doc.text, "ents": ents, "title": None}
+
+
+def _error_list_html(gold: Doc, errors: DocErrors) -> str:
+    def text(start: int, end: int) -> str:
+        return html.escape(gold[start:end].text)
+
+    items = [f'<li class="missed">missed {html.escape(label)}: &ldquo;{text(s, e)}&rdquo;</li>'
+             for label, s, e in errors.missed]
+    items += [f'<li class="spurious">spurious {html.escape(label)}: &ldquo;{text(s, e)}&rdquo;</li>'
+              for label, s, e in errors.spurious]
+    items += [
+        f'<li class="wrong">wrong label: &ldquo;{text(s, e)}&rdquo; gold {html.escape(g)}, '
+        f"predicted {html.escape(p)}</li>"
+        for (g, s, e), (p, *_) in errors.wrong_label
+    ]
+    return f'<ul class="errors">{"".join(items)}</ul>'
+
+
+def _summary_html(report: Optional[Dict[str, Any]], n_docs: int, n_flagged: int) -> str:
+    rows = [("docs", n_docs), ("docs with errors", n_flagged)]
+    if report is not None:
+        pct = lambda v: "-" if v is None else f"{100 * v:.2f}"  # noqa: E731
+        model = report.get("model") or {}
+        errors = report.get("errors") or {}
+        rows = [
+            ("model", model.get("path") or model.get("name")),
+            ("data", report.get("data_path")),
+            ("P / R / F (%)", " / ".join(pct(report[k]) for k in ("ents_p", "ents_r", "ents_f"))),
+            (
+                "gold / predicted / correct",
+                " / ".join(str(report[k]) for k in ("ents_gold", "ents_predicted", "ents_tp")),
+            ),
+            *rows,
+            ("missed / spurious / wrong label",
+             f"{errors.get('missed')} / {errors.get('spurious')} / {errors.get('wrong_label')}"),
+        ]
+    cells = "".join(
+        f"<tr><th>{html.escape(str(k))}</th><td>{html.escape(str(v))}</td></tr>" for k, v in rows
+    )
+    return f'<table class="summary">{cells}</table>'
+
+
+_HTML_HEAD = """<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>NER error report</title>
+<style>
+body { font-family: -apple-system, "Segoe UI", Helvetica, Arial, sans-serif; margin: 2em; }
+table.summary th { text-align: left; padding-right: 1.5em; }
+section.doc { border-top: 1px solid #ccc; margin-top: 1.5em; padding-top: 0.5em; }
+section.doc h2 { font-size: 1.1em; }
+div.view h3 { font-size: 0.9em; color: #666; margin: 0.6em 0 0; }
+ul.errors li.missed { color: #b35900; }
+ul.errors li.spurious { color: #a00; }
+ul.errors li.wrong { color: #5a2ca0; }
+p.omitted { color: #a00; }
+</style></head><body>"""
