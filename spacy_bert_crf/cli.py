@@ -1,0 +1,20 @@
+"""Command line: ``python -m spacy_bert_crf COMMAND``.
+
+Each command lives next to the code it drives; this module only wires them into one typer app.
+"""
+import typer
+
+from .convert import convert_cli, split_cli
+from .encoders import encoders_app
+from .evaluate import evaluate_cli
+
+app = typer.Typer(
+    name="spacy_bert_crf",
+    help="spacy-bert-crf: data converters, offline encoders and evaluation reports.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+app.command("convert")(convert_cli)
+app.command("split")(split_cli)
+app.add_typer(encoders_app, name="encoders")
+app.command("evaluate")(evaluate_cli)
