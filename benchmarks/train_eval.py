@@ -1,0 +1,168 @@
+"""Train crf_ner on a real corpus and score it on dev and test: the baseline to beat.
+
+    python -m benchmarks.train_eval --dataset conll03 --data-dir ../shared/data/conll2003 \
+        [--transformer DIR_OR_NAME] [--max-epochs 2] [--max-steps -1] [--threads 2] [--tag NAME]
+
+Runs the project's own steps (scripts/project.py corpus / train, i.e. the converter and
+`spacy train` with configs/<lang>_<dataset>.cfg) under benchmarks/.work/, times the training,
+then evaluates dev and test with `spacy_bert_crf.evaluate` (P/R/F per type, words/s). Results are
+merged into benchmarks/results/training.json (one entry per --tag) and the table
+benchmarks/results/training.md is regenerated. Resumable: a finished training is not redone
+(delete benchmarks/.work/<tag>/ or pass --force).
+"""
+import argparse
+import datetime
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = Path(__file__).parent / "results"
+WORK = Path(__file__).parent / ".work"
+
+
+def versions() -> dict:
+    import spacy
+    import spacy_transformers
+    import torch
+    import transformers
+
+    import spacy_bert_crf
+
+    return {
+        "python": platform.python_version(),
+        "spacy": spacy.__version__,
+        "spacy_transformers": spacy_transformers.__version__,
+        "transformers": transformers.__version__,
+        "torch": torch.__version__,
+        "spacy_bert_crf": spacy_bert_crf.__version__,
+    }
+
+
+def machine() -> str:
+    cpu = ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{platform.machine()} {cpu}, {os.cpu_count()} cores".strip()
+
+
+def run(cmd: list) -> None:
+    print("$", " ".join(map(str, cmd)), flush=True)
+    subprocess.run([str(c) for c in cmd], cwd=ROOT, check=True)
+
+
+def evaluate_splits(model: Path, corpus: Path, threads: int) -> dict:
+    import torch
+
+    from spacy_bert_crf.evaluate import evaluate, load_model
+
+    torch.set_num_threads(threads)
+    nlp = load_model(model)
+    out = {}
+    for split in ("dev", "test"):
+        nlp(" ".join(["warm", "up"] * 50))
+        report = evaluate(nlp, corpus / f"{split}.spacy", batch_size=64)
+        out[split] = {
+            key: report[key]
+            for key in ("ents_p", "ents_r", "ents_f", "ents_per_type", "n_docs", "n_tokens",
+                        "words_per_second", "confidence")
+        }
+    return out
+
+
+def write_table(results: dict) -> None:
+    lines = [
+        "# crf_ner trained on real corpora",
+        "",
+        "Produced by `python -m benchmarks.train_eval`; each row is one training run. P/R/F are",
+        "entity-level micro scores (exact span and label) in %. Speed: words/s of the whole",
+        "pipeline (transformer + crf_ner) on the test set, batch 64, warm.",
+        "",
+        "| run | dataset | encoder | budget | train time | dev F | test P | test R | test F | words/s | date |",
+        "|---|---|---|---|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    for tag, r in sorted(results.items()):
+        t = r["scores"]["test"]
+        lines.append(
+            f"| {tag} | {r['dataset']} | {r['encoder']} | {r['budget']} | "
+            f"{r['train_seconds'] / 60:.1f} min | {100 * r['scores']['dev']['ents_f']:.2f} | "
+            f"{100 * t['ents_p']:.2f} | {100 * t['ents_r']:.2f} | {100 * t['ents_f']:.2f} | "
+            f"{t['words_per_second']:,.0f} | {r['date']} |"
+        )
+    for tag, r in sorted(results.items()):
+        lines += ["", f"## {tag}", "", f"Machine: {r['machine']}, {r['threads']} torch threads. "
+                  f"Versions: {', '.join(f'{k} {v}' for k, v in r['versions'].items())}.",
+                  "", f"Command: `{r['command']}`", ""]
+        if r.get("note"):
+            lines += [r["note"], ""]
+        lines += ["| split | type | P | R | F |", "|---|---|---:|---:|---:|"]
+        for split in ("dev", "test"):
+            s = r["scores"][split]
+            for label, v in sorted(s["ents_per_type"].items()):
+                lines.append(f"| {split} | {label} | {100 * v['p']:.2f} | {100 * v['r']:.2f} | {100 * v['f']:.2f} |")
+            lines.append(f"| {split} | **all** | {100 * s['ents_p']:.2f} | {100 * s['ents_r']:.2f} | {100 * s['ents_f']:.2f} |")
+    (RESULTS / "training.md").write_text("\n".join(lines) + "\n")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--dataset", default="conll03")
+    parser.add_argument("--data-dir", type=Path, default=ROOT.parent / "shared" / "data" / "conll2003")
+    parser.add_argument("--transformer", default="", help="'' = the dataset's offline default")
+    parser.add_argument("--max-epochs", type=int, default=-1)
+    parser.add_argument("--max-steps", type=int, default=-1)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--tag", default=None)
+    parser.add_argument("--force", action="store_true")
+    parser.add_argument("--note", default="", help="free text stored with the results")
+    args = parser.parse_args()
+    tag = args.tag or f"{args.dataset}-{Path(args.transformer).name or 'default'}"
+    work = WORK / tag
+    corpus = work / "corpus"
+    model = work / "training" / "model-best"
+    python = sys.executable
+    if not (corpus / args.dataset / "test.spacy").exists():
+        run([python, "scripts/project.py", "corpus", args.dataset, args.data_dir.resolve(), corpus / args.dataset])
+    train_cmd = [python, "scripts/project.py", "train", args.dataset, work / "training",
+                 "--corpus-dir", corpus, "--transformer", args.transformer,
+                 "--max-epochs", args.max_epochs, "--max-steps", args.max_steps]
+    timing = work / "train_seconds.json"
+    if args.force or not timing.exists():
+        start = time.time()
+        env_threads = {"OMP_NUM_THREADS": str(args.threads)}
+        os.environ.update(env_threads)
+        run(train_cmd)
+        timing.write_text(json.dumps({"train_seconds": time.time() - start}))
+    scores = evaluate_splits(model, corpus / args.dataset, args.threads)
+    RESULTS.mkdir(exist_ok=True)
+    path = RESULTS / "training.json"
+    results = json.loads(path.read_text()) if path.exists() else {}
+    results[tag] = {
+        "dataset": args.dataset,
+        "encoder": args.transformer or "default",
+        "budget": f"max_epochs={args.max_epochs}, max_steps={args.max_steps} (-1 = config)",
+        "train_seconds": json.loads(timing.read_text())["train_seconds"],
+        "threads": args.threads,
+        "command": " ".join(["python -m benchmarks.train_eval"] + [a for a in sys.argv[1:] if a]),
+        "machine": machine(),
+        "versions": versions(),
+        "date": datetime.date.today().isoformat(),
+        "scores": scores,
+        "note": args.note,
+    }
+    path.write_text(json.dumps(results, indent=2) + "\n")
+    write_table(results)
+    print((RESULTS / "training.md").read_text())
+
+
+if __name__ == "__main__":
+    main()

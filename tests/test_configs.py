@@ -1,0 +1,42 @@
+"""The shipped configs load, validate, and train with `spacy train` (tiny random BERT)."""
+from pathlib import Path
+
+import pytest
+import spacy
+from spacy.cli.train import train as spacy_train
+from spacy.tokens import DocBin
+from spacy.training.initialize import init_nlp
+from spacy.util import load_config, load_model_from_config
+
+from .util import TRAIN_DATA, make_examples
+
+CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.cfg"))
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
+def test_config_loads_and_wires_listener(path, tiny_bert_dir):
+    config = load_config(path, overrides={"paths.transformer": str(tiny_bert_dir)}, interpolate=False)
+    nlp = load_model_from_config(config, auto_fill=True, validate=True)
+    assert nlp.pipe_names == ["transformer", "crf_ner"]
+    assert nlp.get_pipe("crf_ner").model.get_ref("tok2vec").name.startswith("transformer-listener")
+
+
+def test_spacy_train_with_sample_config(tiny_bert_dir, tmp_path):
+    nlp = spacy.blank("en")
+    db = DocBin(docs=[eg.reference for eg in make_examples(nlp, TRAIN_DATA)])
+    db.to_disk(tmp_path / "train.spacy")
+    overrides = {
+        "paths.transformer": str(tiny_bert_dir),
+        "paths.train": str(tmp_path / "train.spacy"),
+        "paths.dev": str(tmp_path / "train.spacy"),
+        "training.max_steps": 4,
+        "training.eval_frequency": 2,
+        "training.optimizer.learn_rate.total_steps": 4,
+        "training.optimizer.learn_rate.warmup_steps": 1,
+    }
+    config_path = Path(__file__).resolve().parents[1] / "configs" / "en_sample.cfg"
+    spacy_train(config_path, tmp_path / "out", overrides=overrides)
+    trained = spacy.load(tmp_path / "out" / "model-last")
+    assert trained.get_pipe("crf_ner").labels == ("LOC", "ORG", "PER")
+    doc = trained(TRAIN_DATA[0][0])
+    assert "crf_ner" in doc.spans
