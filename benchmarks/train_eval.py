@@ -26,21 +26,10 @@ WORK = Path(__file__).parent / ".work"
 
 
 def versions() -> dict:
-    import spacy
-    import spacy_transformers
-    import torch
-    import transformers
+    from importlib.metadata import version
 
-    import spacy_bert_crf
-
-    return {
-        "python": platform.python_version(),
-        "spacy": spacy.__version__,
-        "spacy_transformers": spacy_transformers.__version__,
-        "transformers": transformers.__version__,
-        "torch": torch.__version__,
-        "spacy_bert_crf": spacy_bert_crf.__version__,
-    }
+    names = ["spacy", "spacy-transformers", "transformers", "thinc", "torch", "spacy-bert-crf"]
+    return {"python": platform.python_version(), **{n: version(n) for n in names}}
 
 
 def machine() -> str:
@@ -123,6 +112,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--tag", default=None)
     parser.add_argument("--force", action="store_true")
+    parser.add_argument("--override", nargs=2, action="append", default=[], metavar=("KEY", "VALUE"),
+                        help="spacy train config override, e.g. --override corpora.train.limit 2000")
     parser.add_argument("--note", default="", help="free text stored with the results")
     args = parser.parse_args()
     tag = args.tag or f"{args.dataset}-{Path(args.transformer).name or 'default'}"
@@ -135,6 +126,8 @@ def main() -> None:
     train_cmd = [python, "scripts/project.py", "train", args.dataset, work / "training",
                  "--corpus-dir", corpus, "--transformer", args.transformer,
                  "--max-epochs", args.max_epochs, "--max-steps", args.max_steps]
+    for key, value in args.override:
+        train_cmd += [f"--{key}", value]
     timing = work / "train_seconds.json"
     if args.force or not timing.exists():
         start = time.time()
@@ -149,7 +142,8 @@ def main() -> None:
     results[tag] = {
         "dataset": args.dataset,
         "encoder": args.transformer or "default",
-        "budget": f"max_epochs={args.max_epochs}, max_steps={args.max_steps} (-1 = config)",
+        "budget": ", ".join([f"max_epochs={args.max_epochs}", f"max_steps={args.max_steps}"]
+                            + [f"{k}={v}" for k, v in args.override]) + " (-1 = config's)",
         "train_seconds": json.loads(timing.read_text())["train_seconds"],
         "threads": args.threads,
         "command": " ".join(["python -m benchmarks.train_eval"] + [a for a in sys.argv[1:] if a]),

@@ -39,12 +39,18 @@ TEMPLATES = [
 ]
 
 
-def sentence(rng: random.Random, template: str):
+def names(kind: str, split: str):
+    """Train sees the first two thirds of each list; dev and test also see the rest (unseen)."""
+    pool = {"PER": PER, "LOC": LOC, "ORG": ORG, "MISC": MISC}[kind]
+    return pool[: 2 * len(pool) // 3] if split == "train" else pool
+
+
+def sentence(rng: random.Random, template: str, split: str):
     tokens = []
     for part in template.split():
         kind = part.strip("{}") if part.startswith("{") else None
         if kind in ("PER", "LOC", "ORG", "MISC"):
-            name = rng.choice({"PER": PER, "LOC": LOC, "ORG": ORG, "MISC": MISC}[kind]).split()
+            name = rng.choice(names(kind, split)).split()
             if kind == "ORG" and name[0] == "the":
                 tokens.append(("the", "O"))
                 name = name[1:]
@@ -55,11 +61,12 @@ def sentence(rng: random.Random, template: str):
 
 
 def write(path: Path, rng: random.Random, n_docs: int, sents_per_doc: int) -> None:
+    split = path.stem
     lines = []
     for _ in range(n_docs):
         lines += ["-DOCSTART- -X- -X- O", ""]
         for _ in range(sents_per_doc):
-            lines += [f"{w} {t}" for w, t in sentence(rng, rng.choice(TEMPLATES))] + [""]
+            lines += [f"{w} {t}" for w, t in sentence(rng, rng.choice(TEMPLATES), split)] + [""]
     path.write_text("\n".join(lines), encoding="utf8")
 
 

@@ -56,8 +56,9 @@ def corpus(dataset: str, data_dir: Path, output_dir: Path) -> None:
             run(convert + [data_dir / f"{split}.txt", output_dir, "--quiet"])
 
 
-@app.command()
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
 def train(
+    ctx: typer.Context,
     dataset: str,
     output_dir: Path,
     corpus_dir: Path = typer.Option(Path("corpus"), help="Folder with <dataset>/train.spacy etc."),
@@ -66,7 +67,8 @@ def train(
     max_epochs: int = typer.Option(-1, help="-1 = the config's"),
     max_steps: int = typer.Option(-1, help="-1 = the config's"),
 ) -> None:
-    """Train the dataset's config with spacy train."""
+    """Train the dataset's config with spacy train. Extra options are passed on to spacy train
+    (config overrides such as --corpora.train.limit 2000)."""
     _, config, _, encoder = dataset_info(dataset)
     if not transformer:
         transformer = f"encoders/{encoder}"
@@ -83,7 +85,7 @@ def train(
             cmd += ["--training.optimizer.learn_rate.total_steps", max_steps,
                     "--training.optimizer.learn_rate.warmup_steps", max(1, max_steps // 10),
                     "--training.eval_frequency", max(1, max_steps // 4)]
-    run(cmd)
+    run(cmd + list(ctx.args))
 
 
 if __name__ == "__main__":
