@@ -121,7 +121,10 @@ def main() -> None:
         "",
         "Ours enforces BILUO constraints (pytorch-crf has none) and its NLL marginalises over the",
         "tags allowed at each position (partial annotation), computed as a second forward pass",
-        "batched with the first.",
+        "batched with the first. Both recursions (forward, and backward for the gradient) run in",
+        "scaled probability space: a (B, K) x (K, K) product and a renormalisation per step.",
+        "pytorch-crf's decode backtraces each sequence only up to its own length, which is why",
+        "its ragged decode is faster than its full-length one.",
     ]
     (RESULTS / "crf_ops.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))

@@ -105,26 +105,36 @@ class CRF(nn.Module):
     # ---------------------------------------------------------------- decoding
     @torch.no_grad()
     def viterbi(self, emissions: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """Best valid path per sequence, (B, T) long, 0 at padding. Backtrace stays on device."""
+        """Best valid path per sequence, (B, T) long, 0 at padding. Backtrace stays on device.
+
+        The recursion runs unmasked over the padded length (three ops a step); each row's end
+        score is then read at its own last position, and padded backpointers are made the
+        identity so the backtrace passes through them unchanged.
+        """
         self._check(emissions, mask)
         trans, start, end = self._scores(float("-inf"))
         pot = self.potentials(emissions)
         B, T, K = pot.shape
-        score = start + pot[:, 0]
-        identity = torch.arange(K, device=pot.device).expand(B, K)
-        backpointers = []
+        steps = pot.unbind(1)
+        score = start + steps[0]
+        scores, backpointers = [score], []
         for t in range(1, T):
             best, idx = (score.unsqueeze(2) + trans).max(dim=1)
-            step = mask[:, t].unsqueeze(1)
-            score = torch.where(step, best + pot[:, t], score)
-            backpointers.append(torch.where(step, idx, identity))
-        last = (score + end).argmax(dim=1)
+            score = best + steps[t]
+            scores.append(score)
+            backpointers.append(idx)
+        last_pos = mask.sum(1) - 1
+        final = torch.stack(scores, 1)[torch.arange(B, device=pot.device), last_pos]
+        last = (final + end).argmax(dim=1, keepdim=True)  # (B, 1)
         path = [last]
-        for bp in reversed(backpointers):
-            last = bp.gather(1, last.unsqueeze(1)).squeeze(1)
-            path.append(last)
+        if T > 1:
+            identity = torch.arange(K, device=pot.device).expand(B, T - 1, K)
+            bps = torch.where(mask[:, 1:, None], torch.stack(backpointers, 1), identity)
+            for bp in reversed(bps.unbind(1)):
+                last = bp.gather(1, last)
+                path.append(last)
         path.reverse()
-        return torch.stack(path, dim=1).masked_fill(~mask, 0)
+        return torch.cat(path, dim=1).masked_fill(~mask, 0)
 
     @torch.no_grad()
     def forward_backward(
@@ -133,22 +143,25 @@ class CRF(nn.Module):
         """log alpha (B, T, K), log beta (B, T, K) and log Z (B,) over valid paths.
 
         alpha[t] includes the score of position t; beta[t] covers positions after t (and the
-        end score), so alpha[t] + beta[t] - log Z is the log marginal of each tag at t.
+        end score), so alpha[t] + beta[t] - log Z is the log marginal of each tag at t (at real
+        positions; padded positions hold no meaningful values).
         """
         self._check(emissions, mask)
         trans, start, end = self._scores(NEG)
-        pot = self.potentials(emissions)
-        alpha = _alphas(pot, mask, trans, start)
-        beta = _betas(pot, mask, trans, end)
-        log_z = torch.logsumexp(alpha[:, -1] + end, dim=1)
-        return alpha, beta, log_z
+        chain = _Chain(self.potentials(emissions), mask, trans, start, end)
+        a_hat, log_a = chain.forward()
+        b_hat, log_b = chain.backward()
+        log_alpha = a_hat.log() + log_a.unsqueeze(2)
+        log_beta = b_hat.log() + log_b.unsqueeze(2)
+        return log_alpha, log_beta, chain.log_z(a_hat, log_a)
 
     @torch.no_grad()
     def marginals(self, emissions: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """P(tag at t = k), (B, T, K); rows sum to 1 at real positions, 0 at padding."""
-        alpha, beta, log_z = self.forward_backward(emissions, mask)
-        probs = (alpha + beta - log_z[:, None, None]).exp()
-        return probs * mask.unsqueeze(2)
+        self._check(emissions, mask)
+        trans, start, end = self._scores(NEG)
+        chain = _Chain(self.potentials(emissions), mask, trans, start, end)
+        return chain.marginals(chain.forward()[0], chain.backward()[0])
 
     def span_log_probs(
         self,
@@ -203,81 +216,136 @@ class CRF(nn.Module):
             raise ValueError("Every sequence must have at least one position (mask[:, 0]).")
 
 
-# Sums of probabilities below this are treated as this (log -69): keeps log() and its gradient
-# finite where a tag is unreachable; such tags weigh exp(-69) ~ 1e-30 of the total, i.e. nothing.
+# Sums of probabilities below this are treated as this (log -69): keeps log() finite where no
+# valid path reaches a position (an impossible partial annotation); such sequences get a huge but
+# finite loss instead of NaN.
 _TINY = 1.0e-30
 
 
-def _exp_columns(trans: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
-    """exp(trans - max of each column) (entries <= 1, no overflow) and the column maxima."""
-    col_max = trans.amax(0)
-    return (trans - col_max).exp(), col_max
+class _Chain:
+    """Forward and backward recursions in scaled probability space.
 
-
-def _log_matmul_exp(
-    alpha: torch.Tensor, exp_trans: torch.Tensor, col_max: torch.Tensor
-) -> torch.Tensor:
-    """logsumexp_i(alpha[b, i] + trans[i, j]) as one matrix product: (B, K) -> (B, K).
-
-    The forward algorithm's inner step. A matmul of exp-shifted scores is several times faster
-    than materialising the (B, K, K) sum and reducing it, forward and backward.
+    Each step is a (B, K) x (K, K) matrix product with exp(trans), a product with the position's
+    exp(potentials) and a renormalisation: four or five small ops a step, where logsumexp over a
+    (B, K, K) tensor takes about ten. Shifts keep every exponent <= 0 (the potentials by their
+    maximum per position, the transitions by their global maximum) and the logs of the shifts and
+    normalisers are accumulated outside the loop, so nothing overflows and log Z is exact.
+    Right-padded rows need no masking inside the loop: the forward pass is causal (each row is
+    read at its own last position) and the backward pass runs over each row reversed within its
+    length.
     """
-    shift = alpha.amax(1, keepdim=True)
-    total = ((alpha - shift).exp() @ exp_trans).clamp_min(_TINY)
-    return total.log() + shift + col_max
 
+    def __init__(self, pot, mask, trans, start, end):
+        B, T, K = pot.shape
+        self.mask = mask
+        self.T = T
+        self.rows = torch.arange(B, device=pot.device)
+        self.last = mask.sum(1) - 1
+        self.trans_max = trans.max()
+        self.exp_trans = (trans - self.trans_max).exp()
+        first = pot[:, :1] + start
+        shifted = torch.cat([first, pot[:, 1:]], 1) if T > 1 else first
+        self.pot_max = shifted.amax(2)  # (B, T)
+        self.exp_pot = (shifted - self.pot_max.unsqueeze(2)).exp()
+        self.end_max = end.max()
+        self.exp_end = (end - self.end_max).exp()
+        # log of the scalar factors pulled out of alpha[t]: potential shifts and transition shifts
+        ts = torch.arange(T, device=pot.device, dtype=pot.dtype)
+        self.alpha_shift = self.pot_max.cumsum(1) + ts * self.trans_max
 
-def _alphas(pot, mask, trans, start) -> torch.Tensor:
-    """Forward scores (B, T, K); padded positions repeat the last real one."""
-    steps, masks = pot.unbind(1), mask.unbind(1)
-    exp_trans, col_max = _exp_columns(trans)
-    alphas = [start + steps[0]]
-    for t in range(1, len(steps)):
-        nxt = _log_matmul_exp(alphas[-1], exp_trans, col_max) + steps[t]
-        alphas.append(torch.where(masks[t].unsqueeze(1), nxt, alphas[-1]))
-    return torch.stack(alphas, 1)
+    def forward(self) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Normalised alphas (B, T, K) and log of their scale (B, T)."""
+        steps = self.exp_pot.unbind(1)
+        a = steps[0]
+        norm = a.sum(1, keepdim=True).clamp_min(_TINY)
+        a = a / norm
+        alphas, norms = [a], [norm]
+        for t in range(1, self.T):
+            a = (a @ self.exp_trans) * steps[t]
+            norm = a.sum(1, keepdim=True).clamp_min(_TINY)
+            a = a / norm
+            alphas.append(a)
+            norms.append(norm)
+        log_scale = torch.cat(norms, 1).log().cumsum(1) + self.alpha_shift
+        return torch.stack(alphas, 1), log_scale
 
+    def backward(self) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Normalised betas (B, T, K) and log of their scale (B, T)."""
+        B, T = self.mask.shape
+        ts = torch.arange(T, device=self.mask.device)
+        # reverse each row within its length (an involution; padding stays in place)
+        rev = torch.where(self.mask, self.last.unsqueeze(1) - ts, ts)
+        idx = rev.unsqueeze(2).expand_as(self.exp_pot)
+        exp_pot = self.exp_pot.gather(1, idx)
+        pot_max = self.pot_max.gather(1, rev)
+        steps = exp_pot.unbind(1)
+        b = self.exp_end.expand(B, -1)
+        norm = b.sum(1, keepdim=True)
+        b = b / norm
+        betas, norms = [b], [norm]
+        trans_t = self.exp_trans.t()
+        for u in range(1, T):
+            b = (steps[u - 1] * b) @ trans_t
+            norm = b.sum(1, keepdim=True).clamp_min(_TINY)
+            b = b / norm
+            betas.append(b)
+            norms.append(norm)
+        # reversed position u holds beta of position last - u; its scale adds the potential
+        # shifts of positions last - u + 1 .. last and one transition shift per step
+        us = ts.to(self.pot_max.dtype)
+        shift = torch.cat([torch.zeros_like(pot_max[:, :1]), pot_max[:, :-1]], 1).cumsum(1)
+        log_scale = torch.cat(norms, 1).log().cumsum(1) + shift + us * self.trans_max + self.end_max
+        beta = torch.stack(betas, 1).gather(1, idx)
+        return beta, log_scale.gather(1, rev)
 
-def _betas(pot, mask, trans, end) -> torch.Tensor:
-    """Backward scores (B, T, K): beta[t] covers t+1.. and the end; `end` at the last position."""
-    steps, masks = pot.unbind(1), mask.unbind(1)
-    exp_trans_t, row_max = _exp_columns(trans.t())
-    end_b = end.expand_as(steps[0])
-    betas = [end_b]
-    for t in range(len(steps) - 2, -1, -1):
-        nxt = _log_matmul_exp(steps[t + 1] + betas[-1], exp_trans_t, row_max)
-        betas.append(torch.where(masks[t + 1].unsqueeze(1), nxt, end_b))
-    betas.reverse()
-    return torch.stack(betas, 1)
+    def log_z(self, a_hat: torch.Tensor, log_a: torch.Tensor) -> torch.Tensor:
+        final = a_hat[self.rows, self.last]
+        total = (final * self.exp_end).sum(1).clamp_min(_TINY)
+        return total.log() + self.end_max + log_a[self.rows, self.last]
+
+    def marginals(self, a_hat: torch.Tensor, b_hat: torch.Tensor) -> torch.Tensor:
+        """P(y_t = k) at real positions, 0 at padding: alpha * beta renormalised per position."""
+        prod = a_hat * b_hat
+        return prod / prod.sum(2, keepdim=True).clamp_min(_TINY) * self.mask.unsqueeze(2)
 
 
 class _LogPartition(torch.autograd.Function):
     """log Z with its gradient from the marginals (the classic CRF gradient).
 
     d logZ / d pot[b, t, k] = P(y_t = k), d logZ / d trans[i, j] = expected count of i -> j,
-    d start / d end: the first / last marginals. One backward pass (beta) plus a few batched
-    ops, instead of autograd through ~10 small ops per time step.
+    d start / d end: the first / last marginals. One backward recursion plus a few batched ops,
+    instead of autograd through every small op of every time step.
     """
 
     @staticmethod
     def forward(ctx, pot, trans, start, end, mask):
-        alpha = _alphas(pot, mask, trans, start)
-        log_z = torch.logsumexp(alpha[:, -1] + end, dim=1)
-        ctx.save_for_backward(pot, trans, end, mask, alpha, log_z)
-        return log_z
+        chain = _Chain(pot, mask, trans, start, end)
+        a_hat, log_a = chain.forward()
+        ctx.chain = chain
+        ctx.a_hat = a_hat
+        return chain.log_z(a_hat, log_a)
 
     @staticmethod
     def backward(ctx, grad):
-        pot, trans, end, mask, alpha, log_z = ctx.saved_tensors
-        beta = _betas(pot, mask, trans, end)
-        g = grad[:, None, None]
-        lz = log_z[:, None, None]
-        d_pot = (alpha + beta - lz).exp() * mask.unsqueeze(2) * g
-        pair = alpha[:, :-1, :, None] + trans + (pot + beta)[:, 1:, None, :] - lz.unsqueeze(3)
-        weight = (mask[:, 1:] * grad[:, None]).to(pair.dtype)
-        d_trans = torch.einsum("btij,bt->ij", pair.exp(), weight)
-        d_start = d_pot[:, 0].sum(0)
-        d_end = ((alpha[:, -1] + end - log_z[:, None]).exp() * grad[:, None]).sum(0)
+        chain, a_hat = ctx.chain, ctx.a_hat
+        b_hat, _ = chain.backward()
+        marg = chain.marginals(a_hat, b_hat)
+        d_pot = marg * grad[:, None, None]
+        d_trans = d_start = d_end = None
+        if ctx.needs_input_grad[1] and chain.T > 1:
+            # xi_t(i, j) ~ a_hat[t, i] E[i, j] P[t+1, j] b_hat[t+1, j], normalised per (b, t)
+            nxt = chain.exp_pot[:, 1:] * b_hat[:, 1:]
+            norm = ((a_hat[:, :-1] @ chain.exp_trans) * nxt).sum(2).clamp_min(_TINY)
+            weight = chain.mask[:, 1:].to(norm.dtype) * grad[:, None] / norm
+            K = a_hat.shape[2]
+            left = (a_hat[:, :-1] * weight.unsqueeze(2)).reshape(-1, K)
+            d_trans = chain.exp_trans * (left.t() @ nxt.reshape(-1, K))
+        elif ctx.needs_input_grad[1]:
+            d_trans = torch.zeros_like(chain.exp_trans)
+        if ctx.needs_input_grad[2]:
+            d_start = d_pot[:, 0].sum(0)
+        if ctx.needs_input_grad[3]:
+            d_end = d_pot[chain.rows, chain.last].sum(0)
         return d_pot, d_trans, d_start, d_end, None
 
 
