@@ -1,7 +1,8 @@
 """Train crf_ner on a real corpus and score it on dev and test: the baseline to beat.
 
     python -m benchmarks.train_eval --dataset conll03 --data-dir ../shared/data/conll2003 \
-        [--transformer DIR_OR_NAME] [--max-epochs 2] [--max-steps -1] [--threads 2] [--tag NAME]
+        [--transformer DIR_OR_NAME] [--max-epochs 2] [--max-steps -1] [--threads 2] [--gpu-id -1]
+        [--tag NAME]
 
 Runs the project's own steps (scripts/project.py corpus / train, i.e. the converter and
 `spacy train` with configs/<lang>_<dataset>.cfg) under benchmarks/.work/, times the training,
@@ -32,7 +33,7 @@ def versions() -> dict:
     return {"python": platform.python_version(), **{n: version(n) for n in names}}
 
 
-def machine() -> str:
+def machine(gpu_id: int = -1) -> str:
     cpu = ""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -41,7 +42,12 @@ def machine() -> str:
                 break
     except OSError:
         pass
-    return f"{platform.machine()} {cpu}, {os.cpu_count()} cores".strip()
+    text = f"{platform.machine()} {cpu}, {os.cpu_count()} cores".strip()
+    if gpu_id >= 0:
+        import torch
+
+        text += f", GPU {torch.cuda.get_device_name(gpu_id)}"
+    return text
 
 
 def run(cmd: list) -> None:
@@ -49,12 +55,15 @@ def run(cmd: list) -> None:
     subprocess.run([str(c) for c in cmd], cwd=ROOT, check=True)
 
 
-def evaluate_splits(model: Path, corpus: Path, threads: int) -> dict:
+def evaluate_splits(model: Path, corpus: Path, threads: int, gpu_id: int = -1) -> dict:
+    import spacy
     import torch
 
     from spacy_bert_crf.evaluate import evaluate, load_model
 
     torch.set_num_threads(threads)
+    if gpu_id >= 0:
+        spacy.require_gpu(gpu_id)
     nlp = load_model(model)
     out = {}
     for split in ("dev", "test"):
@@ -77,13 +86,14 @@ def write_table(results: dict) -> None:
         "entity-level micro scores (exact span and label) in %, on the gold tokenization. Speed:",
         "words/s of the whole pipeline (transformer + crf_ner) on the test set, batch 64, warm.",
         "",
-        "| run | dataset | encoder | budget | train time | dev F | test P | test R | test F | words/s | date |",
-        "|---|---|---|---|---:|---:|---:|---:|---:|---:|---|",
+        "| run | dataset | encoder | budget | device | train time | dev F | test P | test R | test F | words/s | date |",
+        "|---|---|---|---|---|---:|---:|---:|---:|---:|---:|---|",
     ]
     for tag, r in sorted(results.items()):
         t = r["scores"]["test"]
         lines.append(
             f"| {tag} | {r['dataset']} | {r['encoder']} | {r['budget']} | "
+            f"{'GPU' if r.get('gpu') else str(r['threads']) + ' CPU threads'} | "
             f"{r['train_seconds'] / 60:.1f} min | {100 * r['scores']['dev']['ents_f']:.2f} | "
             f"{100 * t['ents_p']:.2f} | {100 * t['ents_r']:.2f} | {100 * t['ents_f']:.2f} | "
             f"{t['words_per_second']:,.0f} | {r['date']} |"
@@ -111,6 +121,7 @@ def main() -> None:
     parser.add_argument("--max-epochs", type=int, default=-1)
     parser.add_argument("--max-steps", type=int, default=-1)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--gpu-id", type=int, default=-1, help="train and evaluate on this GPU")
     parser.add_argument("--tag", default=None)
     parser.add_argument("--force", action="store_true")
     parser.add_argument("--override", nargs=2, action="append", default=[], metavar=("KEY", "VALUE"),
@@ -126,7 +137,8 @@ def main() -> None:
         run([python, "scripts/project.py", "corpus", args.dataset, args.data_dir.resolve(), corpus / args.dataset])
     train_cmd = [python, "scripts/project.py", "train", args.dataset, work / "training",
                  "--corpus-dir", corpus, "--transformer", args.transformer,
-                 "--max-epochs", args.max_epochs, "--max-steps", args.max_steps]
+                 "--max-epochs", args.max_epochs, "--max-steps", args.max_steps,
+                 "--gpu-id", args.gpu_id]
     for key, value in args.override:
         train_cmd += [f"--{key}", value]
     timing = work / "train_seconds.json"
@@ -136,7 +148,7 @@ def main() -> None:
         os.environ.update(env_threads)
         run(train_cmd)
         timing.write_text(json.dumps({"train_seconds": time.time() - start}))
-    scores = evaluate_splits(model, corpus / args.dataset, args.threads)
+    scores = evaluate_splits(model, corpus / args.dataset, args.threads, args.gpu_id)
     RESULTS.mkdir(exist_ok=True)
     path = RESULTS / "training.json"
     results = json.loads(path.read_text()) if path.exists() else {}
@@ -147,8 +159,9 @@ def main() -> None:
                             + [f"{k}={v}" for k, v in args.override]) + " (-1 = config's)",
         "train_seconds": json.loads(timing.read_text())["train_seconds"],
         "threads": args.threads,
+        "gpu": args.gpu_id >= 0,
         "command": " ".join(["python -m benchmarks.train_eval"] + [a for a in sys.argv[1:] if a]),
-        "machine": machine(),
+        "machine": machine(args.gpu_id),
         "versions": versions(),
         "date": datetime.date.today().isoformat(),
         "scores": scores,
