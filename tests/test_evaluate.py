@@ -236,3 +236,22 @@ def test_cli_missing_and_invalid_data(trained, tmp_path):
     (tmp_path / "empty-dir").mkdir()
     with pytest.raises(EvaluationError, match="No .spacy files"):
         evaluate(trained[2], tmp_path / "empty-dir")
+
+
+def test_sort_by_length_keeps_corpus_order_and_scores(trained):
+    """Docs go through nlp.pipe shortest first, but every example stays paired with its own gold
+    doc and the scores are those of the in-order pass."""
+    from spacy_bert_crf.evaluate import predict
+
+    _, gold, nlp = trained
+    lengths = [len(eg.predicted) for eg in make_examples(nlp, GOLD_DATA)]
+    assert lengths != sorted(lengths), "the sample must not already be sorted"
+    sorted_pass = predict(nlp, gold, batch_size=2, sort_by_length=True)
+    in_order = predict(nlp, gold, batch_size=2, sort_by_length=False)
+    for a, b in zip(sorted_pass.examples, in_order.examples):
+        assert a.predicted.text == a.reference.text == b.predicted.text
+        assert [(e.start, e.end, e.label_) for e in a.predicted.ents] == [
+            (e.start, e.end, e.label_) for e in b.predicted.ents
+        ]
+    keys = ("ents_p", "ents_r", "ents_f", "ents_per_type")
+    assert {k: score(sorted_pass)[k] for k in keys} == {k: score(in_order)[k] for k in keys}
