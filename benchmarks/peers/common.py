@@ -1,0 +1,147 @@
+"""What every peer shares: the data and prediction files, IOB2 tags, timing. Standard library only,
+so that the peers run in other environments (Flair's own virtualenv) without this package.
+
+Files written by `benchmarks.run` for each split (train, dev, test), one JSON object per line:
+    data/<split>.jsonl   {"doc": i, "words": [...], "spaces": [...], "ents": [[start, end, label]]}
+Files written by a peer's `infer` step:
+    pred-<split>.jsonl   {"doc": i, "ents": [[start, end, label], ...]}
+    infer.json           {"speed": {"1": {...}, "64": {...}}, "threads": N, ...}
+Token offsets are those of `words`; `end` is exclusive (as in spaCy's Span.end).
+"""
+import argparse
+import json
+import os
+import time
+from pathlib import Path
+from typing import Callable, Dict, Iterable, List, Sequence, Tuple
+
+Entity = Tuple[int, int, str]
+SPLITS = ("train", "dev", "test")
+
+
+def read_jsonl(path: Path) -> List[dict]:
+    with Path(path).open(encoding="utf8") as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def write_jsonl(path: Path, rows: Iterable[dict]) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", encoding="utf8") as f:
+        for row in rows:
+            f.write(json.dumps(row, ensure_ascii=False) + "\n")
+
+
+def write_json(path: Path, data) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf8")
+    os.replace(tmp, path)
+
+
+def read_split(data_dir: Path, split: str) -> List[dict]:
+    return read_jsonl(Path(data_dir) / f"{split}.jsonl")
+
+
+def write_predictions(path: Path, ents_per_doc: Sequence[Sequence[Entity]]) -> None:
+    write_jsonl(path, ({"doc": i, "ents": [list(e) for e in ents]} for i, ents in enumerate(ents_per_doc)))
+
+
+def ents_to_iob2(n_words: int, ents: Iterable[Sequence]) -> List[str]:
+    """IOB2 tags for non-overlapping entities [start, end, label] over n_words tokens."""
+    tags = ["O"] * n_words
+    for start, end, label in ents:
+        tags[start] = f"B-{label}"
+        for i in range(start + 1, end):
+            tags[i] = f"I-{label}"
+    return tags
+
+
+def iob2_to_ents(tags: Sequence[str]) -> List[Entity]:
+    """Entities of an IOB2 sequence; a stray I- starts an entity (as seqeval's default mode)."""
+    ents: List[Entity] = []
+    start, label = None, None
+    for i, tag in enumerate(list(tags) + ["O"]):
+        prefix, _, typ = tag.partition("-")
+        if start is not None and (prefix != "I" or typ != label):
+            ents.append((start, i, label))
+            start, label = None, None
+        if prefix == "B" or (prefix == "I" and start is None):
+            start, label = i, typ
+    return ents
+
+
+def labels_of(docs: Iterable[dict]) -> List[str]:
+    return sorted({e[2] for d in docs for e in d["ents"]})
+
+
+def set_threads(threads: int) -> int:
+    import torch
+
+    torch.set_num_threads(threads)
+    return torch.get_num_threads()
+
+
+def time_passes(
+    docs: Sequence, predict: Callable[[Sequence, int], List], batch_sizes: Sequence[int],
+    n_words: Callable[[Sequence], int], *, limit_b1: int = 0, warm_docs: int = 64,
+) -> Tuple[Dict[str, dict], Dict[int, List]]:
+    """Time predict(docs, batch_size) for each batch size after a warm-up pass over the first
+    warm_docs docs at the same batch size. limit_b1 > 0 times batch size 1 on the first
+    limit_b1 docs only. RETURNS: ({str(batch_size): timing}, {batch_size: outputs})."""
+    speed, outputs = {}, {}
+    for bs in batch_sizes:
+        subset = docs[:limit_b1] if bs == 1 and limit_b1 > 0 else docs
+        predict(subset[:warm_docs], bs)
+        start = time.perf_counter()
+        out = predict(subset, bs)
+        seconds = time.perf_counter() - start
+        words = n_words(subset)
+        speed[str(bs)] = {"seconds": seconds, "docs": len(subset), "words": words,
+                          "words_per_second": words / seconds if seconds > 0 else None}
+        outputs[bs] = out
+        print(f"batch {bs}: {len(subset)} docs, {words} words in {seconds:.2f}s "
+              f"= {speed[str(bs)]['words_per_second']:,.0f} words/s", flush=True)
+    return speed, outputs
+
+
+def scaling_docs_words(docs: Sequence[dict], size: int) -> List[str]:
+    """size words taken from the docs in order, cycling: one long 'document'."""
+    words: List[str] = []
+    while len(words) < size:
+        for d in docs:
+            words.extend(d["words"])
+            if len(words) >= size:
+                break
+    return words[:size]
+
+
+def base_parser(description: str) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=description)
+    sub = parser.add_subparsers(dest="step", required=True)
+    train = sub.add_parser("train")
+    train.add_argument("--data", type=Path, required=True)
+    train.add_argument("--encoder", type=Path, required=True)
+    train.add_argument("--out", type=Path, required=True)
+    train.add_argument("--epochs", type=int, default=2)
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--threads", type=int, default=2)
+    infer = sub.add_parser("infer")
+    infer.add_argument("--data", type=Path, required=True)
+    infer.add_argument("--model", type=Path, required=True)
+    infer.add_argument("--out", type=Path, required=True)
+    infer.add_argument("--threads", type=int, default=2)
+    infer.add_argument("--batch-sizes", default="1,64")
+    infer.add_argument("--limit-b1", type=int, default=0, help="time batch 1 on the first N docs")
+    scale = sub.add_parser("scale")
+    scale.add_argument("--data", type=Path, required=True)
+    scale.add_argument("--model", type=Path, required=True)
+    scale.add_argument("--out", type=Path, required=True)
+    scale.add_argument("--threads", type=int, default=2)
+    scale.add_argument("--sizes", default="1000,10000,100000")
+    return parser
+
+
+def int_list(text: str) -> List[int]:
+    return [int(x) for x in str(text).split(",") if x.strip()]

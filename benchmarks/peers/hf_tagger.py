@@ -1,0 +1,138 @@
+"""Hugging Face `AutoModelForTokenClassification` (softmax over IOB2 tags), the `run_ner` recipe.
+
+    python -m benchmarks.peers.hf_tagger train --data DATA --encoder DIR --out DIR [--epochs 2]
+    python -m benchmarks.peers.hf_tagger infer --data DATA --model DIR --out DIR [--threads 2]
+
+Training follows transformers' examples/pytorch/token-classification/run_ner.py defaults: the
+label on the first sub-word of each word (the others -100, label_all_tokens=False), AdamW with
+lr 5e-5, betas (0.9, 0.999), eps 1e-8, weight decay 0, a linear schedule without warm-up,
+gradient clipping at 1.0, batches of 32 sentences shuffled every epoch, padding to the longest
+in the batch (DataCollatorForTokenClassification), truncation at the encoder's maximum length.
+The loop is written out (as Trainer's, without Trainer, which needs `accelerate`).
+
+Inference is `pipeline("token-classification", aggregation_strategy="first")` on the words
+(`is_split_into_words=True`); its character spans are mapped back onto the words (a span that
+starts or ends inside a word covers the whole word).
+"""
+import bisect
+import math
+import time
+from typing import List, Sequence
+
+from .common import (base_parser, ents_to_iob2, int_list, labels_of, read_split, set_threads,
+                     time_passes, write_json, write_predictions)
+
+LR = 5e-5
+BATCH_SIZE = 32
+MAX_GRAD_NORM = 1.0
+
+
+def train(args) -> None:
+    import torch
+    from transformers import (AutoModelForTokenClassification, AutoTokenizer,
+                              DataCollatorForTokenClassification, get_linear_schedule_with_warmup)
+
+    threads = set_threads(args.threads)
+    torch.manual_seed(args.seed)
+    rows = read_split(args.data, "train")
+    tag_names = ["O"] + [f"{p}-{label}" for label in labels_of(rows) for p in "BI"]
+    label2id = {t: i for i, t in enumerate(tag_names)}
+    tokenizer = AutoTokenizer.from_pretrained(str(args.encoder), use_fast=True)
+    model = AutoModelForTokenClassification.from_pretrained(
+        str(args.encoder), num_labels=len(tag_names),
+        id2label=dict(enumerate(tag_names)), label2id=label2id,
+    )
+    features = []
+    for row in rows:
+        enc = tokenizer(row["words"], is_split_into_words=True, truncation=True)
+        tags = ents_to_iob2(len(row["words"]), row["ents"])
+        labels, previous = [], None
+        for word in enc.word_ids():
+            labels.append(-100 if word is None or word == previous else label2id[tags[word]])
+            previous = word
+        features.append({**enc, "labels": labels})
+    collate = DataCollatorForTokenClassification(tokenizer)
+    steps_per_epoch = math.ceil(len(features) / BATCH_SIZE)
+    total = steps_per_epoch * args.epochs
+    optimizer = torch.optim.AdamW(model.parameters(), lr=LR, betas=(0.9, 0.999), eps=1e-8,
+                                  weight_decay=0.0)
+    scheduler = get_linear_schedule_with_warmup(optimizer, 0, total)
+    generator = torch.Generator().manual_seed(args.seed)
+    model.train()
+    step, start, losses = 0, time.time(), []
+    for epoch in range(args.epochs):
+        order = torch.randperm(len(features), generator=generator).tolist()
+        for b in range(0, len(order), BATCH_SIZE):
+            batch = collate([features[i] for i in order[b:b + BATCH_SIZE]])
+            loss = model(**batch).loss
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), MAX_GRAD_NORM)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad()
+            step += 1
+            losses.append(loss.item())
+            if step % 50 == 0 or step == total:
+                print(f"epoch {epoch} step {step}/{total} loss {sum(losses[-50:]) / len(losses[-50:]):.4f} "
+                      f"{time.time() - start:.0f}s", flush=True)
+    model.save_pretrained(str(args.out / "model"))
+    tokenizer.save_pretrained(str(args.out / "model"))
+    write_json(args.out / "train_info.json", {
+        "steps": step, "steps_per_epoch": steps_per_epoch, "threads": threads,
+        "recipe": f"AdamW lr {LR} linear (no warm-up), batch {BATCH_SIZE} sentences, "
+                  f"clip {MAX_GRAD_NORM}, first-subword labels",
+        "final_loss": sum(losses[-50:]) / max(1, len(losses[-50:])),
+    })
+
+
+def spans_to_tokens(words: Sequence[str], entities: List[dict], delimiter: str = " "):
+    """Map the pipeline's character spans over delimiter.join(words) onto word offsets."""
+    starts, pos = [], 0
+    for w in words:
+        starts.append(pos)
+        pos += len(w) + len(delimiter)
+    out = []
+    for ent in entities:
+        first = bisect.bisect_right(starts, ent["start"]) - 1
+        last = bisect.bisect_right(starts, max(ent["start"], ent["end"] - 1)) - 1
+        label = ent.get("entity_group") or ent["entity"].split("-", 1)[-1]
+        out.append((max(first, 0), last + 1, label))
+    return out
+
+
+def infer(args) -> None:
+    from transformers import pipeline
+
+    threads = set_threads(args.threads)
+    ner = pipeline("token-classification", model=str(args.model), tokenizer=str(args.model),
+                   aggregation_strategy="first", device=-1)
+    test = read_split(args.data, "test")
+
+    def predict(rows, bs):
+        words = [r["words"] for r in rows]
+        results = ner(words, batch_size=bs, is_split_into_words=True)
+        return [spans_to_tokens(w, ents) for w, ents in zip(words, results)]
+
+    speed, outputs = time_passes(test, predict, int_list(args.batch_sizes),
+                                 lambda rows: sum(len(r["words"]) for r in rows),
+                                 limit_b1=args.limit_b1)
+    largest = max(outputs)
+    preds = outputs[largest] if len(outputs[largest]) == len(test) else predict(test, 64)
+    write_predictions(args.out / "pred-test.jsonl", preds)
+    write_predictions(args.out / "pred-dev.jsonl", predict(read_split(args.data, "dev"), 64))
+    write_json(args.out / "infer.json", {"speed": speed, "threads": threads,
+                                         "aggregation_strategy": "first"})
+
+
+def main() -> None:
+    args = base_parser(__doc__.split("\n")[0]).parse_args()
+    if args.step == "train":
+        train(args)
+    elif args.step == "infer":
+        infer(args)
+    else:
+        raise SystemExit("hf: no scaling step")
+
+
+if __name__ == "__main__":
+    main()

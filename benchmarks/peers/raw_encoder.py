@@ -1,0 +1,45 @@
+"""The bare encoder: tokenize the words and run the transformer's forward pass, nothing else.
+
+    python -m benchmarks.peers.raw_encoder infer --data DATA --model ENCODER_DIR --out DIR
+
+The physical limit for any head on this encoder: fast tokenizer (is_split_into_words=True,
+truncation at the encoder's maximum), padding to the longest in the batch, `AutoModel` forward
+under torch.inference_mode(), outputs discarded. Same test texts, order and batch sizes as the
+systems.
+"""
+from .common import base_parser, int_list, read_split, set_threads, time_passes, write_json
+
+
+def infer(args) -> None:
+    import torch
+    from transformers import AutoModel, AutoTokenizer
+
+    threads = set_threads(args.threads)
+    tokenizer = AutoTokenizer.from_pretrained(str(args.model), use_fast=True)
+    model = AutoModel.from_pretrained(str(args.model)).eval()
+    test = read_split(args.data, "test")
+
+    def predict(rows, bs):
+        n = 0
+        with torch.inference_mode():
+            for b in range(0, len(rows), bs):
+                batch = tokenizer([r["words"] for r in rows[b:b + bs]], is_split_into_words=True,
+                                  truncation=True, padding=True, return_tensors="pt")
+                model(**batch)
+                n += 1
+        return [None] * len(rows)
+
+    speed, _ = time_passes(test, predict, int_list(args.batch_sizes),
+                           lambda rows: sum(len(r["words"]) for r in rows), limit_b1=args.limit_b1)
+    write_json(args.out / "infer.json", {"speed": speed, "threads": threads})
+
+
+def main() -> None:
+    args = base_parser(__doc__.split("\n")[0]).parse_args()
+    if args.step != "infer":
+        raise SystemExit("raw: inference only")
+    infer(args)
+
+
+if __name__ == "__main__":
+    main()

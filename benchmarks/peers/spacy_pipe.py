@@ -1,0 +1,146 @@
+"""spaCy pipelines (`crf`, `softmax`, `spacy_ner`): configs for `spacy train`, inference, scaling.
+
+Training is `python -m spacy train CONFIG ...` itself (built by benchmarks.run); this module
+derives the configs and runs the trained pipelines:
+
+    python -m benchmarks.peers.spacy_pipe infer --data DATA --model MODEL --out DIR [--threads 2]
+    python -m benchmarks.peers.spacy_pipe scale --data DATA --model MODEL --out DIR [--sizes ...]
+
+The pipelines get the gold tokens (Doc(words, spaces)), never spaCy's tokenizer, so that every
+system sees the same words.
+"""
+import time
+from pathlib import Path
+from typing import List, Sequence
+
+from .common import (base_parser, int_list, read_split, scaling_docs_words, set_threads,
+                     time_passes, write_json, write_predictions)
+
+# The `ner` component of en_core_web_trf (spaCy's transformer recipe), on the same transformer.
+SPACY_NER_COMPONENT = {
+    "factory": "ner",
+    "incorrect_spans_key": None,
+    "moves": None,
+    "scorer": {"@scorers": "spacy.ner_scorer.v1"},
+    "update_with_oracle_cut_size": 100,
+    "model": {
+        "@architectures": "spacy.TransitionBasedParser.v2",
+        "state_type": "ner",
+        "extra_state_tokens": False,
+        "hidden_width": 64,
+        "maxout_pieces": 2,
+        "use_upper": False,
+        "nO": None,
+        "tok2vec": {
+            "@architectures": "spacy-transformers.TransformerListener.v1",
+            "grad_factor": 1.0,
+            "pooling": {"@layers": "reduce_mean.v1"},
+            "upstream": "*",
+        },
+    },
+}
+SOFTMAX_OVERRIDE = ("components.crf_ner.model.@architectures", "spacy-bert-crf.SoftmaxTagger.v1")
+
+
+def derive_spacy_ner_config(base: Path, output: Path) -> Path:
+    """Write base's config with the crf_ner component replaced by spaCy's transition-based `ner`
+    (everything else, transformer, training and corpora included, unchanged)."""
+    from thinc.api import Config
+
+    cfg = Config().from_disk(base, interpolate=False)
+    cfg["nlp"]["pipeline"] = ["transformer" if p == "transformer" else "ner"
+                              for p in cfg["nlp"]["pipeline"]]
+    components = cfg["components"]
+    old = [name for name, c in components.items() if c.get("factory") == "crf_ner"]
+    for name in old:
+        del components[name]
+        cfg["initialize"]["components"].pop(name, None)
+    components["ner"] = SPACY_NER_COMPONENT
+    output.parent.mkdir(parents=True, exist_ok=True)
+    cfg.to_disk(output)
+    return output
+
+
+def schedule_overrides(config: Path, train_words: List[List[str]], epochs: int) -> dict:
+    """warmup_linear overrides that fit the schedule to the budget: total_steps = the number of
+    batches in `epochs` epochs (counted with the config's own batcher), warmup_steps in the
+    config's proportion. RETURNS (dict): {override: value, "steps_per_epoch": n}."""
+    from spacy.util import load_config, registry
+
+    cfg = load_config(config, interpolate=True)
+    batcher = registry.resolve({"b": cfg["training"]["batcher"]})["b"]
+    steps = sum(1 for _ in batcher(train_words))
+    sched = cfg["training"]["optimizer"]["learn_rate"]
+    out = {"steps_per_epoch": steps}
+    if sched.get("@schedules", "").startswith("warmup_linear"):
+        total = max(1, steps * epochs)
+        ratio = sched["warmup_steps"] / max(1, sched["total_steps"])
+        out["training.optimizer.learn_rate.total_steps"] = total
+        out["training.optimizer.learn_rate.warmup_steps"] = max(1, round(total * ratio))
+    return out
+
+
+def _docs(nlp, rows: Sequence[dict]):
+    from spacy.tokens import Doc
+
+    return [Doc(nlp.vocab, words=r["words"], spaces=r["spaces"]) for r in rows]
+
+
+def infer(args) -> None:
+    import spacy
+
+    threads = set_threads(args.threads)
+    nlp = spacy.load(args.model)
+    test = read_split(args.data, "test")
+
+    def predict(rows, bs):
+        return [[(e.start, e.end, e.label_) for e in doc.ents]
+                for doc in nlp.pipe(_docs(nlp, rows), batch_size=bs)]
+
+    speed, outputs = time_passes(test, predict, int_list(args.batch_sizes),
+                                 lambda rows: sum(len(r["words"]) for r in rows),
+                                 limit_b1=args.limit_b1)
+    largest = max(outputs)
+    if len(outputs[largest]) == len(test):
+        write_predictions(args.out / "pred-test.jsonl", outputs[largest])
+    else:
+        write_predictions(args.out / "pred-test.jsonl", predict(test, 64))
+    write_predictions(args.out / "pred-dev.jsonl", predict(read_split(args.data, "dev"), 64))
+    write_json(args.out / "infer.json", {"speed": speed, "threads": threads,
+                                         "pipeline": nlp.pipe_names})
+
+
+def scale(args) -> None:
+    import spacy
+    from spacy.tokens import Doc
+
+    threads = set_threads(args.threads)
+    nlp = spacy.load(args.model)
+    test = read_split(args.data, "test")
+    sizes = int_list(args.sizes)
+    nlp(Doc(nlp.vocab, words=scaling_docs_words(test, min(sizes))))  # warm-up
+    rows = {}
+    for size in sizes:
+        doc = Doc(nlp.vocab, words=scaling_docs_words(test, size))
+        start = time.perf_counter()
+        doc = nlp(doc)
+        seconds = time.perf_counter() - start
+        rows[str(size)] = {"tokens": len(doc), "seconds": seconds,
+                           "us_per_token": 1e6 * seconds / len(doc), "ents": len(doc.ents)}
+        print(f"{size} tokens: {seconds:.2f}s = {rows[str(size)]['us_per_token']:.0f} us/token",
+              flush=True)
+        write_json(args.out / "scale.json", {"sizes": rows, "threads": threads})
+
+
+def main() -> None:
+    args = base_parser(__doc__.split("\n")[0]).parse_args()
+    if args.step == "infer":
+        infer(args)
+    elif args.step == "scale":
+        scale(args)
+    else:
+        raise SystemExit("spaCy pipelines are trained with `python -m spacy train` (benchmarks.run)")
+
+
+if __name__ == "__main__":
+    main()
