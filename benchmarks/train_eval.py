@@ -86,7 +86,8 @@ def write_table(results: dict) -> None:
         "Produced by `python -m benchmarks.train_eval`; each row is one training run. P/R/F are",
         "entity-level micro scores (exact span and label) in %, on the gold tokenization. Speed:",
         "words/s of the whole pipeline (transformer + crf_ner) on the test set, batch 64, warm, docs",
-        "fed to nlp.pipe sorted by length (rows evaluated before that option record `in_order`).",
+        "fed to nlp.pipe sorted by length (rows marked `in order`: corpus order, measured before",
+        "sorting was added). GPU rows: an H100 lent through the device tool, shared by up to three jobs.",
         "",
         "| run | dataset | encoder | budget | device | train time | dev F | test P | test R | test F | words/s | date |",
         "|---|---|---|---|---|---:|---:|---:|---:|---:|---:|---|",
@@ -98,7 +99,7 @@ def write_table(results: dict) -> None:
             f"{'GPU' if r.get('gpu') else str(r['threads']) + ' CPU threads'} | "
             f"{r['train_seconds'] / 60:.1f} min | {100 * r['scores']['dev']['ents_f']:.2f} | "
             f"{100 * t['ents_p']:.2f} | {100 * t['ents_r']:.2f} | {100 * t['ents_f']:.2f} | "
-            f"{t['words_per_second']:,.0f} | {r['date']} |"
+            f"{t['words_per_second']:,.0f}{'' if t.get('sorted_by_length') else ' (in order)'} | {r['date']} |"
         )
     for tag, r in sorted(results.items()):
         lines += ["", f"## {tag}", "", f"Machine: {r['machine']}, {r['threads']} torch threads. "
