@@ -3,6 +3,7 @@ import os
 import sys
 
 from . import architectures, scorers  # noqa: F401  (registers architectures and scorers)
+from .layers import transformer  # noqa: F401  (registers spacy-bert-crf.TransformerModel.v1)
 from .pipeline import CRFEntityRecognizer, make_crf_ner
 
 __version__ = "0.1.0"
