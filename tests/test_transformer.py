@@ -63,3 +63,12 @@ def test_bucketed_inference_matches_spacy_transformers(tiny_bert_dir):
 def test_invalid_settings_raise(tiny_bert_dir, bad):
     with pytest.raises(ValueError, match="max_batch_pieces|min_fill"):
         build_transformer_model(str(tiny_bert_dir), lambda docs: [], **bad)
+
+
+def test_empty_and_whitespace_docs_in_a_batch(tiny_bert_dir):
+    nlp = _nlp(tiny_bert_dir, "spacy-bert-crf.TransformerModel.v1", max_batch_pieces=16)
+    texts = ["", "   ", "Olga met Paris .", "", " ".join(["Zork"] * 40)]
+    docs = list(nlp.pipe(texts, batch_size=8))
+    assert [len(d) for d in docs] == [len(nlp.make_doc(t)) for t in texts]
+    long_doc = docs[-1]._.trf_data
+    assert long_doc.model_output.last_hidden_state.shape[0] == len(long_doc.wordpieces.strings)
