@@ -120,27 +120,42 @@ def scaling_docs_words(docs: Sequence[dict], size: int) -> List[str]:
 def base_parser(description: str) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=description)
     sub = parser.add_subparsers(dest="step", required=True)
-    train = sub.add_parser("train")
-    train.add_argument("--data", type=Path, required=True)
-    train.add_argument("--encoder", type=Path, required=True)
-    train.add_argument("--out", type=Path, required=True)
-    train.add_argument("--epochs", type=int, default=2)
-    train.add_argument("--seed", type=int, default=0)
-    train.add_argument("--threads", type=int, default=2)
-    infer = sub.add_parser("infer")
-    infer.add_argument("--data", type=Path, required=True)
-    infer.add_argument("--model", type=Path, required=True)
-    infer.add_argument("--out", type=Path, required=True)
-    infer.add_argument("--threads", type=int, default=2)
-    infer.add_argument("--batch-sizes", default="1,64")
-    infer.add_argument("--limit-b1", type=int, default=0, help="time batch 1 on the first N docs")
-    scale = sub.add_parser("scale")
-    scale.add_argument("--data", type=Path, required=True)
-    scale.add_argument("--model", type=Path, required=True)
-    scale.add_argument("--out", type=Path, required=True)
-    scale.add_argument("--threads", type=int, default=2)
-    scale.add_argument("--sizes", default="1000,10000,100000")
+    steps = {}
+    for step in ("train", "infer", "scale"):
+        steps[step] = p = sub.add_parser(step)
+        p.add_argument("--data", type=Path, required=True)
+        p.add_argument("--encoder" if step == "train" else "--model", type=Path, required=True)
+        p.add_argument("--out", type=Path, required=True)
+        p.add_argument("--threads", type=int, default=2)
+    steps["train"].add_argument("--epochs", type=int, default=2)
+    steps["train"].add_argument("--seed", type=int, default=0)
+    steps["infer"].add_argument("--batch-sizes", default="1,64")
+    steps["infer"].add_argument("--limit-b1", type=int, default=0, help="time batch 1 on the first N docs")
+    steps["scale"].add_argument("--sizes", default="1000,10000,100000")
     return parser
+
+
+def run_steps(description: str, steps: Dict[str, Callable], unsupported: str) -> None:
+    """Parse the command line (base_parser) and run the step's function, or exit with
+    `unsupported` for a step this system does not have."""
+    args = base_parser(description).parse_args()
+    if args.step not in steps:
+        raise SystemExit(unsupported)
+    steps[args.step](args)
+
+
+def time_and_write_predictions(args, predict: Callable[[Sequence, int], List], **info) -> None:
+    """The inference step of a tagging system: time predict on the test split (time_passes),
+    write pred-test.jsonl and pred-dev.jsonl (batch 64) and infer.json (speeds + info)."""
+    test = read_split(args.data, "test")
+    speed, outputs = time_passes(test, predict, int_list(args.batch_sizes),
+                                 lambda rows: sum(len(r["words"]) for r in rows),
+                                 limit_b1=args.limit_b1)
+    largest = max(outputs)
+    preds = outputs[largest] if len(outputs[largest]) == len(test) else predict(test, 64)
+    write_predictions(args.out / "pred-test.jsonl", preds)
+    write_predictions(args.out / "pred-dev.jsonl", predict(read_split(args.data, "dev"), 64))
+    write_json(args.out / "infer.json", {"speed": speed, **info})
 
 
 def int_list(text: str) -> List[int]:

@@ -16,8 +16,8 @@ IOB2 tag), written from the same JSONL the other systems read. The final model i
 import time
 from pathlib import Path
 
-from .common import (base_parser, ents_to_iob2, int_list, read_split, set_threads, time_passes,
-                     write_json, write_predictions)
+from .common import (ents_to_iob2, read_split, run_steps, set_threads, time_and_write_predictions,
+                     write_json)
 
 LR = 5e-5
 BATCH_SIZE = 32
@@ -78,7 +78,6 @@ def infer(args) -> None:
     flair.device = torch.device("cpu")
     model = args.model / "final-model.pt" if args.model.is_dir() else args.model
     tagger = SequenceTagger.load(str(model))
-    test = read_split(args.data, "test")
 
     def predict(rows, bs):
         sentences = [Sentence(r["words"]) for r in rows]
@@ -86,24 +85,11 @@ def infer(args) -> None:
         return [[(s.tokens[0].idx - 1, s.tokens[-1].idx, s.tag) for s in sent.get_spans("ner")]
                 for sent in sentences]
 
-    speed, outputs = time_passes(test, predict, int_list(args.batch_sizes),
-                                 lambda rows: sum(len(r["words"]) for r in rows),
-                                 limit_b1=args.limit_b1)
-    largest = max(outputs)
-    preds = outputs[largest] if len(outputs[largest]) == len(test) else predict(test, 64)
-    write_predictions(args.out / "pred-test.jsonl", preds)
-    write_predictions(args.out / "pred-dev.jsonl", predict(read_split(args.data, "dev"), 64))
-    write_json(args.out / "infer.json", {"speed": speed, "threads": threads})
+    time_and_write_predictions(args, predict, threads=threads)
 
 
 def main() -> None:
-    args = base_parser(__doc__.split("\n")[0]).parse_args()
-    if args.step == "train":
-        train(args)
-    elif args.step == "infer":
-        infer(args)
-    else:
-        raise SystemExit("flair: no scaling step")
+    run_steps(__doc__.split("\n")[0], {"train": train, "infer": infer}, "flair: no scaling step")
 
 
 if __name__ == "__main__":

@@ -19,8 +19,8 @@ import math
 import time
 from typing import List, Sequence
 
-from .common import (base_parser, ents_to_iob2, int_list, labels_of, read_split, set_threads,
-                     time_passes, write_json, write_predictions)
+from .common import (ents_to_iob2, labels_of, read_split, run_steps, set_threads,
+                     time_and_write_predictions, write_json)
 
 LR = 5e-5
 BATCH_SIZE = 32
@@ -106,32 +106,17 @@ def infer(args) -> None:
     threads = set_threads(args.threads)
     ner = pipeline("token-classification", model=str(args.model), tokenizer=str(args.model),
                    aggregation_strategy="first", device=-1)
-    test = read_split(args.data, "test")
 
     def predict(rows, bs):
         words = [r["words"] for r in rows]
         results = ner(words, batch_size=bs, is_split_into_words=True)
         return [spans_to_tokens(w, ents) for w, ents in zip(words, results)]
 
-    speed, outputs = time_passes(test, predict, int_list(args.batch_sizes),
-                                 lambda rows: sum(len(r["words"]) for r in rows),
-                                 limit_b1=args.limit_b1)
-    largest = max(outputs)
-    preds = outputs[largest] if len(outputs[largest]) == len(test) else predict(test, 64)
-    write_predictions(args.out / "pred-test.jsonl", preds)
-    write_predictions(args.out / "pred-dev.jsonl", predict(read_split(args.data, "dev"), 64))
-    write_json(args.out / "infer.json", {"speed": speed, "threads": threads,
-                                         "aggregation_strategy": "first"})
+    time_and_write_predictions(args, predict, threads=threads, aggregation_strategy="first")
 
 
 def main() -> None:
-    args = base_parser(__doc__.split("\n")[0]).parse_args()
-    if args.step == "train":
-        train(args)
-    elif args.step == "infer":
-        infer(args)
-    else:
-        raise SystemExit("hf: no scaling step")
+    run_steps(__doc__.split("\n")[0], {"train": train, "infer": infer}, "hf: no scaling step")
 
 
 if __name__ == "__main__":

@@ -7,7 +7,7 @@ truncation at the encoder's maximum), padding to the longest in the batch, `Auto
 under torch.inference_mode(), outputs discarded. Same test texts, order and batch sizes as the
 systems.
 """
-from .common import base_parser, int_list, read_split, set_threads, time_passes, write_json
+from .common import int_list, read_split, run_steps, set_threads, time_passes, write_json
 
 
 def infer(args) -> None:
@@ -35,10 +35,7 @@ def infer(args) -> None:
 
 
 def main() -> None:
-    args = base_parser(__doc__.split("\n")[0]).parse_args()
-    if args.step != "infer":
-        raise SystemExit("raw: inference only")
-    infer(args)
+    run_steps(__doc__.split("\n")[0], {"infer": infer}, "raw: inference only")
 
 
 if __name__ == "__main__":

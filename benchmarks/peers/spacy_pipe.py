@@ -13,8 +13,8 @@ import time
 from pathlib import Path
 from typing import List, Sequence
 
-from .common import (base_parser, int_list, read_split, scaling_docs_words, set_threads,
-                     time_passes, write_json, write_predictions)
+from .common import (int_list, read_split, run_steps, scaling_docs_words, set_threads,
+                     time_and_write_predictions, write_json)
 
 # The `ner` component of en_core_web_trf (spaCy's transformer recipe), on the same transformer.
 SPACY_NER_COMPONENT = {
@@ -91,23 +91,12 @@ def infer(args) -> None:
 
     threads = set_threads(args.threads)
     nlp = spacy.load(args.model)
-    test = read_split(args.data, "test")
 
     def predict(rows, bs):
         return [[(e.start, e.end, e.label_) for e in doc.ents]
                 for doc in nlp.pipe(_docs(nlp, rows), batch_size=bs)]
 
-    speed, outputs = time_passes(test, predict, int_list(args.batch_sizes),
-                                 lambda rows: sum(len(r["words"]) for r in rows),
-                                 limit_b1=args.limit_b1)
-    largest = max(outputs)
-    if len(outputs[largest]) == len(test):
-        write_predictions(args.out / "pred-test.jsonl", outputs[largest])
-    else:
-        write_predictions(args.out / "pred-test.jsonl", predict(test, 64))
-    write_predictions(args.out / "pred-dev.jsonl", predict(read_split(args.data, "dev"), 64))
-    write_json(args.out / "infer.json", {"speed": speed, "threads": threads,
-                                         "pipeline": nlp.pipe_names})
+    time_and_write_predictions(args, predict, threads=threads, pipeline=nlp.pipe_names)
 
 
 def scale(args) -> None:
@@ -133,13 +122,8 @@ def scale(args) -> None:
 
 
 def main() -> None:
-    args = base_parser(__doc__.split("\n")[0]).parse_args()
-    if args.step == "infer":
-        infer(args)
-    elif args.step == "scale":
-        scale(args)
-    else:
-        raise SystemExit("spaCy pipelines are trained with `python -m spacy train` (benchmarks.run)")
+    run_steps(__doc__.split("\n")[0], {"infer": infer, "scale": scale},
+              "spaCy pipelines are trained with `python -m spacy train` (benchmarks.run)")
 
 
 if __name__ == "__main__":
