@@ -146,9 +146,7 @@ class CRF(nn.Module):
         end score), so alpha[t] + beta[t] - log Z is the log marginal of each tag at t (at real
         positions; padded positions hold no meaningful values).
         """
-        self._check(emissions, mask)
-        trans, start, end = self._scores(NEG)
-        chain = _Chain(self.potentials(emissions), mask, trans, start, end)
+        chain = self._chain(emissions, mask)
         a_hat, log_a = chain.forward()
         b_hat, log_b = chain.backward()
         log_alpha = a_hat.log() + log_a.unsqueeze(2)
@@ -158,10 +156,13 @@ class CRF(nn.Module):
     @torch.no_grad()
     def marginals(self, emissions: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """P(tag at t = k), (B, T, K); rows sum to 1 at real positions, 0 at padding."""
+        chain = self._chain(emissions, mask)
+        return chain.marginals(chain.forward()[0], chain.backward()[0])
+
+    def _chain(self, emissions: torch.Tensor, mask: torch.Tensor) -> "_Chain":
         self._check(emissions, mask)
         trans, start, end = self._scores(NEG)
-        chain = _Chain(self.potentials(emissions), mask, trans, start, end)
-        return chain.marginals(chain.forward()[0], chain.backward()[0])
+        return _Chain(self.potentials(emissions), mask, trans, start, end)
 
     def span_log_probs(
         self,
