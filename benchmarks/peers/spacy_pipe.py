@@ -39,12 +39,14 @@ SPACY_NER_COMPONENT = {
         },
     },
 }
+STOCK_TRANSFORMER = "spacy-transformers.TransformerModel.v3"
 SOFTMAX_OVERRIDE = ("components.crf_ner.model.@architectures", "spacy-bert-crf.SoftmaxTagger.v1")
 
 
 def derive_spacy_ner_config(base: Path, output: Path) -> Path:
     """Write base's config with the crf_ner component replaced by spaCy's transition-based `ner`
-    (everything else, transformer, training and corpora included, unchanged)."""
+    and the transformer by spacy-transformers' own TransformerModel.v3 (same weights, tokenizer
+    and windows; training and corpora unchanged): the pipeline a spaCy user builds without us."""
     from thinc.api import Config
 
     cfg = Config().from_disk(base, interpolate=False)
@@ -56,6 +58,11 @@ def derive_spacy_ner_config(base: Path, output: Path) -> Path:
         del components[name]
         cfg["initialize"]["components"].pop(name, None)
     components["ner"] = SPACY_NER_COMPONENT
+    # the stock transformer of en_core_web_trf, not our length-bucketed TransformerModel.v1
+    trf = components["transformer"]["model"]
+    trf["@architectures"] = STOCK_TRANSFORMER
+    for arg in ("max_batch_pieces", "min_fill"):
+        trf.pop(arg, None)
     output.parent.mkdir(parents=True, exist_ok=True)
     cfg.to_disk(output)
     return output

@@ -1,0 +1,114 @@
+"""Training step time of crf_ner's CRF head against its softmax ablation, in one process.
+
+    python -m benchmarks.peers.step_time --data DATA --encoder DIR --config CONFIG --out DIR
+        [--steps 40] [--warmup 4] [--threads 2] [--seed 0]
+
+Both pipelines are built from the same config (the softmax one with SoftmaxTagger.v1), with the
+same seed, initialized on the same sentences and updated on the same batches (the config's own
+batcher over a seeded shuffle of the train split), in alternating order (crf then softmax, then
+softmax then crf, ...) so that the machine's noise falls on both alike. One step is
+`nlp.update(batch, sgd=optimizer, drop=dropout)`: forward, loss, backward through the
+transformer and the optimizer update, as in `spacy train`. Writes step_time.json with each
+head's median and mean milliseconds per step and the ratio crf / softmax of the medians (the
+target is at most 1.10).
+"""
+import argparse
+import random
+import statistics
+import time
+from pathlib import Path
+
+from .common import set_threads, write_json
+from .spacy_pipe import SOFTMAX_OVERRIDE
+
+HEADS = ("crf", "softmax")
+
+
+def build(config: Path, overrides: dict, head: str, seed: int):
+    import spacy
+    from spacy.util import load_config
+    from thinc.api import fix_random_seed
+
+    if head == "softmax":
+        overrides = {**overrides, SOFTMAX_OVERRIDE[0]: SOFTMAX_OVERRIDE[1]}
+    cfg = load_config(config, overrides=overrides, interpolate=False)
+    fix_random_seed(seed)
+    return spacy.util.load_model_from_config(cfg, auto_fill=True, validate=True), cfg
+
+
+def measure(args) -> dict:
+    from spacy.training import Corpus
+    from spacy.util import registry
+
+    threads = set_threads(args.threads)
+    train_path = args.data / "train.spacy"
+    overrides = {"paths.transformer": str(args.encoder), "paths.train": str(train_path),
+                 "paths.dev": str(args.data / "dev.spacy"), "system.seed": args.seed}
+    pipes, batches = {}, None
+    for head in HEADS:
+        nlp, cfg = build(args.config, overrides, head, args.seed)
+        examples = list(Corpus(train_path)(nlp))
+        if batches is None:  # the same batches (as indices into the train split) for both
+            order = list(range(len(examples)))
+            random.Random(args.seed).shuffle(order)
+            position = {id(examples[i]): i for i in order}
+            batcher = registry.resolve({"b": cfg["training"]["batcher"]})["b"]
+            batches = []
+            for batch in batcher([examples[i] for i in order]):
+                batches.append([position[id(eg)] for eg in batch])
+                if len(batches) == args.warmup + args.steps:
+                    break
+        if len(batches) < args.warmup + args.steps:
+            raise SystemExit(f"{train_path}: only {len(batches)} batches, "
+                             f"need {args.warmup + args.steps} (--warmup + --steps)")
+        optimizer = nlp.initialize(lambda: examples[:2000])
+        dropout = cfg["training"]["dropout"]
+        pipes[head] = (nlp, examples, optimizer, dropout)
+    times = {head: [] for head in HEADS}
+    for step, batch in enumerate(batches):
+        for head in (HEADS if step % 2 == 0 else HEADS[::-1]):
+            nlp, examples, optimizer, dropout = pipes[head]
+            egs = [examples[i] for i in batch]
+            start = time.perf_counter()
+            nlp.update(egs, sgd=optimizer, drop=dropout, losses={})
+            seconds = time.perf_counter() - start
+            if step >= args.warmup:
+                times[head].append(seconds)
+    words = [sum(len(examples[i].reference) for i in batch) for batch in batches[args.warmup:]]
+    result = {"threads": threads, "steps": args.steps, "warmup": args.warmup, "seed": args.seed,
+              "words_per_batch": statistics.mean(words), "config": str(args.config)}
+    for head in HEADS:
+        ms = [1000 * s for s in times[head]]
+        result[head] = {"median_ms": statistics.median(ms), "mean_ms": statistics.mean(ms), "ms": ms}
+    result["ratio"] = result["crf"]["median_ms"] / result["softmax"]["median_ms"]
+    result["paired_ratio_median"] = statistics.median(
+        c / s for c, s in zip(times["crf"], times["softmax"]))
+    return result
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--data", type=Path, required=True, help="folder with train.spacy and dev.spacy")
+    p.add_argument("--encoder", type=Path, required=True)
+    p.add_argument("--config", type=Path, required=True)
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--steps", type=int, default=40)
+    p.add_argument("--warmup", type=int, default=4)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--seed", type=int, default=0)
+    args = p.parse_args(argv)
+    if args.steps < 1 or args.warmup < 0:
+        p.error("--steps must be at least 1 and --warmup at least 0")
+    return args
+
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
+    result = measure(args)
+    write_json(args.out / "step_time.json", result)
+    print(f"crf {result['crf']['median_ms']:.0f} ms, softmax {result['softmax']['median_ms']:.0f} ms "
+          f"per step (median of {args.steps}); ratio {result['ratio']:.3f}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
