@@ -2,7 +2,8 @@
 
     python -m benchmarks.run [--systems raw,crf,softmax,spacy_ner,hf,flair] [--dataset conll03|msra]
         [--epochs 2] [--limit-train N] [--limit-test N] [--seeds 0[,1,2]] [--threads 2]
-        [--encoder DIR] [--step-time-steps 40] [--out benchmarks/results] [--force] [--note TEXT]
+        [--encoder DIR] [--step-time-steps 40] [--speed-rounds 3] [--out benchmarks/results]
+        [--force] [--note TEXT]
 
 Systems (each trained for --epochs on the same sentences, on the same encoder):
     raw        the encoder's forward pass alone on the test words: the speed limit for any head
@@ -22,7 +23,10 @@ entities) from which the other peers read or write their own formats. Every syst
 predictions as JSONL ({"doc": i, "ents": [[start, end, label]]}) and ONE scorer
 (benchmarks/peers/score.py: exact span and label, cross-checked with seqeval strict IOB2) scores
 them all. With both crf and softmax, the training step time of the two heads is measured in
-one process on the same batches (benchmarks.peers.step_time). Each step (train, infer, scale) runs in its own subprocess with a timeout; its peak
+one process on the same batches (benchmarks.peers.step_time). Last, the trained seed-0 models of
+the systems of this environment (all but Flair) and the raw encoder are timed together in one
+process, interleaved over --speed-rounds rounds (benchmarks.peers.speed): the speed ratios to
+trust, as this machine's speed drifts between processes. Each step (train, infer, scale) runs in its own subprocess with a timeout; its peak
 RSS is the child's ru_maxrss (os.wait4), its time the wall clock. A failed step is recorded and
 the harness goes on.
 
@@ -58,6 +62,7 @@ FLAIR_SPEC = "flair==0.15.1"
 KIND = "spacy-bert-crf peer benchmark"
 SYSTEMS = ("raw", "crf", "softmax", "spacy_ner", "hf", "flair")
 SPACY_SYSTEMS = ("crf", "softmax", "spacy_ner")
+SPEED_SYSTEMS = ("raw", "crf", "softmax", "spacy_ner", "hf")  # the systems of this environment
 DESCRIPTIONS = {
     "raw": "encoder forward pass only (no head, no decoding)",
     "crf": "spacy-bert-crf.TransformerModel.v1 + crf_ner (constrained CRF), spacy train",
@@ -355,6 +360,19 @@ def flair_versions() -> Optional[dict]:
 # ---------------------------------------------------------------------------------------------
 
 
+def seed_work(args, system: str, seed: int) -> Path:
+    return WORK / "runs" / args.run_key / args.dataset / system / f"seed{seed}"
+
+
+def model_path(system: str, args, work: Path) -> Path:
+    """Where a system's trained model is (raw: the encoder itself)."""
+    if system == "raw":
+        return args.encoder
+    if system in SPACY_SYSTEMS:
+        return work / "train" / "model-last"
+    return work / "model" / ("final-model.pt" if system == "flair" else "")
+
+
 def train_command(system: str, seed: int, args, data: Path, work: Path, env: dict) -> tuple:
     """RETURNS (cmd, model_path, budget_info)."""
     py = sys.executable
@@ -378,14 +396,13 @@ def train_command(system: str, seed: int, args, data: Path, work: Path, env: dic
                 cmd += [f"--{key}", value]
         budget = {"epochs": args.epochs, "steps_per_epoch": steps, "steps": steps * args.epochs,
                   "schedule": "config's" if args.keep_schedule else sched}
-        return cmd, work / "train" / "model-last", budget
+        return cmd, model_path(system, args, work), budget
     module = {"hf": "benchmarks.peers.hf_tagger", "flair": "benchmarks.peers.flair_tagger"}[system]
     if system == "flair":
         py = flair_python(args.timeout_setup, env)
     cmd = [py, "-m", module, "train", "--data", data, "--encoder", args.encoder, "--out", work,
            "--epochs", args.epochs, "--seed", seed, "--threads", args.threads]
-    model = work / "model" / ("final-model.pt" if system == "flair" else "")
-    return cmd, model, {"epochs": args.epochs}
+    return cmd, model_path(system, args, work), {"epochs": args.epochs}
 
 
 def infer_command(system: str, args, data: Path, work: Path, model: Path, step: str) -> list:
@@ -404,7 +421,7 @@ def infer_command(system: str, args, data: Path, work: Path, model: Path, step: 
 def run_seed(system: str, seed: int, args, data: Path, settings: dict, do_scale: bool) -> dict:
     from .peers.score import score
 
-    work = WORK / "runs" / args.run_key / args.dataset / system / f"seed{seed}"
+    work = seed_work(args, system, seed)
     env = child_env(args.threads)
     record = {"status": "ok", "loadavg_at_start": list(os.getloadavg()), "started": now()}
     step = "setup"
@@ -488,28 +505,76 @@ def run_step_time(args, data: Path) -> dict:
     return record
 
 
-def render_sorted_raw(systems: dict, summaries: dict) -> List[str]:
-    """The raw encoder on length-sorted batches, and every system's largest-batch speed as a
-    fraction of it."""
-    raw_seed = systems.get("raw", {}).get("seeds", {}).get("0", {})
-    sorted_speed = raw_seed.get("infer", {}).get("speed_sorted_by_length")
-    if raw_seed.get("status") != "ok" or not sorted_speed:
-        return []
-    bs, timing = max(sorted_speed.items(), key=lambda kv: int(kv[0]))
-    limit = timing["words_per_second"]
-    parts = []
-    for name in SYSTEMS:
-        mine = (summaries.get(name, {}).get("wps", {}).get(bs) or (None,))[0]
-        if name != "raw" and mine:
-            parts.append(f"{name} {mine / limit:.2f}")
-    return [f"The raw encoder with the test sentences sorted by length (batch {bs}, similar lengths "
-            f"together: the least padding) runs {limit:,.0f} words/s; the systems' batch-{bs} speeds "
-            f"(corpus order) as a fraction of it: " + ", ".join(parts) + ". Corpus order pads each "
-            "batch to its longest sentence; `crf` and `softmax` sort the windows of a batch into "
-            "sub-batches of similar length (TransformerModel.v1) and Flair sorts its batches by "
-            "length, hence ratios above 1 to the raw encoder in corpus order. The spaCy systems "
-            "also cut sentences into strided windows of 128 pieces where the raw encoder attends "
-            "over the whole sentence (up to its maximum length), which matters for long sentences.", ""]
+def run_speed(args, data: Path, path: Path, settings: dict) -> None:
+    """Time the seed-0 models of the systems of this environment in one process, interleaved
+    (benchmarks.peers.speed), unless done for the same systems and rounds (or --force)."""
+    ds = load_results(path)["datasets"].get(args.dataset, {})
+    measured = ds.get("systems", {})
+    systems = [s for s in SPEED_SYSTEMS
+               if measured.get(s, {}).get("settings") == settings
+               and measured[s]["seeds"].get("0", {}).get("status") == "ok"
+               and model_path(s, args, seed_work(args, s, 0)).exists()]
+    if "raw" not in systems or len(systems) < 2:
+        print("speed: needs the raw encoder and one trained system; skipped", flush=True)
+        return
+    done = ds.get("speed", {})
+    if (done.get("status") == "ok" and sorted(done.get("models", {})) == sorted(systems)
+            and done.get("rounds") == args.speed_rounds and done.get("settings") == settings
+            and not args.force):
+        print("speed: already measured (--force to redo)", flush=True)
+        return
+    print(f"=== speed in one process: {', '.join(systems)} ===", flush=True)
+    work = WORK / "runs" / args.run_key / args.dataset / "speed"
+    cmd = [sys.executable, "-m", "benchmarks.peers.speed", "--data", data, "--out", work,
+           "--rounds", args.speed_rounds, "--batch-sizes", args.batch_sizes,
+           "--limit-b1", args.limit_b1, "--threads", args.threads]
+    for s in systems:
+        cmd += ["--system", f"{s}={model_path(s, args, seed_work(args, s, 0))}"]
+    record = {"loadavg_at_start": list(os.getloadavg()), "started": now(), "settings": settings}
+    result = run_step(cmd, work / "speed.log", args.timeout_infer, child_env(args.threads))
+    record["run"] = result
+    if result["returncode"] == 0:
+        record.update(status="ok", **json.loads((work / "speed.json").read_text()))
+    else:
+        record.update(status="failed", error=log_tail(ROOT / result["log"], 1500))
+        print(f"!! speed failed:\n{record['error']}", flush=True)
+    record["finished"] = now()
+    results = load_results(path)
+    results["datasets"].setdefault(args.dataset, {})["speed"] = record
+    results["updated"] = now()
+    write_json(path, results)
+
+
+def render_speed(sp: dict) -> List[str]:
+    if sp.get("status") != "ok":
+        return [f"Speed in one process: **failed**: {sp.get('error', '')[-300:]}", ""]
+    from .peers.speed import SORTED
+
+    bss = [str(b) for b in sp["batch_sizes"]]
+    lines = [f"Inference speed with every system in ONE process (`benchmarks/peers/speed.py`: seed-0 "
+             f"models, {sp['rounds']} rounds, in each round one pass per system and batch size in "
+             f"rotating order; batch 1 on the first {sp['limit_b1']} test sentences; medians over the "
+             f"rounds; × raw = median of the per-round ratios to the raw encoder). These are the "
+             f"speed numbers to compare: the table above times each system in its own process at "
+             f"another moment, and this machine's speed drifts by 10-15% between processes. Flair "
+             f"(own virtualenv) is not in it. The raw encoder pads each batch to its longest sentence "
+             f"(corpus order) or runs the sentences sorted by length (the least padding); `crf` and "
+             f"`softmax` sort the windows of each batch into sub-batches of similar length "
+             f"(TransformerModel.v1), which is how a whole pipeline can outrun the raw encoder in "
+             f"corpus order.", "",
+             "| system | " + " | ".join(f"words/s b{b}" for b in bss) + " | "
+             + " | ".join(f"× raw b{b}" for b in bss) + " |", "|---|" + "---:|" * (2 * len(bss))]
+    for name in [n for n in SYSTEMS if n in sp["systems"]] + [SORTED]:
+        e = sp["systems"].get(name)
+        if not e:
+            continue
+        label = "raw, sentences sorted by length" if name == SORTED else name
+        lines.append(f"| {label} | " + " | ".join(fmt_num(e["median"].get(b)) for b in bss) + " | "
+                     + " | ".join(f"{e['ratio_to_raw'][b]:.2f}" if b in e["ratio_to_raw"] else "–"
+                                  for b in bss) + " |")
+    lines += ["", f"Command: `{sp['run']['command']}`; 1-minute load average at start "
+                  f"{sp['loadavg_at_start'][0]:.1f}.", ""]
+    return lines
 
 
 def render_step_time(st: dict) -> List[str]:
@@ -643,7 +708,8 @@ def render_file(results: dict, path: Path) -> List[str]:
                     "–" if name == "raw" else ("ok" if all(s["crosscheck_ok"]) else "DIFFERS")]
             lines.append("| " + " | ".join(row) + " |")
         lines.append("")
-        lines += render_sorted_raw(systems, summaries)
+        if d.get("speed"):
+            lines += render_speed(d["speed"])
         labels = sorted({lab for s in summaries.values() for lab in s.get("test_per_type", {})})
         if labels:
             lines += ["Test F1 per type:", "", "| system | " + " | ".join(labels) + " |",
@@ -773,6 +839,8 @@ def parse_args(argv=None):
     p.add_argument("--scaling-sizes", default="1000,10000,100000")
     p.add_argument("--step-time-steps", type=int, default=40,
                    help="crf vs softmax training step time: steps per head in one process (0 = skip)")
+    p.add_argument("--speed-rounds", type=int, default=3,
+                   help="time all systems of this environment in one process, this many rounds (0 = skip)")
     p.add_argument("--keep-schedule", action="store_true",
                    help="spaCy systems: keep the config's warmup_linear steps instead of fitting them to --epochs")
     p.add_argument("--timeout-train", type=float, default=8 * 3600)
@@ -854,6 +922,8 @@ def main(argv=None) -> None:
             results["datasets"].setdefault(args.dataset, {})["step_time"] = record
             results["updated"] = now()
             write_json(path, results)
+    if args.speed_rounds > 0:
+        run_speed(args, data, path, settings)
     if path.exists():
         write_report(out, markdown)
     print(f"results: {rel(path)}", flush=True)

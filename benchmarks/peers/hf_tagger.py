@@ -100,11 +100,12 @@ def spans_to_tokens(words: Sequence[str], entities: List[dict], delimiter: str =
     return out
 
 
-def infer(args) -> None:
+def predictor(model):
+    """RETURNS (Callable[[rows, batch_size], entities per row]): the token-classification
+    pipeline (aggregation_strategy="first") over rows' words."""
     from transformers import pipeline
 
-    threads = set_threads(args.threads)
-    ner = pipeline("token-classification", model=str(args.model), tokenizer=str(args.model),
+    ner = pipeline("token-classification", model=str(model), tokenizer=str(model),
                    aggregation_strategy="first", device=-1)
 
     def predict(rows, bs):
@@ -112,7 +113,13 @@ def infer(args) -> None:
         results = ner(words, batch_size=bs, is_split_into_words=True)
         return [spans_to_tokens(w, ents) for w, ents in zip(words, results)]
 
-    time_and_write_predictions(args, predict, threads=threads, aggregation_strategy="first")
+    return predict
+
+
+def infer(args) -> None:
+    threads = set_threads(args.threads)
+    time_and_write_predictions(args, predictor(args.model), threads=threads,
+                               aggregation_strategy="first")
 
 
 def main() -> None:

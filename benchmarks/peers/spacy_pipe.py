@@ -93,17 +93,24 @@ def _docs(nlp, rows: Sequence[dict]):
     return [Doc(nlp.vocab, words=r["words"], spaces=r["spaces"]) for r in rows]
 
 
-def infer(args) -> None:
+def predictor(model):
+    """RETURNS (Callable[[rows, batch_size], entities per row]): nlp.pipe over the gold words."""
     import spacy
 
-    threads = set_threads(args.threads)
-    nlp = spacy.load(args.model)
+    nlp = spacy.load(model)
 
     def predict(rows, bs):
         return [[(e.start, e.end, e.label_) for e in doc.ents]
                 for doc in nlp.pipe(_docs(nlp, rows), batch_size=bs)]
 
-    time_and_write_predictions(args, predict, threads=threads, pipeline=nlp.pipe_names)
+    predict.pipe_names = nlp.pipe_names
+    return predict
+
+
+def infer(args) -> None:
+    threads = set_threads(args.threads)
+    predict = predictor(args.model)
+    time_and_write_predictions(args, predict, threads=threads, pipeline=predict.pipe_names)
 
 
 def scale(args) -> None:
