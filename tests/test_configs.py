@@ -5,7 +5,6 @@ import pytest
 import spacy
 from spacy.cli.train import train as spacy_train
 from spacy.tokens import DocBin
-from spacy.training.initialize import init_nlp
 from spacy.util import load_config, load_model_from_config
 
 from .util import TRAIN_DATA, make_examples

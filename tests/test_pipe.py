@@ -4,7 +4,6 @@ import pytest
 import spacy
 from spacy.tokens import Doc
 from spacy.training import Example
-from thinc.api import Adam
 
 from spacy_bert_crf.tag_schemes import is_valid
 

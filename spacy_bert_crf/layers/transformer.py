@@ -12,7 +12,6 @@ those of `spacy-transformers.TransformerModel.v3`.
 """
 from typing import Callable, List, Sequence, Tuple
 
-import numpy
 import torch
 from spacy.tokens import Doc
 from spacy.util import SimpleFrozenDict, registry
