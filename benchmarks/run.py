@@ -529,7 +529,7 @@ def run_speed(args, data: Path, path: Path, settings: dict) -> None:
            "--rounds", args.speed_rounds, "--batch-sizes", args.batch_sizes,
            "--limit-b1", args.limit_b1, "--threads", args.threads]
     for s in systems:
-        cmd += ["--system", f"{s}={model_path(s, args, seed_work(args, s, 0))}"]
+        cmd += ["--system", f"{s}={rel(model_path(s, args, seed_work(args, s, 0)))}"]
     record = {"loadavg_at_start": list(os.getloadavg()), "started": now(), "settings": settings}
     result = run_step(cmd, work / "speed.log", args.timeout_infer, child_env(args.threads))
     record["run"] = result
