@@ -493,14 +493,20 @@ def run_step_time(args, data: Path) -> dict:
     cmd = [sys.executable, "-m", "benchmarks.peers.step_time", "--data", data, "--encoder", args.encoder,
            "--config", ROOT / DATASETS[args.dataset]["config"], "--out", work,
            "--steps", args.step_time_steps, "--threads", args.threads]
+    return run_measurement("step_time", cmd, work, args.timeout_train, args.threads)
+
+
+def run_measurement(step: str, cmd: list, work: Path, timeout: float, threads: int) -> dict:
+    """Run a whole-dataset measurement (step_time, speed) whose subprocess writes
+    <work>/<step>.json. RETURNS (dict): status, the run, and that JSON's fields or the error."""
     record = {"loadavg_at_start": list(os.getloadavg()), "started": now()}
-    result = run_step(cmd, work / "step_time.log", args.timeout_train, child_env(args.threads))
+    result = run_step(cmd, work / f"{step}.log", timeout, child_env(threads))
     record["run"] = result
     if result["returncode"] == 0:
-        record.update(status="ok", **json.loads((work / "step_time.json").read_text()))
+        record.update(status="ok", **json.loads((work / f"{step}.json").read_text()))
     else:
         record.update(status="failed", error=log_tail(ROOT / result["log"], 1500))
-        print(f"!! step time failed:\n{record['error']}", flush=True)
+        print(f"!! {step} failed:\n{record['error']}", flush=True)
     record["finished"] = now()
     return record
 
@@ -530,15 +536,8 @@ def run_speed(args, data: Path, path: Path, settings: dict) -> None:
            "--limit-b1", args.limit_b1, "--threads", args.threads]
     for s in systems:
         cmd += ["--system", f"{s}={rel(model_path(s, args, seed_work(args, s, 0)))}"]
-    record = {"loadavg_at_start": list(os.getloadavg()), "started": now(), "settings": settings}
-    result = run_step(cmd, work / "speed.log", args.timeout_infer, child_env(args.threads))
-    record["run"] = result
-    if result["returncode"] == 0:
-        record.update(status="ok", **json.loads((work / "speed.json").read_text()))
-    else:
-        record.update(status="failed", error=log_tail(ROOT / result["log"], 1500))
-        print(f"!! speed failed:\n{record['error']}", flush=True)
-    record["finished"] = now()
+    record = run_measurement("speed", cmd, work, args.timeout_infer, args.threads)
+    record["settings"] = settings
     results = load_results(path)
     results["datasets"].setdefault(args.dataset, {})["speed"] = record
     results["updated"] = now()
