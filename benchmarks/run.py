@@ -486,20 +486,41 @@ def run_seed(system: str, seed: int, args, data: Path, settings: dict, do_scale:
     return record
 
 
-def run_step_time(args, data: Path) -> dict:
+def run_step_time(args, data: Path, path: Path, settings: dict) -> None:
     """The CRF head's training step time against the softmax head's (benchmarks.peers.step_time:
-    one process, same batches, alternating order)."""
+    one process, same batches, alternating order), unless done for the same steps (or --force)."""
+    done = load_results(path)["datasets"].get(args.dataset, {}).get("step_time", {})
+    if already_measured(done, settings, args, steps=args.step_time_steps):
+        print("step time: already measured (--force to redo)", flush=True)
+        return
+    print("=== step time: crf vs softmax ===", flush=True)
     work = WORK / "runs" / args.run_key / args.dataset / "step_time"
     cmd = [sys.executable, "-m", "benchmarks.peers.step_time", "--data", data, "--encoder", args.encoder,
            "--config", ROOT / DATASETS[args.dataset]["config"], "--out", work,
            "--steps", args.step_time_steps, "--threads", args.threads]
-    return run_measurement("step_time", cmd, work, args.timeout_train, args.threads)
+    record = run_measurement("step_time", cmd, work, args.timeout_train, args.threads, settings)
+    store_measurement(path, args.dataset, "step_time", record)
 
 
-def run_measurement(step: str, cmd: list, work: Path, timeout: float, threads: int) -> dict:
+def already_measured(done: dict, settings: dict, args, **same) -> bool:
+    """Whether a stored whole-dataset measurement is still valid: it succeeded with the same
+    settings and the same `same` fields, and --force was not given."""
+    return (done.get("status") == "ok" and done.get("settings") == settings and not args.force
+            and all(done.get(key) == value for key, value in same.items()))
+
+
+def store_measurement(path: Path, dataset: str, key: str, record: dict) -> None:
+    results = load_results(path)
+    results["datasets"].setdefault(dataset, {})[key] = record
+    results["updated"] = now()
+    write_json(path, results)
+
+
+def run_measurement(step: str, cmd: list, work: Path, timeout: float, threads: int,
+                    settings: dict) -> dict:
     """Run a whole-dataset measurement (step_time, speed) whose subprocess writes
     <work>/<step>.json. RETURNS (dict): status, the run, and that JSON's fields or the error."""
-    record = {"loadavg_at_start": list(os.getloadavg()), "started": now()}
+    record = {"loadavg_at_start": list(os.getloadavg()), "started": now(), "settings": settings}
     result = run_step(cmd, work / f"{step}.log", timeout, child_env(threads))
     record["run"] = result
     if result["returncode"] == 0:
@@ -524,9 +545,8 @@ def run_speed(args, data: Path, path: Path, settings: dict) -> None:
         print("speed: needs the raw encoder and one trained system; skipped", flush=True)
         return
     done = ds.get("speed", {})
-    if (done.get("status") == "ok" and sorted(done.get("models", {})) == sorted(systems)
-            and done.get("rounds") == args.speed_rounds and done.get("settings") == settings
-            and not args.force):
+    if (already_measured(done, settings, args, rounds=args.speed_rounds)
+            and sorted(done.get("models", {})) == sorted(systems)):
         print("speed: already measured (--force to redo)", flush=True)
         return
     print(f"=== speed in one process: {', '.join(systems)} ===", flush=True)
@@ -536,12 +556,8 @@ def run_speed(args, data: Path, path: Path, settings: dict) -> None:
            "--limit-b1", args.limit_b1, "--threads", args.threads]
     for s in systems:
         cmd += ["--system", f"{s}={rel(model_path(s, args, seed_work(args, s, 0)))}"]
-    record = run_measurement("speed", cmd, work, args.timeout_infer, args.threads)
-    record["settings"] = settings
-    results = load_results(path)
-    results["datasets"].setdefault(args.dataset, {})["speed"] = record
-    results["updated"] = now()
-    write_json(path, results)
+    store_measurement(path, args.dataset, "speed",
+                      run_measurement("speed", cmd, work, args.timeout_infer, args.threads, settings))
 
 
 def render_speed(sp: dict) -> List[str]:
@@ -908,19 +924,7 @@ def main(argv=None) -> None:
             write_json(path, results)
             write_report(out, markdown)
     if args.step_time_steps > 0 and {"crf", "softmax"} <= set(systems):
-        ds = load_results(path)["datasets"].get(args.dataset, {})
-        done = ds.get("step_time", {})
-        if (done.get("status") == "ok" and done.get("steps") == args.step_time_steps
-                and done.get("settings") == settings and not args.force):
-            print("step time: already measured (--force to redo)", flush=True)
-        else:
-            print("=== step time: crf vs softmax ===", flush=True)
-            record = run_step_time(args, data)
-            record["settings"] = settings
-            results = load_results(path)
-            results["datasets"].setdefault(args.dataset, {})["step_time"] = record
-            results["updated"] = now()
-            write_json(path, results)
+        run_step_time(args, data, path, settings)
     if args.speed_rounds > 0:
         run_speed(args, data, path, settings)
     if path.exists():
