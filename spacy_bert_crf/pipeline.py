@@ -16,7 +16,7 @@ from thinc.api import Config, Model, Optimizer, set_dropout_rate
 from thinc.types import Floats2d
 
 from .layers.crf import Entity, decode
-from .tag_schemes import biluo_to_scheme, make_tags
+from .tag_schemes import OUT, biluo_to_scheme, make_tags, span_tags
 
 # fmt: off
 DEFAULT_MODEL_CONFIG = """
@@ -47,6 +47,7 @@ Decoded = List[List[Entity]]
     default_config={
         "model": DEFAULT_CRF_NER_MODEL,
         "spans_key": "crf_ner",
+        "overwrite_ents": False,
         "scorer": {"@scorers": "spacy-bert-crf.ner_scorer.v1"},
     },
     default_score_weights={
@@ -61,6 +62,7 @@ def make_crf_ner(
     name: str,
     model: Model[List[Doc], List[Floats2d]],
     spans_key: Optional[str],
+    overwrite_ents: bool,
     scorer: Optional[Callable],
 ) -> "CRFEntityRecognizer":
     """Create a CRFEntityRecognizer component.
@@ -69,9 +71,14 @@ def make_crf_ner(
         SoftmaxTagger.v1).
     spans_key (Optional[str]): Also store the entities with their confidences in
         doc.spans[spans_key] (attrs["scores"]); None to skip.
+    overwrite_ents (bool): False (default): entities already set by an earlier component (e.g.
+        an entity_ruler) and tokens it set to "O" are kept, and the rest of the doc is decoded
+        conditioned on them. True: predict every token, replacing earlier entities.
     scorer (Optional[Callable]): The scoring method.
     """
-    return CRFEntityRecognizer(nlp.vocab, model, name, spans_key=spans_key, scorer=scorer)
+    return CRFEntityRecognizer(
+        nlp.vocab, model, name, spans_key=spans_key, overwrite_ents=overwrite_ents, scorer=scorer
+    )
 
 
 class CRFEntityRecognizer(TrainablePipe):
@@ -88,6 +95,7 @@ class CRFEntityRecognizer(TrainablePipe):
         name: str = "crf_ner",
         *,
         spans_key: Optional[str] = "crf_ner",
+        overwrite_ents: bool = False,
         scorer: Optional[Callable] = None,
     ) -> None:
         """Initialize the component.
@@ -96,6 +104,8 @@ class CRFEntityRecognizer(TrainablePipe):
         model (Model): The tagger model.
         name (str): The component instance name, used to add entries to the losses.
         spans_key (Optional[str]): Key of the span group with the entity confidences.
+        overwrite_ents (bool): Whether to replace entities set by earlier components instead of
+            keeping them as constraints.
         scorer (Optional[Callable]): The scoring method.
         """
         if "scheme" not in model.attrs or not model.has_ref("crf"):
@@ -108,8 +118,9 @@ class CRFEntityRecognizer(TrainablePipe):
         self.model = model
         self.name = name
         self.spans_key = spans_key
+        self.overwrite_ents = overwrite_ents
         self.scorer = scorer
-        self.cfg: Dict[str, Any] = {"labels": [], "nI": None, "spans_key": spans_key}
+        self.cfg: Dict[str, Any] = {"labels": [], "nI": None}
 
     # ----------------------------------------------------------------------- labels
     @property
@@ -136,13 +147,7 @@ class CRFEntityRecognizer(TrainablePipe):
 
         DOCS: https://spacy.io/api/pipe#add_label
         """
-        if not isinstance(label, str):
-            raise ValueError(Errors.E187)
-        if "-" in label or label == "O" or not label.strip():
-            raise ValueError(
-                f"Invalid entity label {label!r} for {self.name!r}: labels must be non-empty, "
-                "not 'O', and must not contain '-' (it separates tag prefix and label)."
-            )
+        self._check_label(label)
         if label in self.labels:
             return 0
         if self._is_initialized():
@@ -153,6 +158,16 @@ class CRFEntityRecognizer(TrainablePipe):
         self.cfg["labels"].append(label)
         self.vocab.strings.add(label)
         return 1
+
+    def _check_label(self, label: Any) -> None:
+        if not isinstance(label, str):
+            raise ValueError(Errors.E187)
+        # Tags are split at their first "-" only, so a label may itself contain "-".
+        if label in ("", OUT):
+            raise ValueError(
+                f"Invalid entity label {label!r} for {self.name!r}: a label must be non-empty "
+                f"and not {OUT!r} (the outside tag)."
+            )
 
     def _is_initialized(self) -> bool:
         return bool(self.model.get_ref("crf").layers)
@@ -176,15 +191,18 @@ class CRFEntityRecognizer(TrainablePipe):
         DOCS: https://spacy.io/api/entityrecognizer#initialize
         """
         validate_get_examples(get_examples, "CRFEntityRecognizer.initialize")
-        self.cfg["labels"] = []
         if labels is not None:
-            found = list(labels)
+            found = list(dict.fromkeys(labels))
         else:
             found = sorted(
                 {ent.label_ for eg in get_examples() for ent in eg.reference.ents}
             )
         for label in found:
-            self.add_label(label)
+            self._check_label(label)
+            self.vocab.strings.add(label)
+        # (Re-)initializing resets the model and its label set, as for spaCy's own pipes: the
+        # CRF is rebuilt below for exactly these labels.
+        self.cfg["labels"] = found
         if not self.labels:
             raise ValueError(
                 f"No entity labels for {self.name!r}: the training examples have no entities "
@@ -209,22 +227,94 @@ class CRFEntityRecognizer(TrainablePipe):
             raise ValueError(Errors.E109.format(name=self.name))
         if not any(len(doc) for doc in docs):
             return [[] for _ in docs]
+        self._check_upstream(docs)
         emissions = self.model.predict(docs)
-        # Whitespace tokens are never part of an entity (as in spaCy's `ner`).
-        outside = [numpy.fromiter((t.is_space for t in doc), dtype=bool, count=len(doc)) for doc in docs]
+        allowed = [self._allowed_tags(doc) for doc in docs]
         return decode(
-            self.model, emissions, self.tags, outside=outside, with_scores=self.spans_key is not None
+            self.model, emissions, self.tags, allowed=allowed, with_scores=self.spans_key is not None
         )
 
+    def _allowed_tags(self, doc: Doc) -> numpy.ndarray:
+        """The tags each token may take, (len(doc), n_tags) bool.
+
+        Whitespace tokens are never part of an entity (as in spaCy's `ner`). Unless
+        overwrite_ents is set, annotation from earlier components is a constraint, read as
+        spaCy's `ner` reads it: tokens a component blocked (`doc.set_ents(..., blocked=spans)`)
+        stay "O"; the tokens of a preset entity get exactly its tags (a label this pipe does not
+        know is held as "O" here and the entity is put back in set_annotations), and under BIO
+        the token after a preset entity may not continue it. Plain "O" tokens, which
+        `doc.ents = [...]` writes on every token outside the given entities, stay free.
+        """
+        tags = self.tags
+        index = {tag: i for i, tag in enumerate(tags)}
+        allowed = numpy.ones((len(doc), len(tags)), dtype=bool)
+        only_out = numpy.zeros(len(tags), dtype=bool)
+        only_out[index[OUT]] = True
+        for token in doc:
+            if token.is_space:
+                allowed[token.i] = only_out
+        if self.overwrite_ents:
+            return allowed
+        for token in doc:
+            if token.ent_iob == 3 and token.ent_type == 0:  # blocked
+                allowed[token.i] = only_out
+        for ent in doc.ents:
+            known = ent.label_ in self.labels
+            ent_tags = span_tags(len(ent), ent.label_, self.scheme) if known else None
+            for k, i in enumerate(range(ent.start, ent.end)):
+                allowed[i] = False
+                allowed[i, index[ent_tags[k]] if ent_tags else index[OUT]] = True
+            if known and self.scheme == "BIO" and ent.end < len(doc):
+                allowed[ent.end, index[f"I-{ent.label_}"]] = False
+        return allowed
+
+    def _check_upstream(self, docs: List[Doc]) -> None:
+        """Fail clearly when the model listens to a component that did not run on the docs
+        (e.g. crf_ner sourced into a pipeline without its transformer): the listener would
+        otherwise feed zeros, and the entities would be junk."""
+        for node in self.model.walk():
+            if node.name == "transformer-listener":
+                missing = not Doc.has_extension("trf_data") or any(
+                    len(doc) and doc._.trf_data is None for doc in docs
+                )
+                upstream = "transformer"
+            elif node.name == "tok2vec-listener":
+                missing = any(len(doc) and doc.tensor.size == 0 for doc in docs)
+                upstream = "tok2vec"
+            else:
+                continue
+            if missing:
+                raise ValueError(
+                    f"{self.name!r} listens to a {upstream!r} component (upstream "
+                    f"{getattr(node, 'upstream_name', '*')!r}), but the docs have no output "
+                    f"from one: it is missing from the pipeline, disabled, or placed after "
+                    f"{self.name!r}. Add the {upstream} that {self.name!r} was trained with before "
+                    f"it (source both from the same pipeline), or make {self.name!r} independent "
+                    f"with nlp.replace_listeners('{upstream}', '{self.name}', ['model.tok2vec'])."
+                )
+
     def set_annotations(self, docs: Iterable[Doc], decoded: Decoded) -> None:
-        """Write doc.ents (and the span group with confidences) from predict's output."""
+        """Write doc.ents (and the span group with confidences) from predict's output.
+
+        Preset entities (see overwrite_ents) stay in doc.ents as they were (with their kb_id);
+        the span group holds the entities this component predicted, with their confidences.
+        """
         for doc, entities in zip(docs, decoded):
-            spans = [Span(doc, start, end, label=label) for start, end, label, _ in entities]
-            doc.ents = spans
+            preset = [] if self.overwrite_ents else list(doc.ents)
+            taken = {(e.start, e.end, e.label_) for e in preset}
+            occupied = numpy.zeros(len(doc), dtype=bool)
+            for ent in preset:
+                occupied[ent.start : ent.end] = True
+            own = [
+                (Span(doc, start, end, label=label), p)
+                for start, end, label, p in entities
+                if (start, end, label) not in taken and not occupied[start:end].any()
+            ]
+            doc.ents = sorted(preset + [span for span, _ in own], key=lambda span: span.start)
             if self.spans_key is not None:
-                scores = numpy.asarray([p for *_, p in entities], dtype="float32")
+                scores = numpy.asarray([p for _, p in own], dtype="float32")
                 doc.spans[self.spans_key] = SpanGroup(
-                    doc, name=self.spans_key, spans=spans, attrs={"scores": scores}
+                    doc, name=self.spans_key, spans=[span for span, _ in own], attrs={"scores": scores}
                 )
 
     # ------------------------------------------------------------------------- update
@@ -322,10 +412,18 @@ class CRFEntityRecognizer(TrainablePipe):
         self.model.set_dim("nI", self.cfg["nI"], force=True)
         self.model.initialize()
 
-    def _load_model(self, load: Callable[[], Any]) -> None:
+    def _load_model(self, data: bytes, source: str) -> None:
         self._initialize_before_deserializing()
         try:
-            load()
+            srsly.msgpack_loads(data)
+        except Exception as err:
+            raise ValueError(
+                f"Cannot load the model of {self.name!r}: {source} is damaged or incomplete "
+                f"({type(err).__name__}: {err}). If it comes from an interrupted training run, "
+                "use the run's model-last, or train again."
+            ) from err
+        try:
+            self.model.from_bytes(data)
         except ValueError as err:
             raise ValueError(
                 f"Cannot load the model of {self.name!r}: it does not match its cfg (labels "
@@ -342,7 +440,7 @@ class CRFEntityRecognizer(TrainablePipe):
         deserialize = {
             "cfg": lambda b: self.cfg.update(srsly.json_loads(b)),
             "vocab": lambda b: self.vocab.from_bytes(b, exclude=exclude),
-            "model": lambda b: self._load_model(lambda: self.model.from_bytes(b)),
+            "model": lambda b: self._load_model(b, "its serialized model bytes"),
         }
         util.from_bytes(bytes_data, deserialize, exclude)
         return self
@@ -357,7 +455,7 @@ class CRFEntityRecognizer(TrainablePipe):
         def load_model(p: Path) -> None:
             with p.open("rb") as file_:
                 data = file_.read()
-            self._load_model(lambda: self.model.from_bytes(data))
+            self._load_model(data, f"the file {p}")
 
         deserialize = {
             "cfg": lambda p: self.cfg.update(srsly.read_json(p)),

@@ -119,6 +119,17 @@ def tags_to_spans(tags: Sequence[str], scheme: str) -> List[Tuple[int, int, str]
     return spans
 
 
+def span_tags(length: int, label: str, scheme: str) -> List[str]:
+    """The tags of one entity of `length` tokens: U-X / B-X I-X.. L-X (BILUO) or B-X I-X.. (BIO)."""
+    if length < 1:
+        raise ValueError(f"An entity spans at least one token, got length {length}.")
+    if _check_scheme(scheme) == "BILUO":
+        if length == 1:
+            return [f"U-{label}"]
+        return [f"B-{label}"] + [f"I-{label}"] * (length - 2) + [f"L-{label}"]
+    return [f"B-{label}"] + [f"I-{label}"] * (length - 1)
+
+
 def spans_to_tag_ids(
     length: int, spans: Iterable[Tuple[int, int, str]], tags: Sequence[str], scheme: str
 ) -> List[int]:
@@ -126,12 +137,5 @@ def spans_to_tag_ids(
     index = {t: i for i, t in enumerate(tags)}
     out = [index[OUT]] * length
     for start, end, label in spans:
-        if scheme == "BILUO" and end - start == 1:
-            out[start] = index[f"U-{label}"]
-            continue
-        out[start] = index[f"B-{label}"]
-        for i in range(start + 1, end):
-            out[i] = index[f"I-{label}"]
-        if scheme == "BILUO":
-            out[end - 1] = index[f"L-{label}"]
+        out[start:end] = [index[t] for t in span_tags(end - start, label, scheme)]
     return out

@@ -2,7 +2,7 @@
 import numpy
 import pytest
 import spacy
-from spacy.tokens import Doc
+from spacy.tokens import Doc, Span
 from spacy.training import Example
 
 from spacy_bert_crf.tag_schemes import is_valid
@@ -123,7 +123,7 @@ def test_invalid_labels():
     pipe = make_light_nlp().get_pipe("crf_ner")
     with pytest.raises(ValueError, match="E187"):
         pipe.add_label(3)
-    for bad in ("B-PER", "O", ""):
+    for bad in ("O", ""):
         with pytest.raises(ValueError, match="Invalid entity label"):
             pipe.add_label(bad)
 
@@ -211,3 +211,133 @@ def test_partially_annotated_corpus_trains():
     train(nlp, partial + full[3:], steps=80, lr=0.01)
     doc = nlp("Globex hired Tom Baker last year.")
     assert entities(doc) == GOLD[4]
+
+
+# Labels spaCy allows, with "-" and other characters: a tag is split at its first "-" only.
+ODD_LABELS = ["creative-work", "WORK_OF_ART", "Org.Gov", "人名", "B", "LOC-2"]
+ODD_DATA = [
+    ("Ana read Dune at Acme Labs today .", [(9, 13, "creative-work"), (17, 26, "Org.Gov")]),
+    ("The Mona Lisa hangs near the river .", [(4, 13, "WORK_OF_ART")]),
+    ("张三 去 北京 了 .", [(0, 2, "人名"), (5, 7, "B")]),
+    ("Then Zone Two was closed .", [(5, 13, "LOC-2")]),
+    ("Nothing here .", []),
+]
+
+
+@pytest.mark.parametrize("scheme", ["BILUO", "BIO"])
+def test_labels_with_hyphens_and_odd_characters(scheme, tmp_path):
+    nlp = make_light_nlp(scheme=scheme)
+    examples = make_examples(nlp, ODD_DATA)
+    train(nlp, examples, steps=80, lr=0.01)
+    assert set(nlp.get_pipe("crf_ner").labels) == set(ODD_LABELS)
+    gold = [[tuple(e) for e in ents] for _, ents in ODD_DATA]
+    texts = [t for t, _ in ODD_DATA]
+    assert [entities(d) for d in nlp.pipe(texts)] == gold
+    nlp.to_disk(tmp_path / "pipeline")
+    loaded = spacy.load(tmp_path / "pipeline")
+    assert [entities(d) for d in loaded.pipe(texts)] == gold
+
+
+def test_initialize_twice():
+    nlp = make_light_nlp()
+    examples = make_examples(nlp)
+    train(nlp, examples, steps=2)
+    pipe = nlp.get_pipe("crf_ner")
+    assert pipe.labels == ("LOC", "ORG", "PER")
+    nlp.initialize(lambda: examples)  # as when resuming or re-initialising a pipeline
+    assert pipe.labels == ("LOC", "ORG", "PER")
+    pipe.initialize(lambda: examples, labels=["PER", "LOC", "ORG", "MISC"])
+    assert pipe.labels == ("PER", "LOC", "ORG", "MISC")
+    assert pipe.model.get_dim("nO") == 1 + 4 * 4
+    train(nlp, examples, steps=80, lr=0.01)
+    assert [entities(d) for d in nlp.pipe(TEXTS)] == GOLD
+
+
+@pytest.fixture(scope="module", params=["BILUO", "BIO"])
+def trained_light(request):
+    nlp = make_light_nlp(scheme=request.param)
+    train(nlp, make_examples(nlp), steps=80, lr=0.01)
+    return nlp
+
+
+def with_ruler(nlp, patterns, overwrite_ents=False):
+    """A copy of the trained pipeline with an entity_ruler before crf_ner."""
+    ruled = spacy.blank("en")
+    ruled.add_pipe("entity_ruler").add_patterns(patterns)
+    ruled.add_pipe("crf_ner", source=nlp)
+    ruled.get_pipe("crf_ner").overwrite_ents = overwrite_ents
+    return ruled
+
+
+def test_overwrite_ents_config():
+    nlp = spacy.blank("en")
+    assert nlp.add_pipe("crf_ner", config={"overwrite_ents": True}).overwrite_ents is True
+    assert nlp.config["components"]["crf_ner"]["overwrite_ents"] is True
+    assert spacy.blank("en").add_pipe("crf_ner").overwrite_ents is False
+
+
+def test_preset_entities_are_kept(trained_light):
+    text = "Kenji met Olga in Oslo with an iPhone."
+    assert entities(trained_light(text))[:3] == [(0, 5, "PER"), (10, 14, "PER"), (18, 22, "LOC")]
+    patterns = [{"label": "PRODUCT", "pattern": "iPhone"}, {"label": "ORG", "pattern": "Oslo"}]
+    doc = with_ruler(trained_light, patterns)(text)
+    got = entities(doc)
+    assert (31, 37, "PRODUCT") in got  # a label crf_ner does not know
+    assert (18, 22, "ORG") in got  # a known label, different from what crf_ner would say
+    assert (0, 5, "PER") in got and (10, 14, "PER") in got  # the rest is still predicted
+    # The span group holds crf_ner's own entities with their confidences, not the presets.
+    group = doc.spans["crf_ner"]
+    assert [(s.start_char, s.end_char, s.label_) for s in group] == [(0, 5, "PER"), (10, 14, "PER")]
+    assert len(group.attrs["scores"]) == 2
+    # The option restores overwriting.
+    doc = with_ruler(trained_light, patterns, overwrite_ents=True)(text)
+    assert (18, 22, "LOC") in entities(doc)
+    assert not any(label == "PRODUCT" for *_, label in entities(doc))
+
+
+def test_preset_entities_condition_the_decoding(trained_light):
+    """A preset entity covering part of what crf_ner would predict: the rest of the doc is
+    decoded around it (no overlap, no continuation of the preset), not predicted and merged."""
+    text = "Maria Lopez flew to Lisbon on Monday."
+    assert entities(trained_light(text))[0] == (0, 11, "PER")
+    doc = with_ruler(trained_light, [{"label": "PER", "pattern": "Maria"}])(text)
+    ents = list(doc.ents)
+    assert (ents[0].start, ents[0].end, ents[0].label_) == (0, 1, "PER")
+    assert all(e.start >= 1 for e in ents[1:])
+    pipe = trained_light.get_pipe("crf_ner")
+    tagged = trained_light.make_doc(text)
+    tagged.ents = [Span(tagged, 0, 1, label="PER")]
+    allowed = pipe._allowed_tags(tagged)
+    tags = pipe.tags
+    assert [tags[k] for k in numpy.flatnonzero(allowed[0])] == [
+        "U-PER" if pipe.scheme == "BILUO" else "B-PER"
+    ]
+    if pipe.scheme == "BIO":  # (under BILUO the transitions already forbid I- after U-)
+        assert "I-PER" not in [tags[k] for k in numpy.flatnonzero(allowed[1])]
+    assert allowed[2:].all()  # plain "O" tokens (written by doc.ents) stay free
+
+
+def test_blocked_tokens_stay_outside(trained_light):
+    pipe = trained_light.get_pipe("crf_ner")
+    doc = trained_light.make_doc("Maria Lopez flew to Lisbon on Monday.")
+    doc.set_ents([], blocked=[doc[0:2]])
+    doc = pipe(doc)
+    assert entities(doc) == [(20, 26, "LOC")]
+
+
+def test_sourced_without_its_transformer_fails_clearly(trained_trf):
+    nlp = spacy.blank("en")
+    nlp.add_pipe("crf_ner", source=trained_trf)
+    with pytest.raises(ValueError, match="listens to a 'transformer' component"):
+        nlp("Maria Lopez flew to Lisbon on Monday.")
+
+
+def test_damaged_model_file_is_named(tmp_path):
+    nlp = make_light_nlp()
+    train(nlp, make_examples(nlp), steps=1)
+    nlp.to_disk(tmp_path)
+    model_file = tmp_path / "crf_ner" / "model"
+    data = model_file.read_bytes()
+    model_file.write_bytes(data[: len(data) // 2])
+    with pytest.raises(ValueError, match=r"'crf_ner'.*crf_ner[/\\]model is damaged or incomplete"):
+        spacy.load(tmp_path)

@@ -119,6 +119,8 @@ def _tagger_init(model: Model, X: Optional[List] = None, Y=None) -> None:
         bilstm.initialize()
         width = bilstm.attrs["width"]
     output = model.get_ref("output")
+    for name in output.param_names:  # re-initializing: new weights, possibly a new label count
+        output.set_param(name, None)
     output.set_dim("nI", width, force=True)
     output.set_dim("nO", n_tags, force=True)
     output.initialize()
@@ -236,15 +238,16 @@ def decode(
     emissions: List[Floats2d],
     tags: Sequence[str],
     *,
-    outside: Optional[List[numpy.ndarray]] = None,
+    allowed: Optional[List[Optional[numpy.ndarray]]] = None,
     with_scores: bool = True,
 ) -> List[List[Entity]]:
     """Viterbi entities per document, each with P(exactly this span and label) if with_scores.
 
     Empty documents give no entities. The tags never form an invalid sequence: invalid
-    transitions are -inf in the Viterbi recursion. `outside` (one bool array per doc) marks
-    tokens that can only be "O" (whitespace, as in spaCy's `ner`): every other tag gets a
-    prohibitive score there, in decoding and in the confidences alike.
+    transitions are -inf in the Viterbi recursion. `allowed` (per doc: None, or a (len, n_tags)
+    bool array) restricts the tags each token may take (whitespace and preset entities, see the
+    pipe): every other tag gets a prohibitive score there, so the best path and the confidences
+    alike are conditioned on the restriction.
     """
     import torch
 
@@ -255,9 +258,11 @@ def decode(
     if not rows:
         return out
     E, mask = _pad(model, [emissions[i] for i in rows], "float32")
-    if outside is not None:
+    if allowed is not None:
+        xp = model.ops.xp
         for r, i in enumerate(rows):
-            E[r, : len(emissions[i])][model.ops.xp.asarray(outside[i]), 1:] = _NEG
+            if allowed[i] is not None:
+                E[r, : len(emissions[i])][~xp.asarray(allowed[i])] = _NEG
     with torch.no_grad():
         E_t = xp2torch(E, device=shim.device)
         mask_t = xp2torch(mask, device=shim.device)
