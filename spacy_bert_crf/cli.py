@@ -7,10 +7,11 @@ import typer
 from .convert import convert_cli, split_cli
 from .encoders import encoders_app
 from .evaluate import evaluate_cli
+from .training import train_cli
 
 app = typer.Typer(
     name="spacy_bert_crf",
-    help="spacy-bert-crf: data converters, offline encoders and evaluation reports.",
+    help="spacy-bert-crf: data converters, offline encoders, resumable training and evaluation reports.",
     no_args_is_help=True,
     add_completion=False,
 )
@@ -18,3 +19,6 @@ app.command("convert")(convert_cli)
 app.command("split")(split_cli)
 app.add_typer(encoders_app, name="encoders")
 app.command("evaluate")(evaluate_cli)
+app.command(
+    "train", context_settings={"allow_extra_args": True, "ignore_unknown_options": True}
+)(train_cli)

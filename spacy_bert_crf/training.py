@@ -1,0 +1,490 @@
+"""`spacy train` that can be interrupted and resumed.
+
+spaCy's training loop keeps its state in memory: the optimizer's moments, the step count that
+drives the learning-rate schedule, the shuffled order of the epoch, the random generators and the
+scores that decide ``model-best``. A run that is killed starts again from step 0. This loop runs
+the same steps as ``spacy.training.loop.train`` (the same batches in the same order for the same
+seed, the same updates, evaluations, patience, ``max_steps`` and ``max_epochs``) and every
+``checkpoint_every`` steps writes everything it needs to continue into
+``OUTPUT/checkpoints/step-N``: the pipeline's weights, the optimizer state, the position in the
+epoch and its order, the random states (Python, NumPy, torch) and the evaluation history.
+``resume=True`` continues from the newest complete checkpoint, so an interrupted and resumed run
+ends with the same weights as an uninterrupted one.
+
+``model-best`` and ``model-last`` are written to a temporary folder first and then renamed into
+place, so a kill never leaves a half-written ``model-best`` behind (spaCy's loop deletes and
+re-copies it at every new best score).
+"""
+import random
+import shutil
+import sys
+from pathlib import Path
+from timeit import default_timer as timer
+from typing import IO, Any, Callable, Dict, Iterator, List, Optional, Tuple, Union
+
+import numpy
+import srsly
+import typer
+from spacy import util
+from spacy.cli._util import parse_config_overrides
+from spacy.language import Language
+from spacy.schemas import ConfigSchemaTraining
+from spacy.training.initialize import init_nlp
+from spacy.training.loop import (
+    create_before_to_disk_callback,
+    create_evaluation_callback,
+    subdivide_batch,
+    update_meta,
+)
+from thinc.api import Config, Optimizer, constant, fix_random_seed, require_gpu
+from wasabi import Printer
+
+DIR_MODEL_BEST = "model-best"
+DIR_MODEL_LAST = "model-last"
+DIR_CHECKPOINTS = "checkpoints"
+LATEST = "latest"  # text file in DIR_CHECKPOINTS naming the newest complete checkpoint
+STATE_FILE = "state.json"
+OPTIMIZER_FILE = "optimizer.msg"
+CONFIG_FILE = "config.cfg"  # the run's config (with overrides) as given, to check a resume
+
+
+class ResumeError(ValueError):
+    pass
+
+
+def train(
+    config_path: Union[str, Path],
+    output_path: Union[str, Path],
+    *,
+    overrides: Optional[Dict[str, Any]] = None,
+    use_gpu: int = -1,
+    resume: bool = False,
+    checkpoint_every: Optional[int] = None,
+    keep_checkpoints: int = 1,
+    stdout: Optional[IO] = None,
+    stderr: Optional[IO] = None,
+) -> Language:
+    """Train a pipeline from a config, as `spacy train` does, with resumable checkpoints.
+
+    config_path (Union[str, Path]): The training config.
+    output_path (Union[str, Path]): Where model-best, model-last and checkpoints/ go.
+    overrides (Optional[Dict[str, Any]]): Config overrides ("section.key": value).
+    use_gpu (int): GPU id, -1 for CPU.
+    resume (bool): Continue from the newest checkpoint in output_path if there is one (the
+        config and overrides must be the same as the interrupted run's); start afresh if not.
+    checkpoint_every (Optional[int]): Write a checkpoint every this many steps (default: the
+        config's eval_frequency). The last step always writes one.
+    keep_checkpoints (int): How many checkpoints to keep (the newest ones).
+    RETURNS (Language): The trained pipeline (with the optimizer's averaged weights, if any).
+    """
+    msg = Printer(no_print=True)
+    stdout = stdout or sys.stdout
+    stderr = stderr or sys.stderr
+    output_path = Path(output_path)
+    config_path = Path(config_path)
+    if not config_path.is_file():
+        raise FileNotFoundError(f"Config file not found: {config_path}")
+    if keep_checkpoints < 1:
+        raise ValueError(f"keep_checkpoints must be at least 1, got {keep_checkpoints}.")
+    if use_gpu >= 0:
+        require_gpu(use_gpu)
+    config = util.load_config(config_path, overrides=dict(overrides or {}), interpolate=False)
+    config_text = config.to_str()
+    checkpoint = latest_checkpoint(output_path) if resume else None
+    if checkpoint is not None:
+        saved = (checkpoint / CONFIG_FILE).read_text(encoding="utf8")
+        if saved != config_text:
+            raise ResumeError(
+                f"Cannot resume from {checkpoint}: it was trained with a different config or "
+                f"different overrides. Resume with the same ones, or train into a new output "
+                f"folder. Differences: {_config_diff(saved, config_text)}"
+            )
+        nlp = util.load_model_from_path(checkpoint / "nlp")
+        state = srsly.read_json(checkpoint / STATE_FILE)
+        stdout.write(msg.info(f"Resuming from {checkpoint} (step {state['step']})") + "\n")
+    else:
+        nlp = init_nlp(config, use_gpu=use_gpu)
+        state = None
+        if output_path.exists():
+            for sub in (DIR_MODEL_BEST, DIR_MODEL_LAST, DIR_CHECKPOINTS):
+                shutil.rmtree(output_path / sub, ignore_errors=True)
+    output_path.mkdir(parents=True, exist_ok=True)
+    return _train_loop(
+        nlp,
+        output_path,
+        config_text,
+        state=state,
+        checkpoint=checkpoint,
+        checkpoint_every=checkpoint_every,
+        keep_checkpoints=keep_checkpoints,
+        stdout=stdout,
+        stderr=stderr,
+    )
+
+
+def _train_loop(
+    nlp: Language,
+    output_path: Path,
+    config_text: str,
+    *,
+    state: Optional[Dict[str, Any]],
+    checkpoint: Optional[Path],
+    checkpoint_every: Optional[int],
+    keep_checkpoints: int,
+    stdout: IO,
+    stderr: IO,
+) -> Language:
+    """spaCy's `train` + `train_while_improving` (spacy/training/loop.py, v3.8) with the loop's
+    state made explicit, so that it can be saved and restored."""
+    msg = Printer(no_print=True)
+    config = nlp.config.interpolate()
+    if config["training"]["seed"] is not None:
+        fix_random_seed(config["training"]["seed"])
+    T = util.registry.resolve(config["training"], schema=ConfigSchemaTraining)
+    train_corpus, dev_corpus = util.resolve_dot_names(config, [T["train_corpus"], T["dev_corpus"]])
+    optimizer: Optimizer = T["optimizer"]
+    batcher = T["batcher"]
+    before_to_disk = create_before_to_disk_callback(T["before_to_disk"])
+    evaluate = create_evaluation_callback(nlp, dev_corpus, T["score_weights"])
+    exclude = T["frozen_components"]
+    annotating = T["annotating_components"]
+    before_update = T["before_update"]
+    max_epochs, max_steps, patience = T["max_epochs"], T["max_steps"], T["patience"]
+    eval_frequency = T["eval_frequency"]
+    every = checkpoint_every or eval_frequency
+    if every < 1:
+        raise ValueError(f"checkpoint_every must be at least 1, got {every}.")
+    if max_epochs < 0:
+        raise ValueError(
+            "Resumable training reads the training corpus once (max_epochs >= 0); "
+            "max_epochs = -1 streams it, which cannot be replayed to a position."
+        )
+    dropouts = constant(T["dropout"]) if isinstance(T["dropout"], float) else T["dropout"]
+
+    # The corpus is read once, as spaCy does for max_epochs >= 0. An augmenter draws from the
+    # random generators here, so a resumed run reads it from the same random state.
+    if checkpoint is not None:
+        _set_random_states(srsly.read_msgpack(checkpoint / "rng_corpus.msg"))
+    rng_corpus = _get_random_states()
+    examples = list(train_corpus(nlp))
+    if not examples:
+        raise ValueError(f"The training corpus {T['train_corpus']!r} holds no examples.")
+
+    step, epoch, batch_index, order = 0, 0, 0, None
+    results: List[Tuple[float, int]] = []
+    losses: Dict[str, float] = {}
+    words_seen, seconds_before, finished = 0, 0.0, False
+    if state is not None and checkpoint is not None:
+        step, epoch, batch_index, order = state["step"], state["epoch"], state["batch_index"], state["order"]
+        results = [(float(s), int(st)) for s, st in state["results"]]
+        losses = dict(state["losses"])
+        words_seen, seconds_before, finished = state["words"], state["seconds"], state["finished"]
+        _load_optimizer(optimizer, nlp, srsly.read_msgpack(checkpoint / OPTIMIZER_FILE))
+        for _ in range(step):  # the schedules' position (learning rate, dropout)
+            optimizer.step_schedules()
+            next(dropouts)
+        _set_random_states(srsly.read_msgpack(checkpoint / "rng.msg"))
+
+    def batches() -> Iterator[Tuple[int, int, List[int], list]]:
+        """(epoch, index in the epoch, the epoch's order, batch) from the saved position on.
+
+        spaCy shuffles its list of examples in place at the start of every epoch; shuffling a
+        list of indices the same way gives the same orders and draws the same random numbers.
+        """
+        ep, skip = epoch, batch_index
+        current = list(order) if order is not None else list(range(len(examples)))
+        shuffle = order is None
+        while max_epochs < 1 or ep != max_epochs:
+            if shuffle:
+                random.shuffle(current)
+            for i, batch in enumerate(batcher([examples[j] for j in current])):
+                if i >= skip:
+                    yield ep, i, list(current), batch
+            ep, skip, shuffle = ep + 1, 0, True
+
+    stdout.write(msg.info(f"Pipeline: {nlp.pipe_names}") + "\n")
+    stdout.write(msg.info(f"Initial learn rate: {optimizer.learn_rate}") + "\n")
+    with nlp.select_pipes(disable=exclude):
+        log_step, finalize_logger = T["logger"](nlp, stdout, stderr)
+    start_time = timer()
+    try:
+        for ep, index, current, batch in batches() if not finished else iter(()):
+            if before_update:
+                before_update(nlp, {"step": step, "epoch": ep})
+            dropout = next(dropouts)
+            for subbatch in subdivide_batch(batch, T["accumulate_gradient"]):
+                nlp.update(
+                    subbatch, drop=dropout, losses=losses, sgd=False,  # type: ignore[arg-type]
+                    exclude=exclude, annotates=annotating,
+                )
+            for name, proc in nlp.pipeline:
+                if (
+                    name not in exclude
+                    and getattr(proc, "is_trainable", False)
+                    and proc.model not in (True, False, None)
+                ):
+                    proc.finish_update(optimizer)
+            optimizer.step_schedules()
+            is_best: Optional[bool] = None
+            score, other_scores = None, None
+            if not step % eval_frequency:
+                with nlp.use_params(optimizer.averages):
+                    score, other_scores = evaluate()
+                results.append((score, step))
+                is_best = score == max(results)[0]
+            words_seen += sum(len(eg) for eg in batch)
+            info = {
+                "epoch": ep, "step": step, "score": score, "other_scores": other_scores,
+                "losses": losses, "checkpoints": results, "words": words_seen,
+                "seconds": int(seconds_before + timer() - start_time),
+            }
+            if is_best is not None:
+                with nlp.select_pipes(disable=exclude):
+                    update_meta(T, nlp, info)
+                _save_models(nlp, optimizer, before_to_disk, output_path, best=is_best)
+                info["output_path"] = str(output_path / DIR_MODEL_LAST)
+            log_step(info if is_best is not None else None)
+            if is_best is not None:
+                losses = {}
+            best_step = -max((s, -st) for s, st in results)[1] if results else 0
+            stop = bool(patience and (step - best_step) >= patience)
+            stop = stop or bool(max_steps and step >= max_steps)
+            step += 1
+            if stop or not step % every:
+                position = {"epoch": ep, "batch_index": index + 1, "order": current}
+                loop_state = {
+                    "step": step, **position, "results": results, "losses": losses,
+                    "words": words_seen, "seconds": seconds_before + timer() - start_time,
+                    "finished": stop,
+                }
+                _save_checkpoint(
+                    nlp, optimizer, output_path, config_text, rng_corpus, loop_state,
+                    keep=keep_checkpoints,
+                )
+            if stop:
+                break
+    finally:
+        finalize_logger()
+    _save_models(nlp, optimizer, before_to_disk, output_path, best=False)
+    if optimizer.averages:
+        nlp.use_params(optimizer.averages)
+    stdout.write(msg.good("Saved pipeline to output directory", output_path / DIR_MODEL_LAST) + "\n")
+    return nlp
+
+
+# ------------------------------------------------------------------------------ checkpoints
+def latest_checkpoint(output_path: Union[str, Path]) -> Optional[Path]:
+    """The newest complete checkpoint in output_path, or None."""
+    root = Path(output_path) / DIR_CHECKPOINTS
+    pointer = root / LATEST
+    if pointer.is_file():
+        candidate = root / pointer.read_text(encoding="utf8").strip()
+        if (candidate / STATE_FILE).is_file():
+            return candidate
+    complete = sorted(p for p in root.glob("step-*") if (p / STATE_FILE).is_file() and p.suffix != ".tmp")
+    return complete[-1] if complete else None
+
+
+def _save_checkpoint(
+    nlp: Language,
+    optimizer: Optimizer,
+    output_path: Path,
+    config_text: str,
+    rng_corpus: Dict[str, Any],
+    loop_state: Dict[str, Any],
+    *,
+    keep: int,
+) -> Path:
+    """Write a checkpoint into a temporary folder, rename it into place, then point LATEST at
+    it: a kill at any moment leaves the previous checkpoint usable."""
+    root = output_path / DIR_CHECKPOINTS
+    root.mkdir(parents=True, exist_ok=True)
+    name = f"step-{loop_state['step']:09d}"
+    tmp = root / f"{name}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    nlp.to_disk(tmp / "nlp")
+    srsly.write_msgpack(tmp / OPTIMIZER_FILE, _optimizer_state(optimizer, nlp))
+    srsly.write_msgpack(tmp / "rng.msg", _get_random_states())
+    srsly.write_msgpack(tmp / "rng_corpus.msg", rng_corpus)
+    (tmp / CONFIG_FILE).write_text(config_text, encoding="utf8")
+    srsly.write_json(tmp / STATE_FILE, loop_state)  # written last: marks the folder complete
+    _replace_dir(tmp, root / name)
+    _write_atomic(root / LATEST, name)
+    for old in sorted(p for p in root.glob("step-*") if p.is_dir())[:-keep]:
+        shutil.rmtree(old, ignore_errors=True)
+    return root / name
+
+
+def _save_models(
+    nlp: Language, optimizer: Optimizer, before_to_disk: Callable, output_path: Path, *, best: bool
+) -> None:
+    """model-last (and model-best), with the averaged weights, each replaced in one rename."""
+    last = output_path / DIR_MODEL_LAST
+    tmp = output_path / f"{DIR_MODEL_LAST}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    with nlp.use_params(optimizer.averages):
+        before_to_disk(nlp).to_disk(tmp)
+    _replace_dir(tmp, last)
+    if best:
+        tmp = output_path / f"{DIR_MODEL_BEST}.tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.copytree(last, tmp)
+        _replace_dir(tmp, output_path / DIR_MODEL_BEST)
+
+
+def _replace_dir(src: Path, dst: Path) -> None:
+    old = dst.with_name(dst.name + ".old")
+    shutil.rmtree(old, ignore_errors=True)
+    if dst.exists():
+        dst.rename(old)
+    src.rename(dst)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text, encoding="utf8")
+    tmp.replace(path)
+
+
+# --------------------------------------------------------------------- optimizer and RNG state
+def _param_keys(nlp: Language) -> Dict[Tuple[int, str], str]:
+    """The optimizer's keys ((node or shim id, parameter name)) mapped to names that are the
+    same in every process: node and shim ids are counters that differ between processes, the
+    position of a node in its component's model and the parameter name do not."""
+    keys: Dict[Tuple[int, str], str] = {}
+    for pipe_name, proc in nlp.pipeline:
+        model = getattr(proc, "model", None)
+        if not hasattr(model, "walk"):
+            continue
+        for i, node in enumerate(model.walk()):
+            names = [((node.id, p), f"{pipe_name}/{i}/{p}") for p in node.param_names]
+            for j, shim in enumerate(node.shims):
+                torch_model = getattr(shim, "_model", None)  # thinc's PyTorchShim keys params so
+                if hasattr(torch_model, "named_parameters"):
+                    names += [((shim.id, p), f"{pipe_name}/{i}.{j}/{p}")
+                              for p, _ in torch_model.named_parameters()]
+            for key, stable in names:
+                if keys.setdefault(key, stable) != stable:
+                    raise ResumeError(f"Two parameters share the optimizer key {key}.")
+    return keys
+
+
+def _optimizer_state(optimizer: Optimizer, nlp: Language) -> Dict[str, Any]:
+    keys = _param_keys(nlp)
+    out: Dict[str, Any] = {}
+    for key, stable in keys.items():
+        if key not in optimizer.nr_update and key not in optimizer.mom1:
+            continue
+        entry: Dict[str, Any] = {"nr_update": int(optimizer.nr_update.get(key, 0))}
+        for field in ("mom1", "mom2"):
+            if key in getattr(optimizer, field):
+                entry[field] = _to_numpy(getattr(optimizer, field)[key])
+        if optimizer.averages is not None and key in optimizer.averages:
+            entry["averages"] = _to_numpy(optimizer.averages[key])
+        out[stable] = entry
+    known = {k for k in keys}
+    unknown = [k for k in optimizer.nr_update if k not in known]
+    if unknown:
+        raise ResumeError(
+            f"The optimizer holds state for {len(unknown)} parameters that no component owns "
+            f"(e.g. {unknown[0]}): cannot save it in a form that a new process can restore."
+        )
+    return out
+
+
+def _load_optimizer(optimizer: Optimizer, nlp: Language, saved: Dict[str, Any]) -> None:
+    from thinc.api import get_current_ops
+
+    ops = get_current_ops()
+    by_name = {stable: key for key, stable in _param_keys(nlp).items()}
+    missing = [name for name in saved if name not in by_name]
+    if missing:
+        raise ResumeError(
+            f"The checkpoint's optimizer state names parameters this pipeline does not have "
+            f"(e.g. {missing[0]!r}): was the config changed?"
+        )
+    for name, entry in saved.items():
+        key = by_name[name]
+        optimizer.nr_update[key] = int(entry["nr_update"])
+        for field in ("mom1", "mom2"):
+            if field in entry:
+                getattr(optimizer, field)[key] = ops.asarray(entry[field])
+        if "averages" in entry and optimizer.averages is not None:
+            optimizer.averages[key] = ops.asarray(entry["averages"])
+
+
+def _to_numpy(array) -> numpy.ndarray:
+    return array.get() if hasattr(array, "get") else numpy.asarray(array)
+
+
+def _get_random_states() -> Dict[str, Any]:
+    import torch
+
+    version, internal, gauss = random.getstate()
+    kind, keys, pos, has_gauss, cached = numpy.random.get_state()
+    states = {
+        "python": [version, list(internal), gauss],
+        "numpy": [kind, numpy.asarray(keys), int(pos), int(has_gauss), float(cached)],
+        "torch": torch.get_rng_state().numpy().tobytes(),
+    }
+    if torch.cuda.is_available():
+        states["torch_cuda"] = [s.numpy().tobytes() for s in torch.cuda.get_rng_state_all()]
+    return states
+
+
+def _set_random_states(states: Dict[str, Any]) -> None:
+    import torch
+
+    version, internal, gauss = states["python"]
+    random.setstate((version, tuple(internal), gauss))
+    kind, keys, pos, has_gauss, cached = states["numpy"]
+    numpy.random.set_state((kind, numpy.asarray(keys, dtype=numpy.uint32), pos, has_gauss, cached))
+    torch.set_rng_state(torch.frombuffer(bytearray(states["torch"]), dtype=torch.uint8))
+    if "torch_cuda" in states and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(
+            [torch.frombuffer(bytearray(s), dtype=torch.uint8) for s in states["torch_cuda"]]
+        )
+
+
+def _config_diff(a: str, b: str) -> str:
+    left = Config().from_str(a, interpolate=False)
+    right = Config().from_str(b, interpolate=False)
+    flat_a, flat_b = _flatten(left), _flatten(right)
+    keys = sorted(k for k in set(flat_a) | set(flat_b) if flat_a.get(k) != flat_b.get(k))
+    return ", ".join(f"{k}: {flat_a.get(k)!r} -> {flat_b.get(k)!r}" for k in keys[:10])
+
+
+def _flatten(config: Dict[str, Any], prefix: str = "") -> Dict[str, Any]:
+    out: Dict[str, Any] = {}
+    for key, value in config.items():
+        if isinstance(value, dict):
+            out.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def train_cli(
+    # fmt: off
+    ctx: typer.Context,
+    config_path: Path = typer.Argument(..., exists=True, dir_okay=False, help="Training config"),
+    output_path: Path = typer.Option(..., "--output", "-o", help="Output folder (model-best, model-last, checkpoints/)"),
+    resume: bool = typer.Option(False, "--resume", help="Continue from the newest checkpoint in the output folder, if any"),
+    checkpoint_every: Optional[int] = typer.Option(None, "--checkpoint-every", min=1, help="Steps between checkpoints (default: eval_frequency)"),
+    keep_checkpoints: int = typer.Option(1, "--keep-checkpoints", min=1, help="How many checkpoints to keep"),
+    use_gpu: int = typer.Option(-1, "--gpu-id", "-g", help="GPU id, or -1 for CPU"),
+    # fmt: on
+) -> None:
+    """Train like `spacy train` (same arguments, config overrides as --section.key value),
+    checkpointing the whole training state so that --resume continues an interrupted run where
+    it stopped."""
+    overrides = parse_config_overrides(ctx.args)
+    try:
+        train(
+            config_path, output_path, overrides=overrides, use_gpu=use_gpu, resume=resume,
+            checkpoint_every=checkpoint_every, keep_checkpoints=keep_checkpoints,
+        )
+    except ResumeError as err:
+        Printer().fail(str(err), exits=1)

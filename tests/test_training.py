@@ -1,0 +1,198 @@
+"""Resumable training: an interrupted and resumed run ends with the weights of an uninterrupted one."""
+from pathlib import Path
+
+import numpy
+import pytest
+import spacy
+from spacy.tokens import DocBin
+from spacy.training.initialize import init_nlp
+from spacy.training.loop import train as spacy_train
+from spacy.util import load_config, registry
+
+from spacy_bert_crf.training import ResumeError, latest_checkpoint, train
+
+from .util import make_examples
+
+CONFIG = """
+[paths]
+train = null
+dev = null
+transformer = null
+crash_marker = null
+
+[system]
+seed = 0
+gpu_allocator = null
+
+[nlp]
+lang = "en"
+pipeline = ["transformer","crf_ner"]
+
+[components]
+
+[components.transformer]
+factory = "transformer"
+
+[components.transformer.model]
+@architectures = "spacy-bert-crf.TransformerModel.v1"
+name = ${paths.transformer}
+tokenizer_config = {"use_fast": true}
+
+[components.transformer.model.get_spans]
+@span_getters = "spacy-transformers.strided_spans.v1"
+window = 24
+stride = 16
+
+[components.crf_ner]
+factory = "crf_ner"
+
+[components.crf_ner.model]
+@architectures = "spacy-bert-crf.CRFTagger.v1"
+dropout = 0.2
+
+[components.crf_ner.model.tok2vec]
+@architectures = "spacy-transformers.TransformerListener.v1"
+grad_factor = 1.0
+pooling = {"@layers":"reduce_mean.v1"}
+
+[corpora]
+
+[corpora.train]
+@readers = "spacy.Corpus.v1"
+path = ${paths.train}
+
+[corpora.dev]
+@readers = "spacy.Corpus.v1"
+path = ${paths.dev}
+
+[training]
+seed = ${system.seed}
+gpu_allocator = ${system.gpu_allocator}
+dropout = 0.1
+max_epochs = 0
+max_steps = 13
+eval_frequency = 4
+patience = 0
+
+[training.before_update]
+@callbacks = "spacy-bert-crf-test.crash_once.v1"
+marker = ${paths.crash_marker}
+
+[training.batcher]
+@batchers = "spacy.batch_by_words.v1"
+size = 14
+tolerance = 0.2
+
+[training.optimizer]
+@optimizers = "Adam.v1"
+
+[training.optimizer.learn_rate]
+@schedules = "warmup_linear.v1"
+warmup_steps = 3
+total_steps = 13
+initial_rate = 0.001
+
+[training.logger]
+@loggers = "spacy.ConsoleLogger.v1"
+progress_bar = false
+"""
+
+
+class Crash(RuntimeError):
+    pass
+
+
+@registry.callbacks("spacy-bert-crf-test.crash_once.v1")
+def crash_once(marker: str):
+    """Raise once at step 7 (as a kill would stop the run), then never again."""
+
+    def before_update(nlp, info):
+        if info["step"] == 7 and not Path(marker).exists():
+            Path(marker).touch()
+            raise Crash("interrupted")
+
+    return before_update
+
+
+@pytest.fixture(scope="module")
+def setup(tiny_bert_dir, tmp_path_factory):
+    root = tmp_path_factory.mktemp("resume")
+    nlp = spacy.blank("en")
+    DocBin(docs=[eg.reference for eg in make_examples(nlp)]).to_disk(root / "train.spacy")
+    DocBin(docs=[eg.reference for eg in make_examples(nlp)[:3]]).to_disk(root / "dev.spacy")
+    (root / "config.cfg").write_text(CONFIG, encoding="utf8")
+    return root, {
+        "paths.train": str(root / "train.spacy"),
+        "paths.dev": str(root / "dev.spacy"),
+        "paths.transformer": str(tiny_bert_dir),
+    }
+
+
+def weights(nlp):
+    """Every parameter of the pipeline (thinc and torch) as numpy arrays, by stable names."""
+    out = {}
+    for name, proc in nlp.pipeline:
+        for i, node in enumerate(proc.model.walk()):
+            for param in node.param_names:
+                if node.has_param(param):
+                    out[f"{name}/{i}/{param}"] = numpy.asarray(node.get_param(param))
+            for j, shim in enumerate(node.shims):
+                for key, tensor in shim._model.state_dict().items():
+                    out[f"{name}/{i}.{j}/{key}"] = tensor.detach().cpu().numpy()
+    return out
+
+
+def assert_same_weights(a, b):
+    assert a.keys() == b.keys()
+    for key in a:
+        numpy.testing.assert_array_equal(a[key], b[key], err_msg=f"{key} differs after resuming")
+
+
+def test_resumed_run_matches_uninterrupted(setup, capsys):
+    root, paths = setup
+    done = root / "no-crash"
+    done.touch()
+    straight = train(root / "config.cfg", root / "straight",
+                     overrides={**paths, "paths.crash_marker": str(done)}, checkpoint_every=2)
+
+    # The uninterrupted run is what `spacy train` does with the same config and seed.
+    config = load_config(root / "config.cfg", overrides={**paths, "paths.crash_marker": str(done)})
+    (root / "spacy-train").mkdir()
+    spacy_nlp, _ = spacy_train(init_nlp(config), root / "spacy-train")
+    assert_same_weights(weights(spacy_nlp), weights(spacy.load(root / "straight" / "model-last")))
+
+    overrides = {**paths, "paths.crash_marker": str(root / "crashed")}
+    with pytest.raises(Crash):
+        train(root / "config.cfg", root / "resumed", overrides=overrides, checkpoint_every=2)
+    checkpoint = latest_checkpoint(root / "resumed")
+    assert checkpoint is not None and checkpoint.name == "step-000000006"
+    assert [p.name for p in (root / "resumed" / "checkpoints").glob("step-*")] == [checkpoint.name]
+    early = weights(spacy.load(checkpoint / "nlp"))
+    resumed = train(root / "config.cfg", root / "resumed", overrides=overrides,
+                    checkpoint_every=2, resume=True)
+    assert "Resuming from" in capsys.readouterr().out
+
+    a, b = weights(straight), weights(resumed)
+    assert len(a) > 20
+    assert_same_weights(a, b)
+    # A run that resumed from the wrong place would differ: the comparison can fail.
+    with pytest.raises(AssertionError):
+        assert_same_weights(early, a)
+    # Saved pipelines are complete and agree.
+    for run in ("straight", "resumed"):
+        for sub in ("model-best", "model-last"):
+            assert (root / run / sub / "meta.json").is_file()
+    last_a = spacy.load(root / "straight" / "model-last")
+    last_b = spacy.load(root / "resumed" / "model-last")
+    text = "Maria Lopez flew to Lisbon on Monday."
+    assert [(e.text, e.label_) for e in last_a(text).ents] == [(e.text, e.label_) for e in last_b(text).ents]
+    numpy.testing.assert_array_equal(
+        last_a(text).spans["crf_ner"].attrs["scores"], last_b(text).spans["crf_ner"].attrs["scores"]
+    )
+
+    # Resuming a finished run does nothing more; resuming with another config is refused.
+    again = train(root / "config.cfg", root / "resumed", overrides=overrides, resume=True)
+    assert_same_weights(weights(again), b)
+    with pytest.raises(ResumeError, match="training.max_steps"):
+        train(root / "config.cfg", root / "resumed",
+              overrides={**overrides, "training.max_steps": 20}, resume=True)
