@@ -52,6 +52,7 @@ import time
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
+from .paths import portable, portable_tree
 from .peers.common import read_jsonl, write_json, write_jsonl
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -161,11 +162,8 @@ def default_encoder(dataset: str) -> Path:
 
 
 def rel(path) -> str:
-    path = Path(os.path.abspath(path))  # not resolve(): a venv's python is a symlink
-    try:
-        return str(path.relative_to(ROOT))
-    except ValueError:
-        return str(path)
+    """The path as results record it: relative to the repository (benchmarks.paths.portable)."""
+    return portable(os.path.abspath(path))  # not resolve(): a venv's python is a symlink
 
 
 def now() -> str:
@@ -216,7 +214,7 @@ def prepare_data(dataset: str, data_dir: Path, limits: Dict[str, int]) -> Path:
     if stats_path.exists() and json.loads(stats_path.read_text()).get("sources") == fingerprint:
         return out
     out.mkdir(parents=True, exist_ok=True)
-    stats = {"sources": fingerprint, "data_dir": str(data_dir), "splits": {}}
+    stats = {"sources": fingerprint, "data_dir": rel(data_dir), "splits": {}}
     for split, (docs, counts, conv, source) in read_dataset(dataset, data_dir).items():
         n_all = len(docs)
         if limits[split]:
@@ -262,7 +260,8 @@ def run_step(cmd: Sequence, log: Path, timeout: float, env: dict) -> dict:
     for), timed_out, command, log."""
     cmd = [str(c) for c in cmd]
     log.parent.mkdir(parents=True, exist_ok=True)
-    print("$ " + " ".join(shlex.quote(rel(c) if os.path.isabs(c) else c) for c in cmd), flush=True)
+    command = " ".join(shlex.quote(portable(c)) for c in cmd)
+    print("$ " + command, flush=True)
     start = time.perf_counter()
     timed_out = False
     with log.open("w", encoding="utf8") as out:
@@ -284,7 +283,7 @@ def run_step(cmd: Sequence, log: Path, timeout: float, env: dict) -> dict:
             raise
     seconds = time.perf_counter() - start
     proc.returncode = os.waitstatus_to_exitcode(status)
-    return {"command": " ".join(shlex.quote(rel(c) if os.path.isabs(c) else c) for c in cmd),
+    return {"command": command,
             "returncode": proc.returncode, "seconds": seconds, "timed_out": timed_out,
             "cpu_seconds": usage.ru_utime + usage.ru_stime, "max_rss_mib": usage.ru_maxrss / MIB,
             "log": rel(log)}
@@ -432,7 +431,8 @@ def run_seed(system: str, seed: int, args, data: Path, settings: dict, do_scale:
             cmd, model, budget = train_command(system, seed, args, data, work, env)
             marker = work / "train_result.json"
             previous = json.loads(marker.read_text()) if marker.exists() else None
-            if previous and previous.get("settings") == settings and not args.force and Path(model).exists():
+            same = previous and portable_tree(previous.get("settings")) == settings
+            if same and not args.force and Path(model).exists():
                 print(f"reusing the training in {rel(work)}", flush=True)
                 record["train"] = previous["train"]
             else:
@@ -496,7 +496,7 @@ def run_step_time(args, data: Path, path: Path, settings: dict) -> None:
     print("=== step time: crf vs softmax ===", flush=True)
     work = WORK / "runs" / args.run_key / args.dataset / "step_time"
     cmd = [sys.executable, "-m", "benchmarks.peers.step_time", "--data", data, "--encoder", args.encoder,
-           "--config", ROOT / DATASETS[args.dataset]["config"], "--out", work,
+           "--config", DATASETS[args.dataset]["config"], "--out", work,
            "--steps", args.step_time_steps, "--threads", args.threads]
     record = run_measurement("step_time", cmd, work, args.timeout_train, args.threads, settings)
     store_measurement(path, args.dataset, "step_time", record)
@@ -513,7 +513,7 @@ def store_measurement(path: Path, dataset: str, key: str, record: dict) -> None:
     results = load_results(path)
     results["datasets"].setdefault(dataset, {})[key] = record
     results["updated"] = now()
-    write_json(path, results)
+    save_results(path, results)
 
 
 def run_measurement(step: str, cmd: list, work: Path, timeout: float, threads: int,
@@ -611,10 +611,17 @@ def render_step_time(st: dict) -> List[str]:
 
 
 def load_results(path: Path) -> dict:
+    """The results file (its paths made portable: files written before that are read alike)."""
     if path.exists():
-        return json.loads(path.read_text())
+        return portable_tree(json.loads(path.read_text()))
     return {"kind": KIND, "created": now(), "date": datetime.date.today().isoformat(),
             "datasets": {}, "notes": []}
+
+
+def save_results(path: Path, results: dict) -> None:
+    """Write a results file: committed, so every path in it is relative (benchmarks/paths.py),
+    error tails and commands included."""
+    write_json(path, portable_tree(results))
 
 
 def summarize(entry: dict) -> dict:
@@ -890,7 +897,7 @@ def main(argv=None) -> None:
     data = prepare_data(args.dataset, data_dir, limits)
     stats = json.loads((data / "stats.json").read_text())
     settings = {"dataset": args.dataset, "limits": limits, "epochs": args.epochs,
-                "encoder": str(args.encoder), "threads": args.threads, "batch_sizes": args.batch_sizes,
+                "encoder": rel(args.encoder), "threads": args.threads, "batch_sizes": args.batch_sizes,
                 "limit_b1": args.limit_b1, "keep_schedule": args.keep_schedule}
     results = load_results(path)
     order = ["raw"] + [s for s in systems if s != "raw"]
@@ -914,14 +921,14 @@ def main(argv=None) -> None:
             results = load_results(path)  # merge into what is on disk now
             ds = results["datasets"].setdefault(args.dataset, {})
             ds["data"] = stats
-            ds["encoder"] = str(args.encoder)
+            ds["encoder"] = rel(args.encoder)
             ds.setdefault("systems", {})[system] = entry
             results["machine"] = machine_info(args.threads)
             results["versions"] = package_versions()
             results["flair_versions"] = flair_versions() or results.get("flair_versions")
             results["updated"] = now()
             results["notes"] = list(dict.fromkeys(results.get("notes", []) + args.note))
-            write_json(path, results)
+            save_results(path, results)
             write_report(out, markdown)
     if args.step_time_steps > 0 and {"crf", "softmax"} <= set(systems):
         run_step_time(args, data, path, settings)

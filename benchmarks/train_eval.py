@@ -8,7 +8,8 @@ Runs the project's own steps (scripts/project.py corpus / train, i.e. the conver
 `spacy train` with configs/<lang>_<dataset>.cfg) under benchmarks/.work/, times the training,
 then evaluates dev and test with `spacy_bert_crf.evaluate` (P/R/F per type, words/s). Results are
 merged into benchmarks/results/training.json (one entry per --tag) and the table
-benchmarks/results/training.md is regenerated. Resumable: a finished training is not redone
+benchmarks/results/training.md is regenerated; paths in them are relative to the repository
+(benchmarks/paths.py). Resumable: a finished training is not redone
 (delete benchmarks/.work/<tag>/ or pass --force).
 """
 import argparse
@@ -20,6 +21,8 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
+from .paths import portable, portable_tree
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = Path(__file__).parent / "results"
@@ -154,7 +157,7 @@ def main() -> None:
     scores = evaluate_splits(model, corpus / args.dataset, args.threads, args.gpu_id)
     RESULTS.mkdir(exist_ok=True)
     path = RESULTS / "training.json"
-    results = json.loads(path.read_text()) if path.exists() else {}
+    results = portable_tree(json.loads(path.read_text())) if path.exists() else {}
     results[tag] = {
         "dataset": args.dataset,
         "encoder": args.transformer or "default",
@@ -163,13 +166,16 @@ def main() -> None:
         "train_seconds": json.loads(timing.read_text())["train_seconds"],
         "threads": args.threads,
         "gpu": args.gpu_id >= 0,
-        "command": " ".join(["python -m benchmarks.train_eval"] + [a for a in sys.argv[1:] if a]),
+        "command": " ".join(
+            ["python -m benchmarks.train_eval"] + [portable(a) for a in sys.argv[1:] if a]
+        ),
         "machine": machine(args.gpu_id),
         "versions": versions(),
         "date": datetime.date.today().isoformat(),
         "scores": scores,
         "note": args.note,
     }
+    results = portable_tree(results)  # committed: paths relative to the repository
     path.write_text(json.dumps(results, indent=2) + "\n")
     write_table(results)
     print((RESULTS / "training.md").read_text())

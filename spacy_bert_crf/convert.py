@@ -10,20 +10,36 @@ Command line (wired in cli.py):
     python -m spacy_bert_crf convert FORMAT INPUT OUTPUT_DIR [--scheme S] [--docs] [-n N] [--strict]
     python -m spacy_bert_crf split INPUT.spacy OUTPUT_DIR [--dev-size 0.1] [--seed 0]
 
-Invalid tag sequences (an I- that starts an entity in IOB2, an unclosed B- in BIOES, ...) are
-repaired by starting a new entity where the sequence breaks: no token and no entity is ever
-dropped. The repairs are counted in ConversionStats, or raise a ConversionError in strict mode.
-Malformed lines (wrong column count, unknown tag prefix, a tag without a label) always raise a
-ConversionError naming file:line and the line.
+A tag is PREFIX-LABEL, split at its first "-": the label is everything after it, so "B-LOC-2"
+is label "LOC-2" and "B-B" label "B". Any label spaCy allows works ("creative-work",
+"WORK_OF_ART", "Org.Gov", "人名"); only "" and "O" (which means outside) are refused.
+
+Invalid tag sequences (an I- that starts an entity in IOB2, a B- that does not follow an entity
+of its type in IOB1, an unclosed B- in BIOES, ...) are repaired by starting a new entity where
+the sequence breaks: no token and no entity is ever dropped. The repairs are counted in
+ConversionStats, or raise a ConversionError in strict mode.
+
+scheme="auto" picks the reading with the fewest invalid tags. Between IOB1 and IOB2 it counts the
+I- tags that start an entity (invalid in IOB2) and the B- tags that do not follow an entity of
+their type (invalid in IOB1); both readings give the same entities, only what counts as a repair
+differs. When both counts are above zero the scheme is ambiguous (ConversionStats.ambiguous) and
+the repairs make strict mode fail. ConversionStats.detection says what the detection saw.
+
+Malformed input always raises a ConversionError naming file:line and the line: a wrong column
+count (the expected count is that of most token lines, so a token containing a space is the line
+blamed), an unknown tag prefix, a tag without a label, an MSRA line with more than one character.
+A file without any token is an error too.
 """
 
 import random
 import re
+import sys
+import unicodedata
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Counter as CounterType
-from typing import Dict, Iterable, List, NoReturn, Optional, Sequence, Tuple, Union
+from typing import Dict, Iterable, Iterator, List, NoReturn, Optional, Sequence, Tuple, Union
 
 import spacy
 import typer
@@ -41,7 +57,8 @@ DEFAULT_LANGS = {"conll": "en", "msra": "zh"}
 DEFAULT_MSRA_LABEL_MAP = {"NR": "PER", "NS": "LOC", "NT": "ORG"}
 DOCSTART = "-DOCSTART-"
 MAX_REPAIR_LOCATIONS = 5
-PROGRESS_MIN_LINES = 50_000
+PROGRESS_MIN_LINES = 50_000  # smaller files convert in a few seconds: no progress shown
+PROGRESS_STEPS = 10  # progress lines per pass when stderr is not a terminal
 
 OUT = "O"
 _IOB_PREFIXES = frozenset("BI")
@@ -72,6 +89,9 @@ class ConversionStats:
     repairs (int): Invalid tag transitions repaired by starting a new entity.
     repair_locations (List[str]): "file:line" of the first MAX_REPAIR_LOCATIONS repairs.
     scheme (str): The tag scheme used (detected when scheme="auto").
+    detection (str): What the detection was based on (scheme="auto"), "" when the scheme was given.
+    ambiguous (bool): scheme="auto" found tags that are invalid in every reading of the file
+        (both I- tags that start an entity and B- tags that do not follow one of their type).
     """
 
     docs: int = 0
@@ -81,6 +101,8 @@ class ConversionStats:
     repairs: int = 0
     repair_locations: List[str] = field(default_factory=list)
     scheme: str = ""
+    detection: str = ""
+    ambiguous: bool = False
 
     @property
     def n_entities(self) -> int:
@@ -267,6 +289,10 @@ def parse_label_map(text: str) -> Dict[str, str]:
         source, sep, target = (part.strip() for part in item.partition("="))
         if not sep or not source or not target:
             raise ValueError(f"Invalid label map entry {item!r}: expected FROM=TO, e.g. NR=PER.")
+        if target == OUT:
+            raise ValueError(
+                f"Invalid label map entry {item!r}: 'O' means outside, not an entity label."
+            )
         mapping[source] = target
     return mapping
 
@@ -321,14 +347,18 @@ def convert_cli(
     ),
     docs: bool = typer.Option(False, "--docs", help="conll: one Doc per -DOCSTART- document"),
     n_sents: int = typer.Option(1, "--n-sents", "-n", min=1, help="Sentences per Doc"),
-    strict: bool = typer.Option(False, "--strict", help="Fail on invalid tag sequences"),
+    strict: bool = typer.Option(
+        False, "--strict", help="Fail on any invalid tag (so on an ambiguous auto-detected scheme)"
+    ),
     lang: Optional[str] = typer.Option(
         None, "--lang", "-l", help="Vocab language [default: en for conll, zh for msra]"
     ),
     label_map: Optional[str] = typer.Option(
         None, "--label-map", help="Rename labels [default for msra: NR=PER,NS=LOC,NT=ORG]"
     ),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar"),
+    quiet: bool = typer.Option(
+        False, "--quiet", "-q", help="No progress bar (shown on stderr for large files)"
+    ),
 ) -> None:
     """Convert a CoNLL or MSRA NER file to a .spacy (DocBin) file and print a summary."""
     try:
@@ -348,9 +378,11 @@ def convert_cli(
     except (ValueError, OSError) as err:
         _fail(err)
     typer.secho(f"\u2714 Wrote {stats.docs} docs to {output_path}", fg=typer.colors.GREEN)
-    detected = " (auto-detected)" if scheme.lower() == "auto" else ""
-    rows = [
-        ("scheme", f"{stats.scheme}{detected}"),
+    detected = " (auto-detected)" if stats.detection else " (given)"
+    rows = [("scheme", f"{stats.scheme}{detected}")]
+    if stats.detection:
+        rows.append(("detected from", stats.detection))
+    rows += [
         ("documents", stats.docs),
         ("sentences", stats.sentences),
         ("tokens", stats.tokens),
@@ -361,6 +393,13 @@ def convert_cli(
     width = max(len(name) for name, _ in rows)
     for name, value in rows:
         typer.echo(f"  {name:<{width}}  {value}")
+    if stats.ambiguous:
+        typer.secho(
+            f"\u26a0 Ambiguous tag scheme: no scheme fits every tag; {stats.scheme} was chosen "
+            f"for the {stats.detection}. Give --scheme if the file uses another one (--strict "
+            "fails on such a file).",
+            fg=typer.colors.YELLOW,
+        )
     if stats.repairs:
         shown = ", ".join(stats.repair_locations)
         more = ", ..." if stats.repairs > len(stats.repair_locations) else ""
@@ -432,49 +471,97 @@ def _read_lines(path: Path) -> List[str]:
 
 
 def _progress(items: Sequence, desc: str, unit: str, show: bool) -> Iterable:
-    """Iterate over items with a tqdm progress bar when show is set and tqdm is installed."""
-    if not show or tqdm is None:
+    """Iterate over items, showing progress on stderr when show is set: a tqdm bar on a terminal,
+    otherwise (a log file, a pipe) one line per PROGRESS_STEPS-th of the items."""
+    if not show or not items:
         return items
-    return tqdm(items, desc=desc, unit=unit, unit_scale=True, leave=False)
+    if tqdm is not None and sys.stderr.isatty():
+        return tqdm(items, desc=desc, unit=unit, unit_scale=True, leave=False)
+    return _progress_lines(items, desc, unit.strip())
+
+
+def _progress_lines(items: Sequence, desc: str, unit: str) -> Iterator:
+    total = len(items)
+    marks = {total * step // PROGRESS_STEPS: step for step in range(1, PROGRESS_STEPS + 1)}
+    for i, item in enumerate(items, 1):
+        yield item
+        step = marks.get(i)
+        if step is not None:
+            print(
+                f"{desc}: {100 * step // PROGRESS_STEPS}% ({i:,} of {total:,} {unit})",
+                file=sys.stderr,
+                flush=True,
+            )
 
 
 def _parse_tag(
     tag: str, label_map: Dict[str, str], path: Path, lineno: int, line: str, cache: Dict[str, Tag]
 ) -> Tag:
-    """Parse a tag into (prefix, label), checking the form only (the scheme is checked later)."""
+    """Parse a tag into (prefix, label), checking the form only (the scheme is checked later).
+
+    The tag is split at its first "-": "I-LOC-2" is ("I", "LOC-2"), "B-B" is ("B", "B").
+    """
     if tag == OUT:
         parsed = (OUT, "")
     else:
         prefix, sep, label = tag.partition("-")
+        mapped = label_map.get(label, label)
         if not sep:
             problem = "no PREFIX- (expected 'O' or PREFIX-LABEL)"
         elif prefix not in _BIOES_PREFIXES:
             problem = f"unknown prefix {prefix!r} (expected one of B, I, E, S, L, U, M)"
         elif not label:
             problem = "no label after the prefix"
+        elif label == OUT:
+            problem = "'O' is not an entity label (it means outside)"
+        elif not mapped or mapped == OUT:
+            problem = f"the label map turns {label!r} into {mapped!r}, which is not an entity label"
         else:
             problem = ""
         if problem:
             raise ConversionError(
                 f"{path}:{lineno}: malformed tag {tag!r}: {problem}, in line {line!r}"
             )
-        parsed = (prefix, label_map.get(label, label))
+        parsed = (prefix, mapped)
     cache[tag] = parsed
     return parsed
+
+
+def _column_counts(lines: List[str]) -> Tuple[int, int, int]:
+    """(n_cols, n_lines, first_line): the column count (>= 2) of most token lines (the earliest
+    on a tie), how many token lines have it and the first of them; (0, 0, 0) without any."""
+    counts: CounterType[int] = Counter()
+    first: Dict[int, int] = {}
+    known: Dict[str, int] = {}
+    for lineno, line in enumerate(lines, 1):
+        n_cols = known.get(line)
+        if n_cols is None:
+            stripped = line.strip(" \t")
+            cols = _COLUMNS.split(stripped) if stripped else []
+            n_cols = 0 if not cols or cols[0] == DOCSTART else len(cols)
+            known[line] = n_cols
+        if n_cols >= 2:
+            counts[n_cols] += 1
+            first.setdefault(n_cols, lineno)
+    if not counts:
+        return 0, 0, 0
+    n_cols = max(counts, key=lambda n: (counts[n], -first[n]))
+    return n_cols, counts[n_cols], first[n_cols]
 
 
 def _parse_conll(
     path: Path, lines: List[str], label_map: Dict[str, str], progress: bool
 ) -> List[List[_Sentence]]:
     """Documents (lists of sentences) of a column file (sentences before any DOCSTART included)."""
+    n_cols, n_cols_lines, n_cols_line = _column_counts(lines)
+    others = n_cols_lines - 1
+    as_on = f"as on line {n_cols_line}" + (f" and {others:,} other line(s)" if others > 0 else "")
     documents: List[List[_Sentence]] = [[]]
     words: List[str] = []
     tags: List[Tag] = []
     first = 0
-    n_cols = 0
-    n_cols_line = 0
     tag_cache: Dict[str, Tag] = {}
-    # Parsed lines: (word, tag), _BLANK or _DOCSTART. Only valid lines get in (n_cols is set then).
+    # Parsed lines: (word, tag), _BLANK or _DOCSTART. Only valid lines get in.
     cache: Dict[str, Union[Tuple[str, Tag], str]] = {}
     for lineno, line in enumerate(_progress(lines, f"Reading {path.name}", " lines", progress), 1):
         parsed = cache.get(line)
@@ -486,18 +573,19 @@ def _parse_conll(
             elif cols[0] == DOCSTART:
                 parsed = _DOCSTART
             else:
+                if len(cols) < 2:
+                    raise ConversionError(
+                        f"{path}:{lineno}: expected at least 2 columns (WORD ... TAG), "
+                        f"found {len(cols)}: {stripped!r}"
+                    )
                 if len(cols) != n_cols:
-                    if n_cols:
-                        raise ConversionError(
-                            f"{path}:{lineno}: expected {n_cols} columns "
-                            f"(as on line {n_cols_line}), found {len(cols)}: {stripped!r}"
-                        )
-                    if len(cols) < 2:
-                        raise ConversionError(
-                            f"{path}:{lineno}: expected at least 2 columns (WORD ... TAG), "
-                            f"found 1: {stripped!r}"
-                        )
-                    n_cols, n_cols_line = len(cols), lineno
+                    hint = ""
+                    if len(cols) > n_cols:
+                        hint = " (a token containing a space? columns are split on spaces and tabs)"
+                    raise ConversionError(
+                        f"{path}:{lineno}: expected {n_cols} columns ({as_on}), "
+                        f"found {len(cols)}: {stripped!r}{hint}"
+                    )
                 tag = tag_cache.get(cols[-1])
                 if tag is None:
                     tag = _parse_tag(cols[-1], label_map, path, lineno, stripped, tag_cache)
@@ -516,7 +604,10 @@ def _parse_conll(
             documents.append([])
     if words:
         documents[-1].append(_Sentence(words, tags, first))
-    return [document for document in documents if document]
+    documents = [document for document in documents if document]
+    if not documents:
+        raise ConversionError(f"{path}: no tokens to convert: the file holds {_what(lines)}")
+    return documents
 
 
 def _parse_msra(
@@ -559,6 +650,11 @@ def _parse_msra(
                         f"{path}:{lineno}: expected {expected} (one character per line), "
                         f"found {line!r}"
                     )
+                if not _is_one_character(char):
+                    raise ConversionError(
+                        f"{path}:{lineno}: expected one character per line, found {char!r} "
+                        f"({len(char)} characters) in {line!r}"
+                    )
                 tag_text = tag_text or OUT
                 tag = tag_cache.get(tag_text)
                 if tag is None:
@@ -576,7 +672,30 @@ def _parse_msra(
         tags.append(parsed[1])
     if words:
         sentences.append(_Sentence(words, tags, first))
+    if not sentences:
+        raise ConversionError(f"{path}: no characters to convert: the file holds {_what(lines)}")
     return sentences
+
+
+def _what(lines: List[str]) -> str:
+    """What a file without tokens holds, for the error message."""
+    if not lines:
+        return "no lines"
+    if any(line.strip(" \t") for line in lines):
+        return "only -DOCSTART- and blank lines"
+    return "only blank lines"
+
+
+def _is_one_character(text: str) -> bool:
+    """Whether text is one character: one code point, or one followed by combining marks or
+    variation selectors (what a reader sees as one character)."""
+    return len(text) == 1 or (
+        len(text) > 1
+        and not unicodedata.category(text[0]).startswith("M")
+        and all(
+            unicodedata.category(c).startswith("M") or "\ufe00" <= c <= "\ufe0f" for c in text[1:]
+        )
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -584,29 +703,50 @@ def _parse_msra(
 # ---------------------------------------------------------------------------------------------
 
 
-def _resolve_scheme(scheme: str, documents: List[List[_Sentence]]) -> Tuple[str, str]:
-    """(family, name): family is "IOB1", "IOB2" or "BIOES"; name is what the stats report."""
+def _resolve_scheme(scheme: str, documents: List[List[_Sentence]]) -> Tuple[str, str, str, bool]:
+    """(family, name, detection, ambiguous): family is "IOB1", "IOB2" or "BIOES"; name is what the
+    stats report; detection what scheme="auto" was based on ("" for a given scheme); ambiguous
+    whether every reading of the file has invalid tags."""
     name = scheme.upper() if scheme.lower() != "auto" else "auto"
     if name not in SCHEMES:
         raise ValueError(f"Unknown tag scheme {scheme!r}: expected one of {', '.join(SCHEMES)}.")
     if name != "auto":
         family = {"BIO": "IOB2", "BILUO": "BIOES", "BMES": "BIOES"}.get(name, name)
-        return family, name
-    prefixes = set()
-    starts_with_inside = False
+        return family, name, "", False
+    prefixes: CounterType[str] = Counter()
+    bad_iob2 = 0  # I- tags that start an entity: invalid in IOB2
+    bad_iob1 = 0  # B- tags that do not follow an entity of their type: invalid in IOB1
     for document in documents:
         for sentence in document:
             previous: Tag = (OUT, "")
             for tag in sentence.tags:
-                prefixes.add(tag[0])
-                if tag[0] == "I" and (previous[0] == OUT or previous[1] != tag[1]):
-                    starts_with_inside = True
+                prefixes[tag[0]] += 1
+                if tag[0] != OUT and (previous[0] == OUT or previous[1] != tag[1]):
+                    if tag[0] == "I":
+                        bad_iob2 += 1
+                    elif tag[0] == "B":
+                        bad_iob1 += 1
                 previous = tag
-    if prefixes & _BIOES_ONLY_PREFIXES:
+    bioes_only = sorted(p for p in prefixes if p in _BIOES_ONLY_PREFIXES)
+    if bioes_only:
         if "M" in prefixes:
-            return "BIOES", "BMES"
-        return "BIOES", "BILUO" if prefixes & {"L", "U"} else "BIOES"
-    return ("IOB1", "IOB1") if starts_with_inside else ("IOB2", "IOB2")
+            name = "BMES"
+        else:
+            name = "BILUO" if prefixes.keys() & {"L", "U"} else "BIOES"
+        n_tags = sum(prefixes[p] for p in bioes_only)
+        used = ", ".join(f"{p}-" for p in bioes_only)
+        detection = f"{n_tags:,} tag(s) with the prefix {used}, which only BIOES/BILUO/BMES use"
+        return "BIOES", name, detection, False
+    if not prefixes["B"] and not prefixes["I"]:
+        return "IOB2", "IOB2", "no entity tags (every tag is O)", False
+    iob2 = f"{bad_iob2:,} as IOB2 (I- starting an entity)"
+    iob1 = f"{bad_iob1:,} as IOB1 (B- not right after an entity of its type)"
+    if bad_iob2 <= bad_iob1:
+        family, fewer, more = "IOB2", iob2, iob1
+    else:
+        family, fewer, more = "IOB1", iob1, iob2
+    detection = f"fewest invalid tags: {fewer}, against {more}"
+    return family, family, detection, bool(bad_iob1 and bad_iob2)
 
 
 def _tag_text(tag: Optional[Tag]) -> str:
@@ -645,9 +785,15 @@ def _decode(
                 f"(allowed prefixes: {', '.join(sorted(allowed))})"
             )
         elif prefix == "B":
+            if family == "BIOES" and open_label is not None:
+                repairs.append((i, f"{_tag_text(tag)!r} after {_tag_text(previous)!r}"))
+            elif family == "IOB1" and open_label != label:
+                # in IOB1 a B- only separates two adjacent entities of one type
+                repairs.append(
+                    (i, f"{_tag_text(tag)!r} after {_tag_text(previous)!r} (IOB1 uses B- only "
+                     "right after an entity of the same type)")
+                )
             if open_label is not None:
-                if family == "BIOES":
-                    repairs.append((i, f"{_tag_text(tag)!r} after {_tag_text(previous)!r}"))
                 spans.append((start, i, open_label))
             start, open_label = i, label
         elif prefix in _INSIDE:
@@ -701,8 +847,8 @@ def _to_docs(
     spaces: bool,
     progress: bool,
 ) -> Tuple[List[Doc], ConversionStats]:
-    family, name = _resolve_scheme(scheme, documents)
-    stats = ConversionStats(scheme=name)
+    family, name, detection, ambiguous = _resolve_scheme(scheme, documents)
+    stats = ConversionStats(scheme=name, detection=detection, ambiguous=ambiguous)
     if docs:
         groups = documents
     else:
@@ -718,9 +864,15 @@ def _to_docs(
             if repairs:
                 if strict:
                     lineno, text = repairs[0]
+                    why = "convert without strict mode to repair it by starting a new entity"
+                    if detection:
+                        why = (
+                            f"{name} auto-detected from the {detection}"
+                            f"{'; no scheme fits every tag' if ambiguous else ''}. To convert, "
+                            f"give the scheme (--scheme) if the file uses another one, or {why}"
+                        )
                     raise ConversionError(
-                        f"{path}:{lineno}: invalid {name} tag sequence: {text} "
-                        "(convert without strict mode to repair it by starting a new entity)"
+                        f"{path}:{lineno}: invalid {name} tag sequence: {text} ({why})"
                     )
                 stats.repairs += len(repairs)
                 for lineno, _ in repairs:
