@@ -2,7 +2,7 @@
 import os
 import sys
 
-from . import architectures, scorers  # noqa: F401  (registers architectures and scorers)
+from . import architectures, scorers, tokenizers  # noqa: F401  (registers them)
 from .layers import transformer  # noqa: F401  (registers spacy-bert-crf.TransformerModel.v1)
 from .pipeline import CRFEntityRecognizer, make_crf_ner
 

@@ -13,6 +13,7 @@ SETUP_CFG = Path(__file__).resolve().parents[1] / "setup.cfg"
 REGISTRIES = {
     "spacy_architectures": registry.architectures,
     "spacy_scorers": registry.scorers,
+    "spacy_tokenizers": registry.tokenizers,
 }
 
 
