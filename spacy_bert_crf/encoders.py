@@ -122,12 +122,17 @@ def build_encoder(
     interrupted build never leaves a half-written OUTPUT_DIR. A folder that already holds a
     complete build of the same encoder and dtype is kept as it is unless `force` is set.
 
+    Only a folder this function built (it holds the build record `BUILD_INFO` and nothing
+    that the record does not list) or an empty folder is ever replaced, with or without
+    `force`; anything else, and the current folder or one holding it, is refused with an
+    `EncoderError`, and nothing is deleted.
+
     name (str): The encoder, one of `ENCODERS` (see `list_encoders`).
     output_dir (os.PathLike): The folder to write.
     dtype (str): Storage type of the floating-point weights: "fp32" or "fp16". An fp16 folder
         is half the size; `AutoModel.from_pretrained` still loads it as float32 by default.
-    force (bool): Rebuild even if the folder is complete, and replace a folder that holds
-        something else.
+    force (bool): Rebuild even if the folder is complete, and replace an incomplete or
+        different build (one this function wrote).
     RETURNS (Path): The output folder (absolute).
     """
     spec = get_encoder_spec(name)
@@ -144,11 +149,8 @@ def build_encoder(
         raise EncoderError(f"Output path {output_dir} exists and is not a folder.")
     if not force and is_complete(output_dir, name=name, dtype=dtype):
         return output_dir
-    if not force and output_dir.is_dir() and any(output_dir.iterdir()):
-        raise EncoderError(
-            f"Output folder {output_dir} is not empty and holds no complete build of '{name}' "
-            f"({dtype}). Use --force (force=True) to replace it."
-        )
+    if output_dir.exists() or output_dir.is_symlink():
+        _check_replaceable(output_dir, name=name, dtype=dtype, force=force)
     output_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp_dir = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.", dir=output_dir.parent))
     try:
@@ -162,6 +164,8 @@ def build_encoder(
                 "version": _dist_version(spec.pip_name),
             },
             "files": sorted(files),
+            # everything in the folder: what a later --force may delete
+            "contents": sorted([p.name for p in tmp_dir.iterdir()] + [BUILD_INFO]),
             "built_by": f"spacy-bert-crf {_dist_version('spacy-bert-crf')}",
         }
         (tmp_dir / BUILD_INFO).write_text(json.dumps(info, indent=2) + "\n", encoding="utf8")
@@ -191,16 +195,74 @@ def is_complete(output_dir: os.PathLike, *, name: str, dtype: str) -> bool:
     dtype (str): "fp32" or "fp16".
     RETURNS (bool): True if the build record matches and every file it lists exists.
     """
+    info = read_build_info(output_dir)
+    if info is None or info["name"] != name or info.get("dtype") != dtype:
+        return False
+    return all((Path(output_dir) / f).is_file() for f in info["files"])
+
+
+def read_build_info(output_dir: os.PathLike) -> Optional[Dict[str, Any]]:
+    """The build record `build_encoder` writes into every folder it builds (`BUILD_INFO`).
+
+    output_dir (os.PathLike): The folder.
+    RETURNS (Optional[Dict[str, Any]]): The record (with at least `name` and `files`), or None
+        if the folder has none or it is not a build record.
+    """
     info_path = Path(output_dir) / BUILD_INFO
     if not info_path.is_file():
-        return False
+        return None
     try:
         info = json.loads(info_path.read_text(encoding="utf8"))
-    except ValueError:
-        return False
-    if info.get("name") != name or info.get("dtype") != dtype:
-        return False
-    return all((Path(output_dir) / f).is_file() for f in info.get("files", []))
+    except (ValueError, OSError):
+        return None
+    if not isinstance(info, dict) or not isinstance(info.get("name"), str):
+        return None
+    files = info.get("files")
+    if not isinstance(files, list) or not all(isinstance(f, str) for f in files):
+        return None
+    return info
+
+
+def _check_replaceable(output_dir: Path, *, name: str, dtype: str, force: bool) -> None:
+    """Raise unless `build_encoder` may replace this existing folder: only an empty folder or
+    one it built itself (a build record, and nothing the record does not list)."""
+    refuse = f"Refusing to replace the output folder {output_dir}"
+    if output_dir.is_symlink():
+        raise EncoderError(f"{refuse}: it is a symbolic link. Give the folder it points to.")
+    cwd = Path.cwd().resolve()
+    real = output_dir.resolve()
+    if real == cwd or real in cwd.parents:
+        raise EncoderError(
+            f"{refuse}: it is the current folder or holds it. Give a new folder, e.g. "
+            f"encoders/{name}."
+        )
+    entries = sorted(p.name for p in output_dir.iterdir())
+    if not entries:
+        return
+    info = read_build_info(output_dir)
+    if info is None:
+        raise EncoderError(
+            f"{refuse}: it is not empty and was not written by `encoders build` (there is no "
+            f"valid {BUILD_INFO} in it), so it is not deleted, with or without --force. Give a "
+            "new or empty folder, or delete this one yourself."
+        )
+    listed = info.get("contents")
+    if not isinstance(listed, list):  # a record written before `contents` was kept
+        listed = info["files"] + [BUILD_INFO]
+    unknown = [e for e in entries if e not in listed]
+    if unknown:
+        shown = ", ".join(unknown[:5]) + (", ..." if len(unknown) > 5 else "")
+        raise EncoderError(
+            f"{refuse}: it holds {len(unknown)} file(s) that `encoders build` did not write "
+            f"({shown}), so it is not deleted, with or without --force. Move them away, or "
+            "give another folder."
+        )
+    if not force:
+        raise EncoderError(
+            f"Output folder {output_dir} holds a build of '{info['name']}' "
+            f"({info.get('dtype')}) that is incomplete or not '{name}' ({dtype}). Use --force "
+            "(force=True) to replace it."
+        )
 
 
 def _replace_dir(src: Path, dest: Path) -> None:
@@ -897,7 +959,11 @@ def build_cli(
         "fp32", "--dtype", "-d", help="Weight storage: fp32 or fp16 (half the size)"
     ),
     force: bool = typer.Option(
-        False, "--force", "-F", help="Rebuild even if OUTPUT_DIR is complete, replacing it"
+        False,
+        "--force",
+        "-F",
+        help="Rebuild even if OUTPUT_DIR is complete, replacing it (only a folder this "
+        "command built)",
     ),
 ) -> None:
     """Build a pretrained encoder offline as a plain Hugging Face folder, usable as

@@ -399,6 +399,129 @@ def _broken(package_dir: Path, output_dir: Path, dtype: str) -> List[str]:
     raise RuntimeError("boom")
 
 
+# ------------------------------------------------------------------------------------------
+# --force replaces only a folder the command built (issue 18)
+# ------------------------------------------------------------------------------------------
+
+
+def _tiny(package_dir: Path, output_dir: Path, dtype: str) -> List[str]:
+    (output_dir / "config.json").write_text(json.dumps({"dtype": dtype}))
+    (output_dir / "weights.bin").write_bytes(b"\x00" * 8)
+    return ["config.json", "weights.bin"]
+
+
+@pytest.fixture
+def tiny_encoder(monkeypatch) -> str:
+    """An encoder that builds in no time (its 'source package' is the stdlib's json)."""
+    monkeypatch.setitem(ENCODERS, "tiny", EncoderSpec("tiny", "json", "json", "test", _tiny))
+    return "tiny"
+
+
+def _snapshot(folder: Path) -> dict:
+    files = (p for p in folder.rglob("*") if p.is_file())
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in files}
+
+
+def _user_folder(folder: Path) -> Path:
+    folder.mkdir(parents=True)
+    (folder / "notes.txt").write_text("mine")
+    (folder / "sub").mkdir()
+    (folder / "sub" / "data.csv").write_text("a,b\n")
+    return folder
+
+
+def test_force_refuses_folder_not_built_by_command(tmp_path, tiny_encoder):
+    other = _user_folder(tmp_path / "other")
+    before = _snapshot(other)
+    for force in (False, True):
+        with pytest.raises(EncoderError, match="not written by `encoders build`") as err:
+            build_encoder(tiny_encoder, other, force=force)
+        assert str(other) in str(err.value)
+    assert _snapshot(other) == before
+    # a record that is not a build record does not count either
+    (other / enc.BUILD_INFO).write_text("[1, 2]")
+    with pytest.raises(EncoderError, match="not written by `encoders build`"):
+        build_encoder(tiny_encoder, other, force=True)
+    assert (other / "notes.txt").read_text() == "mine"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["other"]  # no temp folders left
+
+
+def test_force_refuses_current_folder(tmp_path, tiny_encoder, monkeypatch):
+    from spacy_bert_crf.cli import app
+
+    work = _user_folder(tmp_path / "work")
+    before = _snapshot(work)
+    monkeypatch.chdir(work)
+    for target in (".", str(work), "sub/.."):
+        with pytest.raises(EncoderError, match="current folder"):
+            build_encoder(tiny_encoder, target, force=True)
+    # also when the current folder is empty, or is a subfolder of the target
+    monkeypatch.chdir(work / "sub")
+    with pytest.raises(EncoderError, match="current folder or holds it"):
+        build_encoder(tiny_encoder, "..", force=True)
+    (tmp_path / "empty").mkdir()
+    monkeypatch.chdir(tmp_path / "empty")
+    with pytest.raises(EncoderError, match="current folder"):
+        build_encoder(tiny_encoder, ".", force=True)
+    monkeypatch.chdir(work)
+    result = CliRunner().invoke(app, ["encoders", "build", tiny_encoder, ".", "--force"])
+    assert result.exit_code == 1
+    assert "Refusing to replace the output folder" in _flat(result.output)
+    assert str(work) in _flat(result.output)
+    assert _snapshot(work) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["empty", "work"]
+
+
+def test_force_rebuilds_folder_built_by_command(tmp_path, tiny_encoder):
+    out = tmp_path / "enc"
+    build_encoder(tiny_encoder, out)
+    info = enc.read_build_info(out)
+    assert info["name"] == "tiny" and info["contents"] == [
+        "config.json", enc.BUILD_INFO, "weights.bin"
+    ]
+    (out / "weights.bin").write_bytes(b"damaged")
+    build_encoder(tiny_encoder, out)  # complete: kept as it is without force
+    assert (out / "weights.bin").read_bytes() == b"damaged"
+    build_encoder(tiny_encoder, out, force=True)
+    assert (out / "weights.bin").read_bytes() == b"\x00" * 8
+    # another dtype replaces it with force only
+    with pytest.raises(EncoderError, match="--force"):
+        build_encoder(tiny_encoder, out, dtype="fp16")
+    build_encoder(tiny_encoder, out, dtype="fp16", force=True)
+    assert json.loads((out / "config.json").read_text()) == {"dtype": "fp16"}
+    # a record from before `contents` was kept: the listed files are what may be deleted
+    info = enc.read_build_info(out)
+    del info["contents"]
+    (out / enc.BUILD_INFO).write_text(json.dumps(info))
+    build_encoder(tiny_encoder, out, force=True)
+    # an empty folder may be built into
+    (tmp_path / "empty").mkdir()
+    build_encoder(tiny_encoder, tmp_path / "empty", force=True)
+    assert enc.is_complete(tmp_path / "empty", name="tiny", dtype="fp32")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["empty", "enc"]
+
+
+def test_force_refuses_built_folder_with_other_files(tmp_path, tiny_encoder):
+    out = tmp_path / "enc"
+    build_encoder(tiny_encoder, out)
+    (out / "my-notes.txt").write_text("mine")
+    with pytest.raises(EncoderError, match="did not write \\(my-notes.txt\\)") as err:
+        build_encoder(tiny_encoder, out, force=True)
+    assert str(out) in str(err.value)
+    assert (out / "my-notes.txt").read_text() == "mine"
+    assert enc.is_complete(out, name="tiny", dtype="fp32")
+
+
+def test_force_refuses_symlink(tmp_path, tiny_encoder):
+    target = tmp_path / "enc"
+    build_encoder(tiny_encoder, target)
+    link = tmp_path / "link"
+    link.symlink_to(target, target_is_directory=True)
+    with pytest.raises(EncoderError, match="symbolic link"):
+        build_encoder(tiny_encoder, link, dtype="fp16", force=True)
+    assert link.is_symlink() and enc.is_complete(target, name="tiny", dtype="fp32")
+
+
 @needs_minilm
 def test_minilm_fp16(tmp_path, minilm_dir):
     import torch

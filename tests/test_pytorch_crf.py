@@ -1,4 +1,5 @@
 """The CRF against brute force over every tag sequence, on small random cases."""
+import copy
 import itertools
 
 import numpy
@@ -7,6 +8,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from spacy_bert_crf.layers import pytorch_crf
 from spacy_bert_crf.layers.pytorch_crf import CRF
 from spacy_bert_crf.tag_schemes import constraints, is_valid, make_tags, spans_to_tag_ids, tags_to_spans
 
@@ -162,3 +164,157 @@ def test_bad_shapes_raise_clear_errors():
         crf.viterbi(torch.zeros(1, 2, 3), torch.zeros(1, 2, dtype=torch.bool))
     with pytest.raises(ValueError, match="objective"):
         CRF(*constraints(make_tags(["PER"], "BIO"), "BIO"), objective="hinge")
+
+
+# ------------------------------------------------------------------------------------------
+# decoding on the CPU runs in numpy (issue 18): same paths as the torch recursion, no per-step
+# torch ops (each would go through torch's intra-op thread pool, which stalls on a busy CPU)
+# ------------------------------------------------------------------------------------------
+
+DECODE_CASES = [("BIO", ["PER"]), ("BIO", ["PER", "LOC"]), ("BILUO", ["LOC", "MISC", "ORG", "PER"])]
+
+
+def random_decode_problem(rng, scheme, labels, objective, dtype, ties):
+    """A CRF with random scores, and a ragged batch whose emissions may tie and hold _NEG."""
+    tags = make_tags(labels, scheme)
+    crf = CRF(*constraints(tags, scheme), objective=objective).to(dtype)
+    K = len(tags)
+    B, T = int(rng.integers(1, 6)), int(rng.integers(1, 30))
+    lengths = rng.integers(1, T + 1, size=B)
+    lengths[rng.integers(B)] = T
+    if ties:  # few distinct values: many equal scores, so the tie-breaking must agree too
+        em = rng.integers(-2, 3, size=(B, T, K)).astype(float)
+        params = [rng.integers(-1, 2, size=p.shape).astype(float) for p in (crf.start, crf.end)]
+        params.append(rng.integers(-1, 2, size=(K, K)).astype(float))
+    else:
+        em = rng.normal(0, 3, size=(B, T, K))
+        params = [rng.normal(0, 1, size=p.shape) for p in (crf.start, crf.end, crf.transitions)]
+    em[rng.random((B, T, K)) < 0.15] = -1.0e4  # tags the pipe rules out (crf.py's _NEG)
+    with torch.no_grad():
+        for p, value in zip((crf.start, crf.end, crf.transitions), params):
+            p.copy_(torch.as_tensor(value))
+    mask = torch.as_tensor(numpy.arange(T)[None, :] < lengths[:, None])
+    return crf, torch.as_tensor(em, dtype=dtype), mask
+
+
+@pytest.fixture
+def torch_path(monkeypatch):
+    """Within the block: decode with the torch recursions, as on a GPU (and before issue 18)."""
+
+    class Switch:
+        def __enter__(self):
+            monkeypatch.setattr(pytorch_crf, "_in_numpy", lambda tensor: False)
+
+        def __exit__(self, *exc):
+            monkeypatch.undo()
+
+    return Switch()
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("ties", [False, True])
+def test_numpy_viterbi_equals_torch_viterbi(dtype, ties, torch_path):
+    rng = numpy.random.default_rng(18 + ties)
+    for i in range(30):
+        scheme, labels = DECODE_CASES[i % len(DECODE_CASES)]
+        objective = "softmax" if i % 4 == 3 else "crf"
+        crf, em, mask = random_decode_problem(rng, scheme, labels, objective, dtype, ties)
+        got = crf.viterbi(em, mask)
+        with torch_path:
+            expected = crf.viterbi(em, mask)
+        assert got.dtype == expected.dtype == torch.long
+        assert torch.equal(got, expected), (i, scheme, objective)
+        tags = make_tags(labels, scheme)
+        for row, n in enumerate(mask.sum(1).tolist()):
+            assert is_valid([tags[k] for k in got[row, :n].tolist()], scheme)
+            assert got[row, n:].eq(0).all()
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_numpy_chain_equals_torch_chain(dtype, torch_path):
+    """forward_backward, marginals and span_log_probs: numpy vs the torch recursions in float64,
+    on ragged batches with ruled-out tags. The numpy path runs in float64 whatever the input
+    (float32 emissions as from the pipe): the torch path in float32 is off by up to ~1e-3 in
+    log probability, the numpy path is not."""
+    rng = numpy.random.default_rng(5)
+    for i in range(18):
+        scheme, labels = DECODE_CASES[i % len(DECODE_CASES)]
+        objective = "softmax" if i % 4 == 3 else "crf"
+        crf, em, mask = random_decode_problem(rng, scheme, labels, objective, dtype, False)
+        tags = make_tags(labels, scheme)
+        paths = crf.viterbi(em, mask)
+        queries = []
+        for row, n in enumerate(mask.sum(1).tolist()):
+            path = paths[row, :n].tolist()
+            spans = tags_to_spans([tags[k] for k in path], scheme)
+            queries += [(row, s, e, path[s:e]) for s, e, _ in spans]
+        got = (crf.forward_backward(em, mask), crf.marginals(em, mask))
+        got_spans = crf.span_log_probs(em, mask, queries, scheme=scheme)
+        crf64, em64 = copy.deepcopy(crf).double(), em.double()
+        with torch_path:
+            expected = (crf64.forward_backward(em64, mask), crf64.marginals(em64, mask))
+            expected_spans = crf64.span_log_probs(em64, mask, queries, scheme=scheme)
+        # float32 results are float64 ones rounded (softmax: potentials computed in float32)
+        tol = 1e-10 if dtype == torch.float64 else 1e-5
+        (alpha, beta, log_z), marg = got
+        (alpha_ref, beta_ref, log_z_ref), marg_ref = expected
+        real = mask.unsqueeze(2).expand_as(alpha)
+        for x, ref in ((alpha, alpha_ref), (beta, beta_ref), (log_z, log_z_ref), (marg, marg_ref)):
+            assert x.dtype == dtype
+            finite = ref.isfinite() & (real if x.dim() == 3 else True)
+            assert torch.equal(x.isfinite() & finite, finite)
+            assert torch.allclose(x[finite].double(), ref[finite], rtol=tol, atol=tol)
+        assert got_spans == pytest.approx(expected_spans, abs=tol)
+
+
+def test_numpy_chain_large_batch_without_blas(torch_path):
+    """Past _BLAS_ONE_THREAD the per-step product is einsum's; the result is the same."""
+    tags = make_tags(["LOC", "MISC", "ORG", "PER"], "BILUO")
+    crf = CRF(*constraints(tags, "BILUO")).double()
+    gen = torch.Generator().manual_seed(0)
+    B = pytorch_crf._BLAS_ONE_THREAD // len(tags) ** 2 + 1
+    em = torch.randn(B, 6, len(tags), generator=gen, dtype=torch.float64) * 3
+    mask = torch.arange(6)[None, :] < torch.randint(1, 7, (B,), generator=gen)[:, None]
+    mask[:, 0] = True
+    assert crf._numpy_chain(em, mask).product is not numpy.dot
+    got = crf.marginals(em, mask)
+    with torch_path:
+        expected = crf.marginals(em, mask)
+    assert torch.allclose(got, expected, atol=1e-10)
+
+
+class CountTorchCalls(torch.overrides.TorchFunctionMode):
+    def __init__(self):
+        super().__init__()
+        self.calls = 0
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        self.calls += 1
+        return func(*args, **(kwargs or {}))
+
+
+@pytest.mark.parametrize("method", ["viterbi", "marginals", "forward_backward", "span_log_probs"])
+def test_cpu_decoding_runs_no_torch_op_per_step(method):
+    """The number of torch calls does not grow with the length: the recursions are numpy's."""
+    tags = make_tags(["PER", "LOC"], "BILUO")
+    crf = CRF(*constraints(tags, "BILUO"))
+    counts = []
+    for length in (5, 200):
+        em = torch.randn(2, length, len(tags))
+        mask = torch.ones(2, length, dtype=torch.bool)
+        args = (em, mask, [(0, 0, 1, [0])]) if method == "span_log_probs" else (em, mask)
+        kwargs = {"scheme": "BILUO"} if method == "span_log_probs" else {}
+        with CountTorchCalls() as mode:
+            getattr(crf, method)(*args, **kwargs)
+        counts.append(mode.calls)
+    assert counts[0] == counts[1] < 100
+
+
+def test_decoding_leaves_torch_threads_alone():
+    tags = make_tags(["PER"], "BIO")
+    crf = CRF(*constraints(tags, "BIO"))
+    before = torch.get_num_threads()
+    em, mask = torch.randn(1, 50, len(tags)), torch.ones(1, 50, dtype=torch.bool)
+    crf.viterbi(em, mask)
+    crf.span_log_probs(em, mask, [(0, 0, 1, [1])], scheme="BIO")
+    assert torch.get_num_threads() == before

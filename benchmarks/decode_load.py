@@ -1,0 +1,337 @@
+"""CRF decoding on an idle and on a loaded CPU, before and after issue 18, in one process.
+
+    python -m benchmarks.decode_load [--out benchmarks/results] [--budget 6]
+
+Times, per real token, the two calls the pipe makes to decode (`CRF.viterbi`, then
+`CRF.span_log_probs` for the confidences of the entities found) with 17 tags (CoNLL BILUO) on
+two workloads: one long document (7,700 tokens) and a batch of 64 sentences of 5 to 50 tokens.
+"before" is the torch recursion (one small torch op after another, each through torch's
+intra-op thread pool; what every CPU decode ran before issue 18, and what tensors on a GPU
+still run), "after" is the numpy recursion the CRF now uses on the CPU. Target: loaded <= 2x
+idle.
+
+Loaded: 2 busy background processes (pure-Python spin loops) compete for the cores. They are
+started for each loaded run and killed right after it (and end by themselves after
+SPIN_LIMIT seconds in any case). Idle and loaded runs alternate, so that load from anything
+else on the machine drifts over both alike. A slow case is timed on a prefix of the long
+document (time per token is linear in length) and with fewer runs, so that the whole run
+stays under about two minutes; the table says how many tokens each figure was measured on.
+Writes decode_load.json and decode_load.md.
+"""
+import argparse
+import contextlib
+import datetime
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Callable, Dict, Iterator, List, Tuple
+
+import numpy
+import torch
+
+from spacy_bert_crf.layers import pytorch_crf
+from spacy_bert_crf.layers.pytorch_crf import CRF
+from spacy_bert_crf.tag_schemes import constraints, make_tags, tags_to_spans
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = Path(__file__).parent / "results"
+LABELS = ["LOC", "MISC", "ORG", "PER"]
+SCHEME = "BILUO"
+LONG_DOC = 7700
+SENTENCES = 64
+LOAD_PROCESSES = 2
+SPIN = (
+    "import sys, time\n"
+    "end = time.monotonic() + float(sys.argv[1])\n"
+    "print('spinning', flush=True)\n"
+    "while time.monotonic() < end: pass"
+)
+SPIN_LIMIT = 60.0  # seconds: a spin loop ends by itself even if this script is killed
+RUN_SECONDS = 0.5  # a long-document run is cut to a prefix that takes about this long
+IMPLEMENTATIONS = ("before", "after")
+CONDITIONS = ("idle", "loaded")
+OPERATIONS = ("viterbi", "confidences")
+
+
+@contextlib.contextmanager
+def torch_recursions() -> Iterator[None]:
+    """Decode with the torch recursions (before issue 18 on the CPU; still used on a GPU)."""
+    in_numpy = pytorch_crf._in_numpy
+    pytorch_crf._in_numpy = lambda tensor: False
+    try:
+        yield
+    finally:
+        pytorch_crf._in_numpy = in_numpy
+
+
+@contextlib.contextmanager
+def busy_cpu(processes: int, seconds: float) -> Iterator[List[subprocess.Popen]]:
+    """Background processes that spin for at most `seconds`, killed on exit in any case."""
+    procs: List[subprocess.Popen] = []
+    try:
+        for _ in range(processes):
+            cmd = [sys.executable, "-c", SPIN, str(seconds)]
+            procs.append(subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True))
+        for proc in procs:  # wait until each one spins
+            proc.stdout.readline()
+        yield procs
+    finally:
+        for proc in procs:
+            proc.kill()
+        for proc in procs:
+            proc.wait()
+            proc.stdout.close()
+
+
+def timed(fn: Callable[[], None], condition: str) -> Tuple[float, float]:
+    """Wall-clock and CPU seconds (this process, all its threads) of one call."""
+    load = busy_cpu(LOAD_PROCESSES, SPIN_LIMIT) if condition == "loaded" else None
+    with load or contextlib.nullcontext():
+        wall, cpu = time.perf_counter(), time.process_time()
+        fn()
+        return time.perf_counter() - wall, time.process_time() - cpu
+
+
+def make_workloads(crf: CRF, seed: int = 0) -> Dict[str, Tuple[torch.Tensor, torch.Tensor]]:
+    """Emissions like a trained model's: mostly a clear O, some entities, float32."""
+    gen = torch.Generator().manual_seed(seed)
+    K = crf.num_tags
+
+    def emissions(B: int, T: int) -> torch.Tensor:
+        em = torch.randn(B, T, K, generator=gen) * 2
+        em[:, :, 0] += 3.0
+        return em
+
+    long_doc = (emissions(1, LONG_DOC), torch.ones(1, LONG_DOC, dtype=torch.bool))
+    lengths = torch.randint(5, 51, (SENTENCES,), generator=gen)
+    lengths[0] = 50
+    mask = torch.arange(50)[None, :] < lengths[:, None]
+    return {"long_doc": long_doc, "sentences": (emissions(SENTENCES, 50), mask)}
+
+
+def entity_queries(crf: CRF, tags: List[str], em: torch.Tensor, mask: torch.Tensor) -> list:
+    """The span_log_probs queries the pipe makes: every entity of the Viterbi paths."""
+    paths = crf.viterbi(em, mask)
+    queries = []
+    for row, n in enumerate(mask.sum(1).tolist()):
+        path = paths[row, :n].tolist()
+        for start, end, _ in tags_to_spans([tags[k] for k in path], SCHEME):
+            queries.append((row, start, end, path[start:end]))
+    return queries
+
+
+def operation(
+    crf: CRF, tags: List[str], name: str, em: torch.Tensor, mask: torch.Tensor
+) -> Callable[[], None]:
+    if name == "viterbi":
+        return lambda: crf.viterbi(em, mask)
+    queries = entity_queries(crf, tags, em, mask)
+    return lambda: crf.span_log_probs(em, mask, queries, scheme=SCHEME)
+
+
+def measure(
+    crf: CRF,
+    tags: List[str],
+    op: str,
+    em: torch.Tensor,
+    mask: torch.Tensor,
+    implementation: str,
+    budget: float,
+) -> Dict[str, dict]:
+    """Median seconds per real token, idle and loaded, from alternating runs (up to 5 of each,
+    at least 2, within about `budget` seconds).
+
+    A single document is cut to the prefix that a probe on 100 tokens (idle and loaded) says
+    runs in about RUN_SECONDS.
+    """
+    scope = torch_recursions if implementation == "before" else contextlib.nullcontext
+    with scope():
+        if em.shape[0] == 1:
+            probe = min(100, em.shape[1])
+            fn = operation(crf, tags, op, em[:, :probe], mask[:, :probe])
+            per_token = max(timed(fn, cond)[0] for cond in CONDITIONS) / probe
+            length = int(min(em.shape[1], max(probe, RUN_SECONDS / per_token)))
+            em, mask = em[:, :length], mask[:, :length]
+        fn = operation(crf, tags, op, em, mask)
+        tokens = int(mask.sum())
+        times: Dict[str, List[Tuple[float, float]]] = {cond: [] for cond in CONDITIONS}
+        deadline = time.perf_counter() + budget
+        for rep in range(5):
+            if rep >= 2 and time.perf_counter() > deadline:
+                break
+            for cond in CONDITIONS if rep % 2 == 0 else CONDITIONS[::-1]:
+                times[cond].append(timed(fn, cond))
+    return {
+        cond: {
+            "us_per_token": statistics.median(t[0] for t in times[cond]) / tokens * 1e6,
+            "cpu_us_per_token": statistics.median(t[1] for t in times[cond]) / tokens * 1e6,
+            "tokens": tokens,
+            "runs": len(times[cond]),
+        }
+        for cond in CONDITIONS
+    }
+
+
+def run(budget: float) -> dict:
+    tags = make_tags(LABELS, SCHEME)
+    torch.manual_seed(0)
+    crf = CRF(*constraints(tags, SCHEME)).eval()
+    workloads = make_workloads(crf)
+    for em, mask in workloads.values():  # warm up both paths
+        operation(crf, tags, "confidences", em[:, :50], mask[:, :50])()
+        with torch_recursions():
+            operation(crf, tags, "confidences", em[:, :50], mask[:, :50])()
+    # the two implementations decode the same paths
+    for em, mask in workloads.values():
+        with torch_recursions():
+            before = crf.viterbi(em[:, :1000], mask[:, :1000])
+        if not torch.equal(before, crf.viterbi(em[:, :1000], mask[:, :1000])):
+            raise RuntimeError("The numpy and torch Viterbi paths differ.")
+    results: dict = {name: {op: {} for op in OPERATIONS} for name in workloads}
+    load_start = [round(x, 2) for x in os.getloadavg()]
+    for name, (em, mask) in workloads.items():
+        for op in OPERATIONS:
+            for impl in IMPLEMENTATIONS:
+                r = measure(crf, tags, op, em, mask, impl, budget)
+                r["loaded_over_idle"] = r["loaded"]["us_per_token"] / r["idle"]["us_per_token"]
+                results[name][op][impl] = r
+                print(
+                    f"{name:9} {op:11} {impl:6} idle {r['idle']['us_per_token']:8.1f}, loaded "
+                    f"{r['loaded']['us_per_token']:8.1f} us/token ({r['idle']['tokens']} tokens, "
+                    f"{r['idle']['runs']} runs each)",
+                    flush=True,
+                )
+    load_end = [round(x, 2) for x in os.getloadavg()]
+    return {"results": results, "load_average_1_5_15": {"start": load_start, "end": load_end}}
+
+
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def render(data: dict) -> str:
+    lines = [
+        "# CRF decoding on an idle and a loaded CPU (issue 18)",
+        "",
+        f"Date {data['date']}; {data['machine']}; Python {data['python']}, torch "
+        f"{data['torch']} ({data['torch_threads']} intra-op threads), numpy {data['numpy']}.",
+        f"Command: `{data['command']}` (from the repository root). {data['tags']} tags "
+        f"(CoNLL {SCHEME}), float32 emissions, CPU. Loaded: {LOAD_PROCESSES} pure-Python "
+        "spin loops in background processes.",
+        f"1-minute load average at the start {data['load_average_1_5_15']['start'][0]}, at "
+        f"the end {data['load_average_1_5_15']['end'][0]}. {data['note']}",
+        "",
+        "before: the torch recursion (per-step torch ops); after: the numpy recursion the CRF "
+        "now runs on the CPU. viterbi: `CRF.viterbi`; confidences: `CRF.span_log_probs` for "
+        "every entity found (forward-backward). Median wall-clock microseconds per real token "
+        "over alternating idle and loaded runs; CPU: the CPU time of this process (all its "
+        "threads) per token, which the background processes do not count in; tokens: what each "
+        "run decoded (a prefix of the long document where a run would be too slow).",
+        "",
+        "| workload | operation | implementation | idle (µs/token) | loaded (µs/token) "
+        "| loaded / idle | CPU µs/token idle / loaded | tokens | runs each |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for name, ops in data["results"].items():
+        for op, impls in ops.items():
+            for impl, r in impls.items():
+                lines.append(
+                    f"| {name} | {op} | {impl} | {r['idle']['us_per_token']:.1f} | "
+                    f"{r['loaded']['us_per_token']:.1f} | {r['loaded_over_idle']:.2f}x | "
+                    f"{r['idle']['cpu_us_per_token']:.1f} / "
+                    f"{r['loaded']['cpu_us_per_token']:.1f} | "
+                    f"{r['idle']['tokens']} | {r['idle']['runs']} |"
+                )
+    lines += ["", "After vs before (before / after, per token):", ""]
+    for name, ops in data["results"].items():
+        for op, impls in ops.items():
+            speedups = {
+                cond: impls["before"][cond]["us_per_token"] / impls["after"][cond]["us_per_token"]
+                for cond in CONDITIONS
+            }
+            parts = [f"{cond} {x:.1f}x" for cond, x in speedups.items()]
+            lines.append(f"- {name} {op}: {', '.join(parts)}")
+    met = data["target_met"]
+    cpus = data["cpus"]
+    lines += [
+        "",
+        f"Target (after: loaded <= 2x idle, wall clock): {'met' if met else 'NOT met'}.",
+        "",
+        f"A single busy thread gets at most its share of the {cpus} CPUs: with the "
+        f"{LOAD_PROCESSES} spin loops and nothing else running it gets "
+        f"{min(1.0, cpus / (1 + LOAD_PROCESSES)):.2f} of a CPU instead of 1, with one more busy "
+        f"process {min(1.0, cpus / (2 + LOAD_PROCESSES)):.2f} instead of "
+        f"{min(1.0, cpus / 2):.2f}. That part of loaded / idle is the machine's; what decoding "
+        "adds to it shows in the CPU column (extra CPU time per token under load, such as "
+        "threads spinning while they wait for each other).",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--out", type=Path, default=RESULTS, help="folder for the results")
+    parser.add_argument(
+        "--budget", type=float, default=6.0, help="seconds per measurement, roughly"
+    )
+    parser.add_argument(
+        "--note",
+        default="The machine was shared with other work while this ran.",
+        help="a sentence about the machine's state, copied into the results",
+    )
+    args = parser.parse_args()
+    started = time.perf_counter()
+    measured = run(args.budget)
+    command = "python -m benchmarks.decode_load"
+    if args.budget != 6.0:
+        command += f" --budget {args.budget}"
+    data = {
+        "date": datetime.date.today().isoformat(),
+        "machine": f"{cpu_name()}, {os.cpu_count()} CPUs, {platform.system()} {platform.machine()}",
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "torch_threads": torch.get_num_threads(),
+        "numpy": numpy.__version__,
+        "command": command,
+        "tags": len(make_tags(LABELS, SCHEME)),
+        "workloads": {
+            "long_doc": f"1 document of {LONG_DOC} tokens",
+            "sentences": f"{SENTENCES} sentences of 5-50 tokens, padded to 50",
+        },
+        "background_processes": LOAD_PROCESSES,
+        "note": args.note,
+        **measured,
+    }
+    data["target_met"] = all(
+        ops[op]["after"]["loaded_over_idle"] <= 2.0
+        for ops in data["results"].values()
+        for op in OPERATIONS
+    )
+    data["seconds"] = round(time.perf_counter() - started, 1)
+    out = args.out
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "decode_load.json").write_text(json.dumps(data, indent=2) + "\n", encoding="utf8")
+    markdown = render(data)
+    (out / "decode_load.md").write_text(markdown, encoding="utf8")
+    print(markdown)
+    shown = out.resolve()
+    if shown.is_relative_to(ROOT):
+        shown = shown.relative_to(ROOT)
+    print(f"Wrote {shown / 'decode_load.json'} and {shown / 'decode_load.md'} "
+          f"in {data['seconds']} s")
+
+
+if __name__ == "__main__":
+    main()
