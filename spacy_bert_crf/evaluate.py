@@ -6,6 +6,7 @@ Library API:
     score(prediction) -> dict                                   the report for a Prediction
     find_errors(example) -> Optional[DocErrors]                  missed / spurious / wrong label
     render_errors(examples, ...) -> str                          HTML (displaCy) of docs with errors
+    wordpiece_gaps(docs) -> Optional[dict]                       tokens the transformer gave no wordpiece
 
 Command line (wired in cli.py):
     python -m spacy_bert_crf evaluate MODEL DATA_PATH [--output metrics/x.json]
@@ -343,8 +344,31 @@ def score(prediction: Prediction) -> Dict[str, Any]:
         "seconds": prediction.seconds,
         "words_per_second": n_words / prediction.seconds if prediction.seconds > 0 else None,
         "confidence": calibration(confidences) if confidences else None,
+        "tokens_without_wordpieces": wordpiece_gaps(eg.predicted for eg in prediction.examples),
     }
     return report
+
+
+def wordpiece_gaps(docs: Iterable[Doc]) -> Optional[Dict[str, Any]]:
+    """How many tokens the transformer gave no wordpiece, so no vector (characters the
+    tokenizer drops, such as U+200B or U+FEFF); crf_ner decodes them as O.
+
+    docs (Iterable[Doc]): Predicted docs.
+    RETURNS (Optional[Dict[str, Any]]): count, n_tokens and share (count / n_tokens) over the docs
+        with transformer output; None when no doc has any.
+    """
+    if not Doc.has_extension("trf_data"):  # spacy-transformers (and torch) never imported
+        return None
+    from .layers.transformer import tokens_without_wordpieces
+
+    count = n_tokens = 0
+    for doc in docs:
+        if doc._.trf_data is not None:
+            count += int(tokens_without_wordpieces(doc).sum())
+            n_tokens += len(doc)
+    if not n_tokens:
+        return None
+    return {"count": count, "n_tokens": n_tokens, "share": count / n_tokens}
 
 
 def calibration(
@@ -535,6 +559,12 @@ def evaluate_cli(
     )
     if report["n_docs_unannotated"]:
         msg.warn(f"Skipped {report['n_docs_unannotated']} gold docs without NER annotation")
+    gaps = report["tokens_without_wordpieces"]
+    if gaps is not None and gaps["count"]:
+        msg.warn(
+            f"{gaps['count']} tokens ({gaps['share']:.2%}) got no wordpiece from the transformer "
+            f"(characters its tokenizer drops) and were decoded as O"
+        )
     conf = report["confidence"]
     if conf is not None:
         msg.text(

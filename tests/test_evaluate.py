@@ -255,3 +255,31 @@ def test_sort_by_length_keeps_corpus_order_and_scores(trained):
         ]
     keys = ("ents_p", "ents_r", "ents_f", "ents_per_type")
     assert {k: score(sorted_pass)[k] for k in keys} == {k: score(in_order)[k] for k in keys}
+
+
+def test_no_wordpiece_count_absent_without_transformer(cli_run):
+    assert cli_run[1]["tokens_without_wordpieces"] is None
+
+
+def test_tokens_without_wordpieces_are_counted(tiny_bert_dir, tmp_path):
+    """Characters the tokenizer drops (U+200B, U+FEFF) get no wordpiece: counted and warned."""
+    from .util import make_trf_nlp
+
+    nlp = make_trf_nlp(tiny_bert_dir)
+    nlp.initialize(lambda: make_examples(nlp))
+    nlp.to_disk(tmp_path / "model")
+    gold = [("Olga \u200b met Kenji in Oslo .", [(0, 4, "PER")]),
+            ("Maria \ufeff flew to Lisbon \u200b .", [(0, 5, "PER")]),
+            ("Rain fell over Quito .", [(15, 20, "LOC")])]
+    docbin = DocBin()
+    for eg in make_examples(nlp, gold):
+        docbin.add(eg.reference)
+    docbin.to_disk(tmp_path / "gold.spacy")
+    result = _run(tmp_path / "model", tmp_path / "gold.spacy", "-o", tmp_path / "m.json")
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "m.json").read_text(encoding="utf8"))
+    n_tokens = report["n_tokens"]
+    assert report["tokens_without_wordpieces"] == {
+        "count": 3, "n_tokens": n_tokens, "share": pytest.approx(3 / n_tokens)
+    }
+    assert "3 tokens" in result.output and "got no wordpiece" in result.output

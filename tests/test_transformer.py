@@ -1,12 +1,21 @@
-"""spacy-bert-crf.TransformerModel.v1: length-bucketed inference gives spacy-transformers' outputs."""
+"""spacy-bert-crf.TransformerModel.v1: length-bucketed inference gives spacy-transformers'
+outputs; the model name is a local folder or a Hub name; damaged files are named."""
+import shutil
+
 import numpy
 import pytest
 import spacy
+import srsly
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from spacy.tokens import Doc
 
-from spacy_bert_crf.layers.transformer import build_transformer_model, length_buckets
+from spacy_bert_crf.layers.transformer import (
+    TransformerLoadError,
+    build_transformer_model,
+    is_path_like,
+    length_buckets,
+)
 
 from .util import transformer_config
 
@@ -72,3 +81,119 @@ def test_empty_and_whitespace_docs_in_a_batch(tiny_bert_dir):
     assert [len(d) for d in docs] == [len(nlp.make_doc(t)) for t in texts]
     long_doc = docs[-1]._.trf_data
     assert long_doc.model_output.last_hidden_state.shape[0] == len(long_doc.wordpieces.strings)
+
+
+# ------------------------------------------------------------------ model name: local or Hub
+
+
+@pytest.mark.parametrize("name,path_like", [
+    ("bert-base-cased", False), ("org/model", False), ("encoders/minilm-l6", True),
+    ("./minilm", True), ("../minilm", True), ("~/minilm", True), ("/opt/minilm", True),
+    (".minilm", True), ("a/b/c", True), ("org/", True), ("C:minilm", True), ("a\\b", True),
+])
+def test_is_path_like(name, path_like, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert is_path_like(name) is path_like
+
+
+def test_first_component_that_exists_locally_makes_a_path(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert not is_path_like("models/minilm")
+    (tmp_path / "models").mkdir()
+    assert is_path_like("models/minilm")
+
+
+@pytest.fixture
+def hub_calls(monkeypatch):
+    """Names the weights would be loaded from; loading itself is stopped (no network)."""
+    calls = []
+
+    def fake_from_pretrained(source, tok_config, trf_config):
+        calls.append(source)
+        raise RuntimeError("stopped before loading")
+
+    monkeypatch.setattr(
+        "spacy_bert_crf.layers.transformer.huggingface_from_pretrained", fake_from_pretrained
+    )
+    return calls
+
+
+@pytest.mark.parametrize("name", ["encoders/minilm-l6", "./minilm", "~/no-such-minilm-here"])
+def test_missing_local_path_is_an_error_not_a_hub_query(name, tmp_path, monkeypatch, hub_calls):
+    monkeypatch.chdir(tmp_path)
+    model = build_transformer_model(name, lambda docs: [])
+    with pytest.raises(FileNotFoundError, match="is a local path") as err:
+        model.initialize()
+    assert repr(name) in str(err.value)
+    assert "python -m spacy_bert_crf encoders build minilm-l6 encoders/minilm-l6" in str(err.value)
+    assert hub_calls == []
+
+
+@pytest.mark.parametrize("name", ["bert-base-cased", "org/model"])
+def test_hub_names_go_to_transformers(name, tmp_path, monkeypatch, hub_calls):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(RuntimeError, match="stopped"):
+        build_transformer_model(name, lambda docs: []).initialize()
+    assert hub_calls == [name]
+
+
+def test_saved_pipeline_loads_where_its_encoder_folder_is_absent(
+    tiny_bert_dir, tmp_path, monkeypatch
+):
+    project = tmp_path / "project"
+    shutil.copytree(tiny_bert_dir, project / "encoders" / "tiny")
+    monkeypatch.chdir(project)
+    nlp = _nlp("encoders/tiny", "spacy-bert-crf.TransformerModel.v1")  # a relative name
+    nlp.to_disk(tmp_path / "saved")
+    expected = nlp("Olga met Oslo .")._.trf_data.model_output.last_hidden_state
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)  # encoders/tiny does not exist here
+    monkeypatch.setattr(
+        "spacy_bert_crf.layers.transformer.huggingface_from_pretrained",
+        lambda *args: pytest.fail("loading a saved pipeline must not load weights by name"),
+    )
+    loaded = spacy.load(tmp_path / "saved")
+    got = loaded("Olga met Oslo .")._.trf_data.model_output.last_hidden_state
+    numpy.testing.assert_allclose(got, expected, atol=1e-6)
+    with pytest.raises(FileNotFoundError, match="encoders/tiny"):
+        build_transformer_model("encoders/tiny", lambda docs: []).initialize()
+
+
+# ------------------------------------------------------------------ damaged files
+
+
+@pytest.fixture(scope="module")
+def saved_trf(tiny_bert_dir, tmp_path_factory):
+    cfg = transformer_config(tiny_bert_dir)
+    cfg["model"]["@architectures"] = "spacy-bert-crf.TransformerModel.v1"
+    nlp = spacy.blank("en")
+    nlp.add_pipe("transformer", name="trf", config=cfg)
+    nlp.initialize()
+    path = tmp_path_factory.mktemp("saved") / "nlp"
+    nlp.to_disk(path)
+    return path
+
+
+@pytest.mark.parametrize("keep", [0.0, 0.5, 0.999])
+def test_truncated_model_file_names_component_and_file(saved_trf, tmp_path, keep):
+    path = tmp_path / "nlp"
+    shutil.copytree(saved_trf, path)
+    model_file = path / "trf" / "model"
+    data = model_file.read_bytes()
+    model_file.write_bytes(data[:int(len(data) * keep)])
+    with pytest.raises(TransformerLoadError, match="damaged or incomplete") as err:
+        spacy.load(path)
+    message = str(err.value)
+    assert "component 'trf'" in message
+    assert str(model_file) in message
+    assert "model-last" in message
+
+
+def test_damaged_bytes_are_named_damaged(saved_trf):
+    """From bytes there is no file, and spaCy's compiled Pipe.from_bytes hides the component."""
+    pipe = spacy.load(saved_trf).get_pipe("trf")
+    msg = srsly.msgpack_loads(pipe.to_bytes())
+    msg["model"] = msg["model"][:100]
+    with pytest.raises(TransformerLoadError, match="model: it is damaged or incomplete"):
+        pipe.from_bytes(srsly.msgpack_dumps(msg))

@@ -1,28 +1,61 @@
-"""spacy-transformers' TransformerModel with length-bucketed inference.
+"""spacy-transformers' TransformerModel with windows bounded by wordpieces, length-bucketed
+inference and checked loading.
 
-spacy-transformers runs every strided window of every doc in a batch through the transformer as
-one tensor padded to the longest window. The longest window grows with the number of windows (a
-100k-token document has ~1,000 windows, and some window of numbers or rare names is 2.2x longer
-in wordpieces than the average one), and attention cost is quadratic in that length, so the cost
-per token of a long document grows with its length. At inference this model sorts the windows by
-wordpiece length and runs them in sub-batches of similar length, each padded only to its own
-longest window; outputs are put back in the original order and padding. Training (is_train=True)
-is exactly spacy-transformers' forward pass, and the weights, tokenizer and serialization are
-those of `spacy-transformers.TransformerModel.v3`.
+Windows bounded by wordpieces: the span getter cuts docs into windows of tokens, but a window
+of hashes, URLs or unsegmented CJK text can hold more wordpieces than the encoder takes, and
+spacy-transformers then cuts the excess wordpieces off (`truncate_oversize_splits`): the tokens
+there get no vector at all. Here every window with too many wordpieces (special tokens
+included) is split in halves, recursively, until each part fits or is a single token, in
+training and at inference. A single token longer than the limit keeps its first wordpieces.
+Tokens that still have no wordpiece (invisible characters the tokenizer drops, such as U+200B
+or U+FEFF) are reported by `tokens_without_wordpieces`.
+
+Length-bucketed inference: spacy-transformers runs every window of every doc in a batch as one
+tensor padded to the longest window, and attention cost is quadratic in that length. At
+inference this model sorts the windows by wordpiece length and runs them in sub-batches of
+similar length, each padded only to its own longest window; outputs are put back in the
+original order and padding. Training (is_train=True) is spacy-transformers' forward pass over
+the bounded windows.
+
+Checked loading: the weights, tokenizer and files are those of
+`spacy-transformers.TransformerModel.v3`, but loading refuses saved data that could write
+files or run code (tokenizer file names that are not plain names, `trust_remote_code`,
+`auto_map`, Python files), says which component and file is damaged or incomplete, and a
+path-like model name that is not a local folder is an error, never a Hub query.
 """
-from typing import Callable, List, Sequence, Tuple
+import copy
+import io
+import json
+import sys
+from pathlib import Path, PurePosixPath, PureWindowsPath
+from types import FrameType
+from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
+import numpy
+import srsly
 import torch
-from spacy.tokens import Doc
+from spacy.tokens import Doc, Span
 from spacy.util import SimpleFrozenDict, registry
 from spacy_transformers.align import get_alignment, get_alignment_via_offset_mapping
 from spacy_transformers.data_classes import FullTransformerBatch, WordpieceBatch
+from spacy_transformers.layers.hf_shim import HFShim
 from spacy_transformers.layers.transformer_model import TransformerModel
 from spacy_transformers.layers.transformer_model import forward as trf_forward
-from spacy_transformers.layers.transformer_model import huggingface_tokenize
+from spacy_transformers.layers.transformer_model import huggingface_from_pretrained
 from spacy_transformers.truncate import truncate_oversize_splits
 from thinc.api import Model, get_array_module
+from thinc.util import convert_recursive, is_xp_array
+from transformers.tokenization_utils_fast import PreTrainedTokenizerFast
 from transformers.utils import ModelOutput
+
+# The only tokenizer argument spacy-transformers saves (HFShim.to_bytes).
+SAVED_TOKENIZER_KWARGS = frozenset({"use_fast"})
+ENCODER_BUILD_HINT = "python -m spacy_bert_crf encoders build minilm-l6 encoders/minilm-l6"
+
+
+class TransformerLoadError(ValueError):
+    """Saved transformer data that is damaged or incomplete, or that could write files or run
+    code when loaded."""
 
 
 @registry.architectures("spacy-bert-crf.TransformerModel.v1")
@@ -37,8 +70,11 @@ def build_transformer_model(
     min_fill: float = 0.75,
 ) -> Model[List[Doc], FullTransformerBatch]:
     """`spacy-transformers.TransformerModel.v3` (same arguments, same weights and files) whose
-    inference runs the windows in sub-batches of similar wordpiece length.
+    windows are bounded by wordpieces, whose inference runs the windows in sub-batches of
+    similar wordpiece length, and whose loading is checked.
 
+    name (str): A local folder (see `resolve_transformer_name` for what counts as a path) or a
+        Hugging Face Hub name; its weights are loaded at initialize only.
     max_batch_pieces (int): At most this many padded wordpieces (rows x length) per sub-batch
         (a single longer window still runs alone).
     min_fill (float): Start a new sub-batch before real wordpieces would fill less than this
@@ -48,36 +84,415 @@ def build_transformer_model(
         raise ValueError(f"max_batch_pieces must be at least 1, got {max_batch_pieces}.")
     if not 0.0 < min_fill <= 1.0:
         raise ValueError(f"min_fill must be in (0, 1], got {min_fill}.")
-    model = TransformerModel(
+    for setting, values in (("tokenizer_config", tokenizer_config),
+                            ("transformer_config", transformer_config)):
+        found = _remote_code_keys(values)
+        if found:
+            raise ValueError(
+                f"{setting} sets {', '.join(found)}: spacy-bert-crf.TransformerModel.v1 never runs "
+                f"Python code shipped with a model. Remove the setting."
+            )
+    return BoundedTransformerModel(
         name,
         get_spans,
         dict(tokenizer_config),
         dict(transformer_config),
         mixed_precision,
         dict(grad_scaler_config),
+        max_batch_pieces=max_batch_pieces,
+        min_fill=min_fill,
     )
-    model.attrs["max_batch_pieces"] = max_batch_pieces
-    model.attrs["min_fill"] = min_fill
-    # attention maps have no single sequence axis to re-pad: keep spacy-transformers' pass
-    model.attrs["bucketed"] = not transformer_config.get("output_attentions", False)
-    model._func = _forward
-    return model
 
 
-def _forward(model: Model, docs: List[Doc], is_train: bool) -> Tuple[FullTransformerBatch, Callable]:
+class BoundedTransformerModel(TransformerModel):
+    """spacy-transformers' TransformerModel with windows bounded by wordpieces, bucketed
+    inference, a checked model name at initialize and checked loading (see the module)."""
+
+    def __init__(
+        self,
+        name: str,
+        get_spans: Callable,
+        tokenizer_config: dict,
+        transformer_config: dict,
+        mixed_precision: bool,
+        grad_scaler_config: dict,
+        *,
+        max_batch_pieces: int,
+        min_fill: float,
+    ):
+        super().__init__(
+            name, get_spans, tokenizer_config, transformer_config, mixed_precision,
+            grad_scaler_config,
+        )
+        # spacy-transformers' own forward, init and listeners call attrs["get_spans"]
+        self.attrs["span_getter"] = get_spans
+        self.attrs["get_spans"] = self.bounded_spans
+        self.attrs["max_batch_pieces"] = max_batch_pieces
+        self.attrs["min_fill"] = min_fill
+        # attention maps have no single sequence axis to re-pad: keep spacy-transformers' pass
+        self.attrs["bucketed"] = not transformer_config.get("output_attentions", False)
+        self._func = _forward
+        self.init = _init
+
+    def bounded_spans(self, docs: Iterable[Doc]) -> List[List[Span]]:
+        """The configured span getter's windows, re-split where they exceed the wordpiece limit.
+
+        RETURNS (List[List[Span]]): The windows of each doc.
+        """
+        nested = self.attrs["span_getter"](docs)
+        if self.tokenizer is None:  # not initialized: nothing to count with
+            return nested
+        return fit_spans(nested, self.tokenizer, max_wordpieces(self))
+
+    def copy(self) -> "BoundedTransformerModel":
+        """A copy with the same settings, tokenizer and weights (nlp.replace_listeners copies
+        the model; spacy-transformers' copy would drop the settings and the class)."""
+        copied = BoundedTransformerModel(
+            self.attrs["name"],
+            self.attrs["span_getter"],
+            dict(self._init_tokenizer_config),
+            dict(self._init_transformer_config),
+            False,
+            {},
+            max_batch_pieces=self.attrs["max_batch_pieces"],
+            min_fill=self.attrs["min_fill"],
+        )
+        for key in ("bucketed", "has_transformer", "flush_cache_chance"):
+            copied.attrs[key] = self.attrs[key]
+        copied._dims = copy.deepcopy(self._dims)
+        copied.layers[0] = copy.deepcopy(self.layers[0])  # mixed precision lives in its shim
+        return copied
+
+    def from_bytes(self, bytes_data: bytes) -> "BoundedTransformerModel":
+        """Load the model, refusing data that is damaged or that could write files or run code
+        (see check_saved_transformer).
+
+        RAISES (TransformerLoadError): The data is damaged or incomplete, or unsafe; the message
+            names the component and the file when they are known.
+        """
+        caller = sys._getframe(1)
+        try:
+            msg = srsly.msgpack_loads(bytes_data)
+            if not isinstance(msg, dict) or not {"nodes", "attrs", "params", "shims"} <= set(msg):
+                raise _LoadProblem("it is not a saved transformer model", damaged=True)
+            for node, shims_data in zip(self.walk(), msg["shims"]):
+                for i, shim in enumerate(node.shims[: len(shims_data)]):
+                    if isinstance(shim, HFShim):
+                        shims_data[i] = check_saved_transformer(shims_data[i])
+        except (ValueError, TypeError) as err:  # msgpack's errors, and _LoadProblem
+            damaged = not isinstance(err, _LoadProblem) or err.damaged
+            where = _loading_context(caller, self)
+            if damaged:
+                raise TransformerLoadError(
+                    f"Can't load {where}: it is damaged or incomplete ({err}). If training "
+                    f"stopped while it was written (spaCy rewrites model-best at every new best "
+                    f"score), use model-last, which is intact, or train again."
+                ) from err
+            raise TransformerLoadError(
+                f"Refusing to load {where}: {err}. A pipeline saved by spacy-bert-crf never "
+                f"contains this, so it may have been tampered with; load only pipelines from "
+                f"sources you trust."
+            ) from None
+        finally:
+            del caller
+        return self.from_dict(convert_recursive(is_xp_array, self.ops.asarray, msg))
+
+
+class _LoadProblem(ValueError):
+    def __init__(self, text: str, *, damaged: bool):
+        super().__init__(text)
+        self.damaged = damaged
+
+
+def check_saved_transformer(data: bytes) -> bytes:
+    """Check the bytes that HFShim.from_bytes would load: its tokenizer files are written to
+    a temporary folder by name, and its tokenizer arguments and configs reach transformers'
+    `from_pretrained`. `auto_map` entries (which name code to import) are dropped: transformers
+    then uses its own classes, or fails clearly if the model needs code it does not have.
+
+    RETURNS (bytes): The data; re-serialized without auto_map only if it had one.
+    RAISES (ValueError): A file name that is not a plain name, tokenizer arguments other than
+        `use_fast`, `trust_remote_code` anywhere, a Python file, or damaged data.
+    """
+    msg = srsly.msgpack_loads(data)
+    if not isinstance(msg, dict) or not isinstance(msg.get("tokenizer") or {}, dict):
+        raise _LoadProblem("its transformer part is not a saved transformer", damaged=True)
+    dropped = False
+    for key in ("config", "_init_tokenizer_config", "_init_transformer_config"):
+        dropped |= _drop_auto_map(msg.get(key), f"its saved {key.strip('_')}")
+    tokenizer = msg.get("tokenizer") or {}
+    kwargs = tokenizer.get("kwargs", {})
+    unknown = sorted(str(k) for k in kwargs) if not isinstance(kwargs, dict) else sorted(
+        str(k) for k in kwargs if k not in SAVED_TOKENIZER_KWARGS
+    )
+    if unknown:
+        raise _LoadProblem(
+            f"its saved tokenizer arguments include {', '.join(unknown)} (only "
+            f"{', '.join(sorted(SAVED_TOKENIZER_KWARGS))} is allowed; trust_remote_code would run "
+            f"Python code shipped in the folder)",
+            damaged=False,
+        )
+    for file_name, content in tokenizer.items():
+        if file_name == "kwargs":
+            continue
+        if not is_plain_file_name(file_name):
+            raise _LoadProblem(
+                f"its tokenizer file name {file_name!r} is not a plain file name (it would be "
+                f"written outside the temporary folder)",
+                damaged=False,
+            )
+        if file_name.lower().endswith(".py"):
+            raise _LoadProblem(f"its tokenizer files include Python code ({file_name!r})",
+                               damaged=False)
+        if not isinstance(content, bytes):
+            raise _LoadProblem(f"its tokenizer file {file_name!r} is not bytes", damaged=True)
+        if file_name.lower().endswith(".json"):
+            try:
+                values = json.loads(content)
+            except ValueError:
+                raise _LoadProblem(f"its tokenizer file {file_name!r} is not JSON",
+                                   damaged=True) from None
+            if _drop_auto_map(values, f"its tokenizer file {file_name!r}"):
+                tokenizer[file_name] = json.dumps(values, indent=2).encode("utf8")
+                dropped = True
+    return srsly.msgpack_dumps(msg) if dropped else data
+
+
+def _drop_auto_map(values: Any, what: str) -> bool:
+    """Refuse trust_remote_code, drop auto_map. RETURNS (bool): Whether auto_map was dropped."""
+    if not isinstance(values, dict):
+        return False
+    if values.get("trust_remote_code"):
+        raise _LoadProblem(f"{what} sets trust_remote_code", damaged=False)
+    if "auto_map" not in values:
+        return False
+    del values["auto_map"]
+    return True
+
+
+def is_plain_file_name(name: Any) -> bool:
+    """RETURNS (bool): Whether name is a file name without any folder, drive or root (on any OS)."""
+    return (
+        isinstance(name, str)
+        and name not in ("", ".", "..")
+        and "\x00" not in name
+        and PurePosixPath(name).name == name
+        and PureWindowsPath(name).name == name
+    )
+
+
+def _remote_code_keys(values: Any) -> List[str]:
+    if not isinstance(values, dict):
+        return []
+    found = ["trust_remote_code"] if values.get("trust_remote_code") else []
+    return found + (["auto_map"] if "auto_map" in values else [])
+
+
+def _loading_context(frame: Optional[FrameType], model: Model) -> str:
+    """Which component and file is being loaded, read from the callers' frames (spaCy passes
+    neither to the model): the pipe whose `model` is this model, and the open file read."""
+    component = file_name = None
+    for _ in range(8):
+        if frame is None:
+            break
+        local = frame.f_locals
+        if file_name is None:
+            file_name = next(
+                (v.name for v in local.values()
+                 if isinstance(v, io.BufferedReader) and isinstance(v.name, str)),
+                None,
+            )
+        owner = local.get("self")
+        if owner is not model and getattr(owner, "model", None) is model:
+            component = getattr(owner, "name", None)
+            break
+        frame = frame.f_back
+    what = f"the transformer model of component {component!r}" if component else (
+        "the transformer model"
+    )
+    return f"{what} ({file_name})" if file_name else what
+
+
+# ---------------------------------------------------------------------------------------------
+# Model name: a local folder or a Hub name
+# ---------------------------------------------------------------------------------------------
+
+
+def is_path_like(name: str) -> bool:
+    """Whether a model name means a local folder rather than a Hugging Face Hub name.
+
+    Path-like: it starts with '.', '~', '/' or '\\', contains '\\' or a drive ('C:'), has more
+    than two '/'-separated parts, or is 'A/B' where A is 'encoders' (this project's folder for
+    local encoders) or exists in the current directory. Anything else ('bert-base-cased',
+    'org/model') is a Hub name.
+    """
+    if name.startswith((".", "~", "/", "\\")) or "\\" in name or PureWindowsPath(name).drive:
+        return True
+    parts = name.split("/")
+    if len(parts) > 2 or (len(parts) == 2 and not parts[1]):
+        return True
+    return len(parts) == 2 and (parts[0] == "encoders" or Path(parts[0]).exists())
+
+
+def resolve_transformer_name(name: str) -> str:
+    """The name to load weights from: a path-like name must be an existing local folder.
+
+    RETURNS (str): The folder (with '~' expanded), or the Hub name unchanged.
+    RAISES (FileNotFoundError): A path-like name that is not an existing folder.
+    """
+    name = str(name)
+    if not is_path_like(name):
+        return name
+    path = Path(name).expanduser()
+    if path.is_dir():
+        return str(path)
+    raise FileNotFoundError(
+        f"The transformer {name!r} is a local path, but there is no folder at "
+        f"{path.absolute()} (it is not looked up on the Hugging Face Hub). Build an encoder "
+        f"there, e.g. `{ENCODER_BUILD_HINT}` (list them with `python -m spacy_bert_crf encoders "
+        f"list`), or set paths.transformer to an existing folder or a Hub name such as "
+        f"bert-base-cased."
+    )
+
+
+def _init(model: TransformerModel, X: Any = None, Y: Any = None) -> None:
+    """Load the weights and tokenizer from the model name (once; a loaded pipeline has them)."""
+    if model.attrs["has_transformer"]:
+        return
+    source = resolve_transformer_name(model.attrs["name"])
+    hf_model = huggingface_from_pretrained(
+        source, dict(model._init_tokenizer_config), dict(model._init_transformer_config)
+    )
+    model.attrs["set_transformer"](model, hf_model)
+
+
+# ---------------------------------------------------------------------------------------------
+# Windows bounded by wordpieces
+# ---------------------------------------------------------------------------------------------
+
+
+def max_wordpieces(model: TransformerModel) -> int:
+    """RETURNS (int): The most wordpieces (special tokens included) one window may hold: the
+    tokenizer's model_max_length, or the encoder's position embeddings if fewer."""
+    limit = model.tokenizer.model_max_length
+    config = getattr(model.transformer, "config", None)
+    positions = getattr(config, "max_position_embeddings", None)
+    if isinstance(positions, int) and positions > 0:
+        limit = min(limit, positions)
+    return int(limit)
+
+
+def count_wordpieces(tokenizer: Any, texts: Sequence[str]) -> List[int]:
+    """RETURNS (List[int]): The number of wordpieces of each text, special tokens included."""
+    if not texts:
+        return []
+    encoded = tokenizer(
+        list(texts), add_special_tokens=True, return_attention_mask=False,
+        return_token_type_ids=False, verbose=False,
+    )
+    return [len(ids) for ids in encoded["input_ids"]]
+
+
+def fit_spans(
+    nested_spans: Sequence[Sequence[Span]],
+    tokenizer: Any,
+    max_length: int,
+    lengths: Optional[Sequence[int]] = None,
+) -> List[List[Span]]:
+    """Split every span with more than max_length wordpieces (special tokens included) in
+    halves, recursively, until each part fits or is a single token.
+
+    nested_spans (Sequence[Sequence[Span]]): The windows of each doc.
+    lengths (Optional[Sequence[int]]): Wordpieces of each span in order, if already counted.
+    RETURNS (List[List[Span]]): The windows of each doc; the same spans where all fit.
+    """
+    flat = [span for spans in nested_spans for span in spans]
+    if lengths is None:
+        lengths = count_wordpieces(tokenizer, [span.text for span in flat])
+    if not flat or max(lengths) <= max_length:
+        return [list(spans) for spans in nested_spans]
+    fitted: List[List[Span]] = []
+    k = 0
+    for spans in nested_spans:
+        doc_spans: List[Span] = []
+        for span in spans:
+            if lengths[k] > max_length and len(span) > 1:
+                doc_spans.extend(_halve_to_fit(span, tokenizer, max_length))
+            else:
+                doc_spans.append(span)
+            k += 1
+        fitted.append(doc_spans)
+    return fitted
+
+
+def _halve_to_fit(span: Span, tokenizer: Any, max_length: int) -> List[Span]:
+    middle = len(span) // 2
+    halves = [span[:middle], span[middle:]]
+    parts: List[Span] = []
+    for half, n in zip(halves, count_wordpieces(tokenizer, [h.text for h in halves])):
+        if n > max_length and len(half) > 1:
+            parts.extend(_halve_to_fit(half, tokenizer, max_length))
+        else:
+            parts.append(half)
+    return parts
+
+
+def tokens_without_wordpieces(doc: Doc) -> numpy.ndarray:
+    """Which tokens of a doc the transformer gave no wordpiece, so no vector: characters the
+    tokenizer drops (U+200B, U+FEFF, U+202E, private use) or tokens no window covers.
+    Whitespace tokens never have a wordpiece and are not flagged.
+
+    doc (Doc): A doc the transformer component has processed (doc._.trf_data).
+    RETURNS (numpy.ndarray): Booleans, shape (len(doc),); all False when the doc has no
+        transformer output.
+    RAISES (ValueError): doc._.trf_data does not belong to this doc's tokens.
+    """
+    flags = numpy.zeros(len(doc), dtype=bool)
+    data = doc._.trf_data if Doc.has_extension("trf_data") else None
+    if data is None or not len(doc):
+        return flags
+    lengths = data.align.lengths
+    lengths = numpy.asarray(lengths.get() if hasattr(lengths, "get") else lengths)
+    if lengths.shape[0] == 0:  # no window covered the doc
+        lengths = numpy.zeros(len(doc), dtype="i")
+    elif lengths.shape[0] != len(doc):
+        raise ValueError(
+            f"doc._.trf_data aligns {lengths.shape[0]} tokens, but the doc has {len(doc)} "
+            f"(text starts {doc.text[:40]!r}): its transformer output belongs to another doc."
+        )
+    spaces = numpy.fromiter((token.is_space for token in doc), dtype=bool, count=len(doc))
+    return (lengths == 0) & ~spaces
+
+
+# ---------------------------------------------------------------------------------------------
+# Bucketed inference
+# ---------------------------------------------------------------------------------------------
+
+
+def _forward(
+    model: Model, docs: List[Doc], is_train: bool
+) -> Tuple[FullTransformerBatch, Callable]:
     if is_train or not model.attrs["bucketed"]:
-        return trf_forward(model, docs, is_train)
+        return trf_forward(model, docs, is_train)  # through bounded_spans
     tokenizer = model.tokenizer
-    nested_spans = model.attrs["get_spans"](docs)
+    limit = max_wordpieces(model)
+    nested_spans = [list(spans) for spans in model.attrs["span_getter"](docs)]
     flat_spans = [span for doc_spans in nested_spans for span in doc_spans]
-    batch_encoding = huggingface_tokenize(tokenizer, [span.text for span in flat_spans])
+    batch_encoding = _tokenize(tokenizer, [span.text for span in flat_spans])
+    lengths = [int(n) for n in batch_encoding["attention_mask"].sum(1)] if flat_spans else []
+    if lengths and max(lengths) > limit:  # rare: re-split, then tokenize again
+        nested_spans = fit_spans(nested_spans, tokenizer, limit, lengths)
+        flat_spans = [span for doc_spans in nested_spans for span in doc_spans]
+        batch_encoding = _tokenize(tokenizer, [span.text for span in flat_spans])
     wordpieces = WordpieceBatch.from_batch_encoding(batch_encoding)
     if "offset_mapping" in batch_encoding:
         align = get_alignment_via_offset_mapping(flat_spans, batch_encoding["offset_mapping"])
     else:
         align = get_alignment(flat_spans, wordpieces.strings, tokenizer.all_special_tokens)
-    wordpieces, align = truncate_oversize_splits(wordpieces, align, tokenizer.model_max_length)
-    lengths = [int(n) for n in model.ops.to_numpy(wordpieces.attention_mask).sum(1)] if len(wordpieces) else []
+    # only a single token longer than the limit is still cut (it keeps its first wordpieces)
+    wordpieces, align = truncate_oversize_splits(wordpieces, align, limit)
+    mask = model.ops.to_numpy(wordpieces.attention_mask)
+    lengths = [int(n) for n in mask.sum(1)] if len(wordpieces) else []
     groups = length_buckets(lengths, model.attrs["max_batch_pieces"], model.attrs["min_fill"])
     transformer = model.layers[0]
     if len(groups) <= 1:
@@ -90,6 +505,26 @@ def _forward(model: Model, docs: List[Doc], is_train: bool) -> Tuple[FullTransfo
         spans=nested_spans, wordpieces=wordpieces, model_output=model_output, align=align
     )
     return output, lambda d_output: docs
+
+
+def _tokenize(tokenizer: Any, texts: List[str]) -> Dict[str, Any]:
+    """spacy-transformers' huggingface_tokenize, without transformers' log line about
+    sequences over the maximum length (they are re-split here)."""
+    token_data = tokenizer(
+        texts,
+        add_special_tokens=True,
+        return_attention_mask=True,
+        return_offsets_mapping=isinstance(tokenizer, PreTrainedTokenizerFast),
+        return_tensors="np",
+        return_token_type_ids=None,
+        padding="longest",
+        verbose=False,
+    )
+    token_data["input_texts"] = [
+        tokenizer.convert_ids_to_tokens(ids) for ids in token_data["input_ids"]
+    ]
+    token_data["pad_token"] = tokenizer.pad_token
+    return token_data
 
 
 def length_buckets(lengths: Sequence[int], max_pieces: int, min_fill: float) -> List[List[int]]:
