@@ -1,4 +1,5 @@
 """The ``crf_ner`` pipeline component: named entities from a constrained linear-chain CRF."""
+import warnings
 from itertools import islice
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Union
@@ -227,9 +228,11 @@ class CRFEntityRecognizer(TrainablePipe):
             raise ValueError(Errors.E109.format(name=self.name))
         if not any(len(doc) for doc in docs):
             return [[] for _ in docs]
-        self._check_upstream(docs)
+        listens_to_transformer = self._check_upstream(docs)
         emissions = self.model.predict(docs)
         allowed = [self._allowed_tags(doc) for doc in docs]
+        if listens_to_transformer:
+            self._hold_tokens_without_wordpieces(docs, allowed)
         return decode(
             self.model, emissions, self.tags, allowed=allowed, with_scores=self.spans_key is not None
         )
@@ -268,16 +271,48 @@ class CRFEntityRecognizer(TrainablePipe):
                 allowed[ent.end, index[f"I-{ent.label_}"]] = False
         return allowed
 
-    def _check_upstream(self, docs: List[Doc]) -> None:
+    def _hold_tokens_without_wordpieces(
+        self, docs: List[Doc], allowed: List[numpy.ndarray]
+    ) -> None:
+        """Tokens the transformer gave no wordpiece (characters its tokenizer drops: U+200B,
+        U+FEFF, U+202E, private use) have no vector of their own: they are decoded as "O"
+        (unless a preset entity covers them), and a warning says how many there were."""
+        from .layers.transformer import tokens_without_wordpieces
+
+        out = self.tags.index(OUT)
+        n_tokens = n_docs = 0
+        for doc, doc_allowed in zip(docs, allowed):
+            gaps = tokens_without_wordpieces(doc)
+            if not self.overwrite_ents:
+                gaps &= numpy.fromiter((t.ent_type == 0 for t in doc), dtype=bool, count=len(doc))
+            if gaps.any():
+                doc_allowed[gaps] = False
+                doc_allowed[gaps, out] = True
+                n_tokens += int(gaps.sum())
+                n_docs += 1
+        if n_tokens:
+            warnings.warn(
+                f"{self.name}: {n_tokens} token(s) in {n_docs} doc(s) of this batch got no "
+                "wordpiece from the transformer (characters its tokenizer drops, such as "
+                "U+200B or U+FEFF) and were decoded as 'O'.",
+                stacklevel=2,
+            )
+
+    def _check_upstream(self, docs: List[Doc]) -> bool:
         """Fail clearly when the model listens to a component that did not run on the docs
         (e.g. crf_ner sourced into a pipeline without its transformer): the listener would
-        otherwise feed zeros, and the entities would be junk."""
+        otherwise feed zeros, and the entities would be junk.
+
+        RETURNS (bool): Whether the model listens to a transformer.
+        """
+        transformer = False
         for node in self.model.walk():
             if node.name == "transformer-listener":
                 missing = not Doc.has_extension("trf_data") or any(
                     len(doc) and doc._.trf_data is None for doc in docs
                 )
                 upstream = "transformer"
+                transformer = True
             elif node.name == "tok2vec-listener":
                 missing = any(len(doc) and doc.tensor.size == 0 for doc in docs)
                 upstream = "tok2vec"
@@ -292,6 +327,7 @@ class CRFEntityRecognizer(TrainablePipe):
                     f"it (source both from the same pipeline), or make {self.name!r} independent "
                     f"with nlp.replace_listeners('{upstream}', '{self.name}', ['model.tok2vec'])."
                 )
+        return transformer
 
     def set_annotations(self, docs: Iterable[Doc], decoded: Decoded) -> None:
         """Write doc.ents (and the span group with confidences) from predict's output.

@@ -341,3 +341,15 @@ def test_damaged_model_file_is_named(tmp_path):
     model_file.write_bytes(data[: len(data) // 2])
     with pytest.raises(ValueError, match=r"'crf_ner'.*crf_ner[/\\]model is damaged or incomplete"):
         spacy.load(tmp_path)
+
+
+def test_tokens_without_wordpieces_are_outside(trained_trf):
+    """Invisible characters get no wordpiece, so no vector: they are decoded as O, with a
+    warning, instead of being labelled from a zero vector."""
+    words = ["Maria", "Lopez", "\u200b", "flew", "to", "\ufeff", "Lisbon", "\u202e", "."]
+    doc = Doc(trained_trf.vocab, words=words)
+    with pytest.warns(UserWarning, match=r"3 token\(s\) in 1 doc\(s\).*decoded as 'O'"):
+        doc = trained_trf(doc)
+    for i in (2, 5, 7):
+        assert doc[i].ent_iob_ == "O", (doc[i].text, doc[i].ent_type_)
+    assert [e.text for e in doc.ents] == ["Maria Lopez", "Lisbon"]
