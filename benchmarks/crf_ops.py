@@ -3,41 +3,48 @@
     python -m benchmarks.crf_ops [--batch 32] [--length 128] [--repeats 30] [--threads 2]
 
 Times NLL forward+backward and Viterbi decoding for a batch of emissions with 17 tags (CoNLL
-BILUO: O + 4 labels x B/I/L/U), ours and pytorch-crf's interleaved (A, B, A, B, ...) so machine
-noise hits both alike, and reports medians and ratios. Writes benchmarks/results/crf_ops.json
-and benchmarks/results/crf_ops.md.
+BILUO: O + 4 labels x B/I/L/U), ours (spacy_bert_crf's torch CRF: `ours_ms`) and the pytorch-crf
+package's (`import torchcrf`: `pytorch_crf_ms`) interleaved (A, B, A, B, ...) so machine noise
+hits both alike, and reports medians and ratios. Writes benchmarks/results/crf_ops.json and
+benchmarks/results/crf_ops.md; the versions are the installed distributions' (benchmarks.machine).
 """
 import argparse
-import datetime
-import json
-import platform
+import re
 import statistics
 import time
 from pathlib import Path
+from typing import Callable, List, Optional
 
-import torch
+from .crf_setup import build_crf, conll_tags
+from .machine import machine_info, package_versions, today
+from .markdown import table
+from .paths import RESULTS
+from .peers.common import write_json
+from .schema import ResultsError, Versions, machine_text, versions_text
 
-from spacy_bert_crf.layers.pytorch_crf import CRF
-from spacy_bert_crf.tag_schemes import constraints, make_tags
+CASES = ("full_length", "ragged")
+NOTES = """
+Ours enforces BILUO constraints (pytorch-crf has none) and its NLL marginalises over the
+tags allowed at each position (partial annotation), computed as a second forward pass
+batched with the first. Both recursions (forward, and backward for the gradient) run in
+scaled probability space: a (B, K) x (K, K) product and a renormalisation per step.
+pytorch-crf's decode backtraces each sequence only up to its own length, which is why
+its ragged decode is faster than its full-length one."""
 
-RESULTS = Path(__file__).parent / "results"
-LABELS = ["LOC", "MISC", "ORG", "PER"]
 
-
-def timed(fn):
+def timed(fn: Callable[[], None]) -> float:
     start = time.perf_counter()
     fn()
     return time.perf_counter() - start
 
 
 def run(batch: int, length: int, repeats: int, ragged: bool, seed: int = 0) -> dict:
-    from torchcrf import CRF as TorchCRF
+    import torch
+    from torchcrf import CRF as PytorchCrfPackage
 
-    tags = make_tags(LABELS, "BILUO")
+    ours, tags = build_crf(seed)
     K = len(tags)
-    torch.manual_seed(seed)
-    ours = CRF(*constraints(tags, "BILUO"))
-    theirs = TorchCRF(K, batch_first=True)
+    theirs = PytorchCrfPackage(K, batch_first=True)
     emissions = torch.randn(batch, length, K)
     if ragged:
         lengths = torch.randint(length // 4, length + 1, (batch,))
@@ -75,59 +82,72 @@ def run(batch: int, length: int, repeats: int, ragged: bool, seed: int = 0) -> d
     return out
 
 
-def main() -> None:
+def versions(data: dict) -> Versions:
+    """The versions a results file records (files written before `versions` was: flat keys)."""
+    if "versions" in data:
+        return data["versions"]
+    return {"python": data["python"], "torch": data["torch"], "pytorch-crf": data["pytorch_crf"]}
+
+
+def repeats(data: dict) -> int:
+    """The repeats per operation (files written before they were recorded: the command's)."""
+    if "repeats" in data:
+        return data["repeats"]
+    found = re.search(r"--repeats (\d+)", data["command"])
+    if found is None:
+        raise ResultsError(f"crf_ops results without repeats (command {data['command']!r})")
+    return int(found.group(1))
+
+
+def render(data: dict) -> str:
+    machine = data["machine"]
+    if not isinstance(machine, str):  # files written before the machine record hold a line
+        machine = f"{machine_text(machine)} ({machine['torch_threads']} torch threads)"
+    found = dict(versions(data))
+    rows = [[case, op, f"{r['ours_ms']:.2f}", f"{r['pytorch_crf_ms']:.2f}", f"{r['speedup']:.2f}x"]
+            for case in CASES for op, r in data[case].items()]
+    lines = [
+        "# CRF operations vs pytorch-crf",
+        "",
+        f"Date {data['date']}; {machine}; Python {found.pop('python')}, {versions_text(found)}.",
+        f"Batch {data['batch']}, length {data['length']}, {data['tags']} tags (CoNLL BILUO), CPU, "
+        f"median of {repeats(data)} interleaved repeats. Command: `{data['command']}`.",
+        "Ragged: lengths drawn uniformly from [length/4, length], masked.",
+        "",
+    ]
+    lines += table(["case", "operation", "ours (ms)", "pytorch-crf (ms)",
+                    "speed-up (theirs / ours)"], rows, "llrrr")
+    return "\n".join(lines + NOTES.split("\n")) + "\n"
+
+
+def main(argv: Optional[List[str]] = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--length", type=int, default=128)
     parser.add_argument("--repeats", type=int, default=30)
     parser.add_argument("--threads", type=int, default=2)
-    args = parser.parse_args()
-    import torchcrf
+    parser.add_argument("--out", type=Path, default=RESULTS, help="folder for the results")
+    args = parser.parse_args(argv)
+    import torch
 
     torch.set_num_threads(args.threads)
     results = {
-        "date": datetime.date.today().isoformat(),
-        "machine": f"{platform.machine()} {platform.processor() or ''} ({torch.get_num_threads()} torch threads)".strip(),
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "pytorch_crf": getattr(torchcrf, "__version__", "0.7.2"),
-        "command": f"python -m benchmarks.crf_ops --batch {args.batch} --length {args.length} --repeats {args.repeats} --threads {args.threads}",
+        "date": today(),
+        "machine": machine_info(torch.get_num_threads()),
+        "versions": package_versions(["torch", "pytorch-crf"]),
+        "command": f"python -m benchmarks.crf_ops --batch {args.batch} --length {args.length} "
+                   f"--repeats {args.repeats} --threads {args.threads}",
         "batch": args.batch,
         "length": args.length,
-        "tags": len(make_tags(LABELS, "BILUO")),
-        "full_length": run(args.batch, args.length, args.repeats, ragged=False),
-        "ragged": run(args.batch, args.length, args.repeats, ragged=True),
+        "repeats": args.repeats,
+        "tags": len(conll_tags()),
+        **{case: run(args.batch, args.length, args.repeats, ragged=case == "ragged")
+           for case in CASES},
     }
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "crf_ops.json").write_text(json.dumps(results, indent=2) + "\n")
-    lines = [
-        "# CRF operations vs pytorch-crf",
-        "",
-        f"Date {results['date']}; {results['machine']}; Python {results['python']}, torch "
-        f"{results['torch']}, pytorch-crf {results['pytorch_crf']}.",
-        f"Batch {args.batch}, length {args.length}, {results['tags']} tags (CoNLL BILUO), CPU, "
-        f"median of {args.repeats} interleaved repeats. Command: `{results['command']}`.",
-        "Ragged: lengths drawn uniformly from [length/4, length], masked.",
-        "",
-        "| case | operation | ours (ms) | pytorch-crf (ms) | speed-up (theirs / ours) |",
-        "|---|---|---:|---:|---:|",
-    ]
-    for case in ("full_length", "ragged"):
-        for op, r in results[case].items():
-            lines.append(
-                f"| {case} | {op} | {r['ours_ms']:.2f} | {r['pytorch_crf_ms']:.2f} | {r['speedup']:.2f}x |"
-            )
-    lines += [
-        "",
-        "Ours enforces BILUO constraints (pytorch-crf has none) and its NLL marginalises over the",
-        "tags allowed at each position (partial annotation), computed as a second forward pass",
-        "batched with the first. Both recursions (forward, and backward for the gradient) run in",
-        "scaled probability space: a (B, K) x (K, K) product and a renormalisation per step.",
-        "pytorch-crf's decode backtraces each sequence only up to its own length, which is why",
-        "its ragged decode is faster than its full-length one.",
-    ]
-    (RESULTS / "crf_ops.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    write_json(args.out / "crf_ops.json", results)
+    markdown = render(results)
+    (args.out / "crf_ops.md").write_text(markdown, encoding="utf8")
+    print(markdown)
 
 
 if __name__ == "__main__":

@@ -18,30 +18,31 @@ document (time per token is linear in length) and with fewer runs, so that the w
 stays under about two minutes; the table says how many tokens each figure was measured on.
 Writes decode_load.json and decode_load.md.
 """
+from __future__ import annotations
+
 import argparse
 import contextlib
-import datetime
-import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Callable, Dict, Iterator, List, Tuple
+from typing import TYPE_CHECKING, Callable, Dict, Iterator, List, Tuple
 
-import numpy
 import torch
 
-from spacy_bert_crf.layers import pytorch_crf
-from spacy_bert_crf.layers.pytorch_crf import CRF
-from spacy_bert_crf.tag_schemes import constraints, make_tags, tags_to_spans
+from .crf_setup import (SCHEME, build_crf, conll_tags, entity_spans, span_log_probs,
+                        torch_recursions)
+from .machine import machine_info, package_versions, today
+from .markdown import table
+from .paths import RESULTS, rel
+from .peers.common import write_json
+from .schema import machine_text, versions_text
 
-ROOT = Path(__file__).resolve().parent.parent
-RESULTS = Path(__file__).parent / "results"
-LABELS = ["LOC", "MISC", "ORG", "PER"]
-SCHEME = "BILUO"
+if TYPE_CHECKING:  # the CRF is imported when the benchmark runs (benchmarks.crf_setup)
+    from spacy_bert_crf.layers.pytorch_crf import CRF
+
 LONG_DOC = 7700
 SENTENCES = 64
 LOAD_PROCESSES = 2
@@ -59,17 +60,6 @@ OPERATIONS = ("viterbi", "confidences")
 
 
 @contextlib.contextmanager
-def torch_recursions() -> Iterator[None]:
-    """Decode with the torch recursions (before issue 18 on the CPU; still used on a GPU)."""
-    in_numpy = pytorch_crf._in_numpy
-    pytorch_crf._in_numpy = lambda tensor: False
-    try:
-        yield
-    finally:
-        pytorch_crf._in_numpy = in_numpy
-
-
-@contextlib.contextmanager
 def busy_cpu(processes: int, seconds: float) -> Iterator[List[subprocess.Popen]]:
     """Background processes that spin for at most `seconds`, killed on exit in any case."""
     procs: List[subprocess.Popen] = []
@@ -78,17 +68,19 @@ def busy_cpu(processes: int, seconds: float) -> Iterator[List[subprocess.Popen]]
             cmd = [sys.executable, "-c", SPIN, str(seconds)]
             procs.append(subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True))
         for proc in procs:  # wait until each one spins
-            proc.stdout.readline()
+            if proc.stdout is not None:
+                proc.stdout.readline()
         yield procs
     finally:
         for proc in procs:
             proc.kill()
         for proc in procs:
             proc.wait()
-            proc.stdout.close()
+            if proc.stdout is not None:
+                proc.stdout.close()
 
 
-def timed(fn: Callable[[], None], condition: str) -> Tuple[float, float]:
+def timed(fn: Callable[[], object], condition: str) -> Tuple[float, float]:
     """Wall-clock and CPU seconds (this process, all its threads) of one call."""
     load = busy_cpu(LOAD_PROCESSES, SPIN_LIMIT) if condition == "loaded" else None
     with load or contextlib.nullcontext():
@@ -120,18 +112,18 @@ def entity_queries(crf: CRF, tags: List[str], em: torch.Tensor, mask: torch.Tens
     queries = []
     for row, n in enumerate(mask.sum(1).tolist()):
         path = paths[row, :n].tolist()
-        for start, end, _ in tags_to_spans([tags[k] for k in path], SCHEME):
+        for start, end, _ in entity_spans([tags[k] for k in path]):
             queries.append((row, start, end, path[start:end]))
     return queries
 
 
 def operation(
     crf: CRF, tags: List[str], name: str, em: torch.Tensor, mask: torch.Tensor
-) -> Callable[[], None]:
+) -> Callable[[], object]:
     if name == "viterbi":
         return lambda: crf.viterbi(em, mask)
     queries = entity_queries(crf, tags, em, mask)
-    return lambda: crf.span_log_probs(em, mask, queries, scheme=SCHEME)
+    return lambda: span_log_probs(crf, em, mask, queries)
 
 
 def measure(
@@ -178,9 +170,8 @@ def measure(
 
 
 def run(budget: float) -> dict:
-    tags = make_tags(LABELS, SCHEME)
-    torch.manual_seed(0)
-    crf = CRF(*constraints(tags, SCHEME)).eval()
+    crf, tags = build_crf(seed=0)
+    crf.eval()
     workloads = make_workloads(crf)
     for em, mask in workloads.values():  # warm up both paths
         operation(crf, tags, "confidences", em[:, :50], mask[:, :50])()
@@ -210,24 +201,29 @@ def run(budget: float) -> dict:
     return {"results": results, "load_average_1_5_15": {"start": load_start, "end": load_end}}
 
 
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+def described(data: dict) -> Tuple[str, int, str]:
+    """The machine's line, its CPU count and the versions' line of a results file (files
+    written before the machine record: its line, "cpus" and flat version keys)."""
+    machine = data["machine"]
+    if isinstance(machine, str):
+        return machine, data["cpus"], f"Python {data['python']}, torch {data['torch']} " \
+            f"({data['torch_threads']} intra-op threads), numpy {data['numpy']}"
+    versions = dict(data["versions"])
+    python, torch_version = versions.pop("python"), versions.pop("torch")
+    return (f"{machine_text(machine)}, {machine['os']}", machine["cores"],
+            f"Python {python}, torch {torch_version} ({machine['torch_threads']} intra-op "
+            f"threads), {versions_text(versions)}")
 
 
 def render(data: dict) -> str:
+    machine, cpus, versions = described(data)
+    spinners = data["background_processes"]
     lines = [
         "# CRF decoding on an idle and a loaded CPU (issue 18)",
         "",
-        f"Date {data['date']}; {data['machine']}; Python {data['python']}, torch "
-        f"{data['torch']} ({data['torch_threads']} intra-op threads), numpy {data['numpy']}.",
+        f"Date {data['date']}; {machine}; {versions}.",
         f"Command: `{data['command']}` (from the repository root). {data['tags']} tags "
-        f"(CoNLL {SCHEME}), float32 emissions, CPU. Loaded: {LOAD_PROCESSES} pure-Python "
+        f"(CoNLL {SCHEME}), float32 emissions, CPU. Loaded: {spinners} pure-Python "
         "spin loops in background processes.",
         f"1-minute load average at the start {data['load_average_1_5_15']['start'][0]}, at "
         f"the end {data['load_average_1_5_15']['end'][0]}. {data['note']}",
@@ -239,20 +235,16 @@ def render(data: dict) -> str:
         "threads) per token, which the background processes do not count in; tokens: what each "
         "run decoded (a prefix of the long document where a run would be too slow).",
         "",
-        "| workload | operation | implementation | idle (µs/token) | loaded (µs/token) "
-        "| loaded / idle | CPU µs/token idle / loaded | tokens | runs each |",
-        "|---|---|---|---:|---:|---:|---:|---:|---:|",
     ]
-    for name, ops in data["results"].items():
-        for op, impls in ops.items():
-            for impl, r in impls.items():
-                lines.append(
-                    f"| {name} | {op} | {impl} | {r['idle']['us_per_token']:.1f} | "
-                    f"{r['loaded']['us_per_token']:.1f} | {r['loaded_over_idle']:.2f}x | "
-                    f"{r['idle']['cpu_us_per_token']:.1f} / "
-                    f"{r['loaded']['cpu_us_per_token']:.1f} | "
-                    f"{r['idle']['tokens']} | {r['idle']['runs']} |"
-                )
+    rows = [[name, op, impl, f"{r['idle']['us_per_token']:.1f}",
+             f"{r['loaded']['us_per_token']:.1f}", f"{r['loaded_over_idle']:.2f}x",
+             f"{r['idle']['cpu_us_per_token']:.1f} / {r['loaded']['cpu_us_per_token']:.1f}",
+             r["idle"]["tokens"], r["idle"]["runs"]]
+            for name, ops in data["results"].items()
+            for op, impls in ops.items() for impl, r in impls.items()]
+    lines += table(["workload", "operation", "implementation", "idle (µs/token)",
+                    "loaded (µs/token)", "loaded / idle", "CPU µs/token idle / loaded", "tokens",
+                    "runs each"], rows, "lllrrrrrr")
     lines += ["", "After vs before (before / after, per token):", ""]
     for name, ops in data["results"].items():
         for op, impls in ops.items():
@@ -263,15 +255,14 @@ def render(data: dict) -> str:
             parts = [f"{cond} {x:.1f}x" for cond, x in speedups.items()]
             lines.append(f"- {name} {op}: {', '.join(parts)}")
     met = data["target_met"]
-    cpus = data["cpus"]
     lines += [
         "",
         f"Target (after: loaded <= 2x idle, wall clock): {'met' if met else 'NOT met'}.",
         "",
         f"A single busy thread gets at most its share of the {cpus} CPUs: with the "
-        f"{LOAD_PROCESSES} spin loops and nothing else running it gets "
-        f"{min(1.0, cpus / (1 + LOAD_PROCESSES)):.2f} of a CPU instead of 1, with one more busy "
-        f"process {min(1.0, cpus / (2 + LOAD_PROCESSES)):.2f} instead of "
+        f"{spinners} spin loops and nothing else running it gets "
+        f"{min(1.0, cpus / (1 + spinners)):.2f} of a CPU instead of 1, with one more busy "
+        f"process {min(1.0, cpus / (2 + spinners)):.2f} instead of "
         f"{min(1.0, cpus / 2):.2f}. That part of loaded / idle is the machine's; what decoding "
         "adds to it shows in the CPU column (extra CPU time per token under load, such as "
         "threads spinning while they wait for each other).",
@@ -297,15 +288,11 @@ def main() -> None:
     if args.budget != 6.0:
         command += f" --budget {args.budget}"
     data = {
-        "date": datetime.date.today().isoformat(),
-        "machine": f"{cpu_name()}, {os.cpu_count()} CPUs, {platform.system()} {platform.machine()}",
-        "cpus": os.cpu_count(),
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "torch_threads": torch.get_num_threads(),
-        "numpy": numpy.__version__,
+        "date": today(),
+        "machine": machine_info(torch.get_num_threads()),
+        "versions": package_versions(["torch", "numpy"]),
         "command": command,
-        "tags": len(make_tags(LABELS, SCHEME)),
+        "tags": len(conll_tags()),
         "workloads": {
             "long_doc": f"1 document of {LONG_DOC} tokens",
             "sentences": f"{SENTENCES} sentences of 5-50 tokens, padded to 50",
@@ -322,14 +309,11 @@ def main() -> None:
     data["seconds"] = round(time.perf_counter() - started, 1)
     out = args.out
     out.mkdir(parents=True, exist_ok=True)
-    (out / "decode_load.json").write_text(json.dumps(data, indent=2) + "\n", encoding="utf8")
+    write_json(out / "decode_load.json", data)
     markdown = render(data)
     (out / "decode_load.md").write_text(markdown, encoding="utf8")
     print(markdown)
-    shown = out.resolve()
-    if shown.is_relative_to(ROOT):
-        shown = shown.relative_to(ROOT)
-    print(f"Wrote {shown / 'decode_load.json'} and {shown / 'decode_load.md'} "
+    print(f"Wrote {rel(out / 'decode_load.json')} and {rel(out / 'decode_load.md')} "
           f"in {data['seconds']} s")
 
 

@@ -10,14 +10,18 @@ benchmarks/results/*.md) are committed, so every path they record goes through `
     HOME/data/x                             -> ~/data/x
     anything else absolute                  -> .../<last part>
 
-Standard library only (the peers import it from other virtualenvs).
+The folders the benchmarks share are named here too. Standard library only (the peers import it
+from other virtualenvs).
 """
 import os
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, Union
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[1]  # the repository
+RESULTS = ROOT / "benchmarks" / "results"  # committed results files and their reports
+WORK = ROOT / "benchmarks" / ".work"  # corpora, trainings and logs (git-ignored)
+DATA_DIR = ROOT.parent / "shared" / "data"  # the licensed datasets (never committed)
 # An absolute path inside a string: a "/" that does not continue a word, a relative path or a URL
 # ("crf=/a/b" and "'/a/b'" hold one, "benchmarks/x", "../x" and "https://x/y" do not).
 _ABSOLUTE = re.compile(r"(?<![\w.~:/\\-])/[^\s'\"`,;:=()\[\]{}<>|]+")
@@ -66,3 +70,9 @@ def portable_tree(data: Any) -> Any:
     if isinstance(data, (list, tuple)):
         return [portable_tree(value) for value in data]
     return data
+
+
+def rel(path: Union[str, Path]) -> str:
+    """A file's path as results record it: absolute first (not resolved: a virtualenv's python
+    is a link), then portable."""
+    return portable(os.path.abspath(path))

@@ -13,44 +13,26 @@ benchmarks/results/training.md is regenerated; paths in them are relative to the
 (delete benchmarks/.work/<tag>/ or pass --force).
 """
 import argparse
-import datetime
 import json
 import os
-import platform
+import re
 import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Dict, List
 
-from .paths import portable, portable_tree
+from .machine import machine_info, package_versions, today
+from .markdown import table
+from .paths import DATA_DIR, RESULTS, ROOT, WORK, portable
+from .schema import TrainingRun, check, load_results, machine_text, save_results, versions_text
 
-ROOT = Path(__file__).resolve().parents[1]
-RESULTS = Path(__file__).parent / "results"
-WORK = Path(__file__).parent / ".work"
-
-
-def versions() -> dict:
-    from importlib.metadata import version
-
-    names = ["spacy", "spacy-transformers", "transformers", "thinc", "torch", "spacy-bert-crf"]
-    return {"python": platform.python_version(), **{n: version(n) for n in names}}
-
-
-def machine(gpu_id: int = -1) -> str:
-    cpu = ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    text = f"{platform.machine()} {cpu}, {os.cpu_count()} cores".strip()
-    if gpu_id >= 0:
-        import torch
-
-        text += f", GPU {torch.cuda.get_device_name(gpu_id)}"
-    return text
+EVAL_SPLITS = ("dev", "test")
+INTRO = """Produced by `python -m benchmarks.train_eval`; each row is one training run. P/R/F are
+entity-level micro scores (exact span and label) in %, on the gold tokenization. Speed:
+words/s of the whole pipeline (transformer + crf_ner) on the test set, batch 64, warm, docs
+fed to nlp.pipe sorted by length (rows marked `in order`: corpus order, measured before
+sorting was added)."""
 
 
 def run(cmd: list) -> None:
@@ -69,7 +51,7 @@ def evaluate_splits(model: Path, corpus: Path, threads: int, gpu_id: int = -1) -
         spacy.require_gpu(gpu_id)
     nlp = load_model(model)
     out = {}
-    for split in ("dev", "test"):
+    for split in EVAL_SPLITS:
         nlp(" ".join(["warm", "up"] * 50))
         # Gold tokenization, as CoNLL/MSRA scores are reported (and as the HF peers read them).
         report = evaluate(nlp, corpus / f"{split}.spacy", batch_size=64, gold_preproc=True)
@@ -82,47 +64,71 @@ def evaluate_splits(model: Path, corpus: Path, threads: int, gpu_id: int = -1) -
     return out
 
 
-def write_table(results: dict) -> None:
-    lines = [
-        "# crf_ner trained on real corpora",
-        "",
-        "Produced by `python -m benchmarks.train_eval`; each row is one training run. P/R/F are",
-        "entity-level micro scores (exact span and label) in %, on the gold tokenization. Speed:",
-        "words/s of the whole pipeline (transformer + crf_ner) on the test set, batch 64, warm, docs",
-        "fed to nlp.pipe sorted by length (rows marked `in order`: corpus order, measured before",
-        "sorting was added). GPU rows: an H100 lent through the device tool, shared by up to three jobs.",
-        "",
-        "| run | dataset | encoder | budget | device | train time | dev F | test P | test R | test F | words/s | date |",
-        "|---|---|---|---|---|---:|---:|---:|---:|---:|---:|---|",
-    ]
-    for tag, r in sorted(results.items()):
-        t = r["scores"]["test"]
-        lines.append(
-            f"| {tag} | {r['dataset']} | {r['encoder']} | {r['budget']} | "
-            f"{'GPU' if r.get('gpu') else str(r['threads']) + ' CPU threads'} | "
-            f"{r['train_seconds'] / 60:.1f} min | {100 * r['scores']['dev']['ents_f']:.2f} | "
-            f"{100 * t['ents_p']:.2f} | {100 * t['ents_r']:.2f} | {100 * t['ents_f']:.2f} | "
-            f"{t['words_per_second']:,.0f}{'' if t.get('sorted_by_length') else ' (in order)'} | {r['date']} |"
-        )
-    for tag, r in sorted(results.items()):
-        lines += ["", f"## {tag}", "", f"Machine: {r['machine']}, {r['threads']} torch threads. "
-                  f"Versions: {', '.join(f'{k} {v}' for k, v in r['versions'].items())}.",
-                  "", f"Command: `{r['command']}`", ""]
-        if r.get("note"):
-            lines += [r["note"], ""]
-        lines += ["| split | type | P | R | F |", "|---|---|---:|---:|---:|"]
-        for split in ("dev", "test"):
-            s = r["scores"][split]
-            for label, v in sorted(s["ents_per_type"].items()):
-                lines.append(f"| {split} | {label} | {100 * v['p']:.2f} | {100 * v['r']:.2f} | {100 * v['f']:.2f} |")
-            lines.append(f"| {split} | **all** | {100 * s['ents_p']:.2f} | {100 * s['ents_r']:.2f} | {100 * s['ents_f']:.2f} |")
-    (RESULTS / "training.md").write_text("\n".join(lines) + "\n")
+def percent(value: float) -> str:
+    return f"{100 * value:.2f}"
 
 
-def main() -> None:
+def run_row(tag: str, r: TrainingRun) -> List[str]:
+    """The summary table's row of one run."""
+    dev, test = r["scores"]["dev"], r["scores"]["test"]
+    in_order = "" if test.get("sorted_by_length") else " (in order)"
+    return [tag, r["dataset"], r["encoder"], r["budget"],
+            "GPU" if r.get("gpu") else f"{r['threads']} CPU threads",
+            f"{r['train_seconds'] / 60:.1f} min", percent(dev["ents_f"]),
+            percent(test["ents_p"]), percent(test["ents_r"]), percent(test["ents_f"]),
+            f"{test['words_per_second']:,.0f}{in_order}", r["date"]]
+
+
+def gpu_names(results: Dict[str, TrainingRun]) -> List[str]:
+    """The GPUs the runs trained on, from their machine records (old ones: "..., GPU name")."""
+    names = set()
+    for r in results.values():
+        machine = r["machine"]
+        if isinstance(machine, str):
+            names.update(re.findall(r", GPU (.+)$", machine))
+        elif machine.get("gpu"):
+            names.add(machine["gpu"])
+    return sorted(names)
+
+
+def run_section(tag: str, r: TrainingRun) -> List[str]:
+    """One run: its machine, versions, command, note, and P/R/F per type."""
+    lines = ["", f"## {tag}", "", f"Machine: {machine_text(r['machine'])}, {r['threads']} torch "
+             f"threads. Versions: {versions_text(r['versions'])}.", "",
+             f"Command: `{r['command']}`", ""]
+    if r.get("note"):
+        lines += [r["note"], ""]
+    rows = []
+    for split in EVAL_SPLITS:
+        s = r["scores"][split]
+        rows += [[split, label, percent(v["p"]), percent(v["r"]), percent(v["f"])]
+                 for label, v in sorted(s["ents_per_type"].items())]
+        rows.append([split, "**all**", percent(s["ents_p"]), percent(s["ents_r"]),
+                     percent(s["ents_f"])])
+    return lines + table(["split", "type", "P", "R", "F"], rows, "llrrr")
+
+
+def render_training(results: Dict[str, TrainingRun], where: str = "training.json") -> str:
+    """benchmarks/results/training.md from the runs of training.json."""
+    intro = INTRO.split("\n")
+    gpus = gpu_names(results)
+    if gpus:
+        intro[-1] += f" GPU rows: {', '.join(gpus)}; each run's note says how it was shared."
+    head = ["run", "dataset", "encoder", "budget", "device", "train time", "dev F", "test P",
+            "test R", "test F", "words/s", "date"]
+    for tag, r in results.items():
+        check(r, TrainingRun, f"{where}: {tag}")
+    lines = ["# crf_ner trained on real corpora", ""] + intro + [""]
+    lines += table(head, [run_row(tag, r) for tag, r in sorted(results.items())], "lllllrrrrrrl")
+    for tag, r in sorted(results.items()):
+        lines += run_section(tag, r)
+    return "\n".join(lines) + "\n"
+
+
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--dataset", default="conll03")
-    parser.add_argument("--data-dir", type=Path, default=ROOT.parent / "shared" / "data" / "conll2003")
+    parser.add_argument("--data-dir", type=Path, default=DATA_DIR / "conll2003")
     parser.add_argument("--transformer", default="", help="'' = the dataset's offline default")
     parser.add_argument("--max-epochs", type=int, default=-1)
     parser.add_argument("--max-steps", type=int, default=-1)
@@ -130,17 +136,21 @@ def main() -> None:
     parser.add_argument("--gpu-id", type=int, default=-1, help="train and evaluate on this GPU")
     parser.add_argument("--tag", default=None)
     parser.add_argument("--force", action="store_true")
-    parser.add_argument("--override", nargs=2, action="append", default=[], metavar=("KEY", "VALUE"),
-                        help="spacy train config override, e.g. --override corpora.train.limit 2000")
+    parser.add_argument("--override", nargs=2, action="append", default=[],
+                        metavar=("KEY", "VALUE"),
+                        help="spacy train config override, e.g. --override corpora.train.limit "
+                             "2000")
     parser.add_argument("--note", default="", help="free text stored with the results")
-    args = parser.parse_args()
-    tag = args.tag or f"{args.dataset}-{Path(args.transformer).name or 'default'}"
-    work = WORK / tag
-    corpus = work / "corpus"
-    model = work / "training" / "model-best"
+    return parser.parse_args()
+
+
+def train(args, work: Path, corpus: Path) -> float:
+    """Build the corpus and train with the project's steps, unless done (or --force).
+    RETURNS (float): the training's wall-clock seconds."""
     python = sys.executable
     if not (corpus / args.dataset / "test.spacy").exists():
-        run([python, "scripts/project.py", "corpus", args.dataset, args.data_dir.resolve(), corpus / args.dataset])
+        run([python, "scripts/project.py", "corpus", args.dataset, args.data_dir.resolve(),
+             corpus / args.dataset])
     train_cmd = [python, "scripts/project.py", "train", args.dataset, work / "training",
                  "--corpus-dir", corpus, "--transformer", args.transformer,
                  "--max-epochs", args.max_epochs, "--max-steps", args.max_steps,
@@ -150,35 +160,44 @@ def main() -> None:
     timing = work / "train_seconds.json"
     if args.force or not timing.exists():
         start = time.time()
-        env_threads = {"OMP_NUM_THREADS": str(args.threads)}
-        os.environ.update(env_threads)
+        os.environ.update({"OMP_NUM_THREADS": str(args.threads)})
         run(train_cmd)
         timing.write_text(json.dumps({"train_seconds": time.time() - start}))
-    scores = evaluate_splits(model, corpus / args.dataset, args.threads, args.gpu_id)
-    RESULTS.mkdir(exist_ok=True)
-    path = RESULTS / "training.json"
-    results = portable_tree(json.loads(path.read_text())) if path.exists() else {}
-    results[tag] = {
+    return json.loads(timing.read_text())["train_seconds"]
+
+
+def main() -> None:
+    args = parse_args()
+    tag = args.tag or f"{args.dataset}-{Path(args.transformer).name or 'default'}"
+    work = WORK / tag
+    corpus = work / "corpus"
+    train_seconds = train(args, work, corpus)
+    scores = evaluate_splits(work / "training" / "model-best", corpus / args.dataset,
+                             args.threads, args.gpu_id)
+    budget = [f"max_epochs={args.max_epochs}", f"max_steps={args.max_steps}"]
+    budget += [f"{k}={v}" for k, v in args.override]
+    record: TrainingRun = {
         "dataset": args.dataset,
         "encoder": args.transformer or "default",
-        "budget": ", ".join([f"max_epochs={args.max_epochs}", f"max_steps={args.max_steps}"]
-                            + [f"{k}={v}" for k, v in args.override]) + " (-1 = config's)",
-        "train_seconds": json.loads(timing.read_text())["train_seconds"],
+        "budget": ", ".join(budget) + " (-1 = config's)",
+        "train_seconds": train_seconds,
         "threads": args.threads,
         "gpu": args.gpu_id >= 0,
-        "command": " ".join(
-            ["python -m benchmarks.train_eval"] + [portable(a) for a in sys.argv[1:] if a]
-        ),
-        "machine": machine(args.gpu_id),
-        "versions": versions(),
-        "date": datetime.date.today().isoformat(),
+        "command": " ".join(["python -m benchmarks.train_eval"]
+                            + [portable(a) for a in sys.argv[1:] if a]),
+        "machine": machine_info(args.threads, args.gpu_id),
+        "versions": package_versions(),
+        "date": today(),
         "scores": scores,
         "note": args.note,
     }
-    results = portable_tree(results)  # committed: paths relative to the repository
-    path.write_text(json.dumps(results, indent=2) + "\n")
-    write_table(results)
-    print((RESULTS / "training.md").read_text())
+    path = RESULTS / "training.json"
+    results = load_results(path)
+    results[tag] = record
+    save_results(path, results)  # committed: paths relative to the repository
+    markdown = render_training(load_results(path))
+    (RESULTS / "training.md").write_text(markdown, encoding="utf8")
+    print(markdown)
 
 
 if __name__ == "__main__":

@@ -3,7 +3,8 @@
 Runs in Flair's own virtualenv (benchmarks/.venvs/flair, made by benchmarks.run), so this module
 imports nothing from spacy_bert_crf:
 
-    .venvs/flair/bin/python -m benchmarks.peers.flair_tagger train --data DATA --encoder DIR --out DIR
+    .venvs/flair/bin/python -m benchmarks.peers.flair_tagger train --data DATA --encoder DIR \
+        --out DIR
     .venvs/flair/bin/python -m benchmarks.peers.flair_tagger infer --data DATA --model DIR --out DIR
 
 Recipe: Flair's transformer fine-tuning (FLERT tutorial) without document context

@@ -73,7 +73,8 @@ def train(args) -> None:
             step += 1
             losses.append(loss.item())
             if step % 50 == 0 or step == total:
-                print(f"epoch {epoch} step {step}/{total} loss {sum(losses[-50:]) / len(losses[-50:]):.4f} "
+                recent = losses[-50:]
+                print(f"epoch {epoch} step {step}/{total} loss {sum(recent) / len(recent):.4f} "
                       f"{time.time() - start:.0f}s", flush=True)
     model.save_pretrained(str(args.out / "model"))
     tokenizer.save_pretrained(str(args.out / "model"))

@@ -57,12 +57,13 @@ def measure(args) -> dict:
             start = time.perf_counter()
             predict(rows, bs)
             wps[label, bs].append(words / (time.perf_counter() - start))
-        print(f"round {r + 1}: " + ", ".join(f"{label} b{bs} {v[-1]:,.0f}" for (label, bs), v in wps.items()),
-              flush=True)
+        print(f"round {r + 1}: " + ", ".join(f"{label} b{bs} {v[-1]:,.0f}"
+                                             for (label, bs), v in wps.items()), flush=True)
     systems = {}
     for (label, bs), values in wps.items():
         raw = wps["raw", bs] if label != SORTED else wps["raw", largest]
-        entry = systems.setdefault(label, {"words_per_second": {}, "median": {}, "ratio_to_raw": {}})
+        entry = systems.setdefault(label, {"words_per_second": {}, "median": {},
+                                           "ratio_to_raw": {}})
         entry["words_per_second"][str(bs)] = values
         entry["median"][str(bs)] = statistics.median(values)
         entry["ratio_to_raw"][str(bs)] = statistics.median(v / w for v, w in zip(values, raw))
@@ -74,7 +75,8 @@ def measure(args) -> dict:
 def system_arg(text: str):
     name, sep, model = text.partition("=")
     if not sep or name not in LOADERS:
-        raise argparse.ArgumentTypeError(f"expected NAME=PATH with NAME one of {', '.join(LOADERS)}, got {text!r}")
+        raise argparse.ArgumentTypeError(
+            f"expected NAME=PATH with NAME one of {', '.join(LOADERS)}, got {text!r}")
     return name, Path(model)
 
 

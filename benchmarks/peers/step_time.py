@@ -79,7 +79,8 @@ def measure(args) -> dict:
               "words_per_batch": statistics.mean(words), "config": str(args.config)}
     for head in HEADS:
         ms = [1000 * s for s in times[head]]
-        result[head] = {"median_ms": statistics.median(ms), "mean_ms": statistics.mean(ms), "ms": ms}
+        result[head] = {"median_ms": statistics.median(ms), "mean_ms": statistics.mean(ms),
+                        "ms": ms}
     result["ratio"] = result["crf"]["median_ms"] / result["softmax"]["median_ms"]
     result["paired_ratio_median"] = statistics.median(
         c / s for c, s in zip(times["crf"], times["softmax"]))
@@ -106,8 +107,9 @@ def main(argv=None) -> None:
     args = parse_args(argv)
     result = measure(args)
     write_json(args.out / "step_time.json", result)
-    print(f"crf {result['crf']['median_ms']:.0f} ms, softmax {result['softmax']['median_ms']:.0f} ms "
-          f"per step (median of {args.steps}); ratio {result['ratio']:.3f}", flush=True)
+    print(f"crf {result['crf']['median_ms']:.0f} ms, "
+          f"softmax {result['softmax']['median_ms']:.0f} ms per step (median of {args.steps}); "
+          f"ratio {result['ratio']:.3f}", flush=True)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,299 @@
+"""The benchmark harness (benchmarks/): reports made from the committed results, figures from the
+data, the shared results schema and the step runner. Fast: nothing is trained."""
+import json
+import shutil
+import sys
+from argparse import Namespace
+from dataclasses import replace
+
+import pytest
+
+from benchmarks import crf_ops, decode_load, machine, measure, report
+from benchmarks.markdown import table
+from benchmarks.paths import RESULTS, ROOT
+from benchmarks.run import main as run_main
+from benchmarks.schema import (Machine, PeerResults, ResultsError, TrainingRun, check,
+                               load_results)
+from benchmarks.systems import System
+from benchmarks.train_eval import render_training
+
+PEER_FILE = RESULTS / "2026-11-23-intel-xeon-2c.json"
+
+
+def peer_results() -> dict:
+    return load_results(PEER_FILE)
+
+
+# ---------------------------------------------------------------------------------------------
+# The committed reports are what the renderers make of the committed results
+# ---------------------------------------------------------------------------------------------
+
+
+def test_benchmarks_md_is_rendered_from_the_committed_results():
+    rendered = report.render_report(report.peer_results_files(RESULTS))
+    assert rendered == (ROOT / "BENCHMARKS.md").read_text(encoding="utf8")
+
+
+def test_report_only_cli_renders_the_same_report(tmp_path):
+    shutil.copy(PEER_FILE, tmp_path / PEER_FILE.name)
+    (tmp_path / "other.json").write_text('{"kind": "something else"}', encoding="utf8")
+    markdown = tmp_path / "report.md"
+    run_main(["--report-only", "--out", str(tmp_path), "--markdown", str(markdown)])
+    committed = (ROOT / "BENCHMARKS.md").read_text(encoding="utf8").splitlines()
+    made = markdown.read_text(encoding="utf8").splitlines()
+    differ = [(a, b) for a, b in zip(committed, made) if a != b]
+    assert len(made) == len(committed)
+    # only the results file's own path differs (it lies outside the repository here)
+    assert len(differ) == 1 and differ[0][1].startswith("Results file: `.../")
+
+
+def test_training_md_is_rendered_from_the_committed_results():
+    results = load_results(RESULTS / "training.json")
+    rendered = render_training(results)
+    assert rendered == (RESULTS / "training.md").read_text(encoding="utf8")
+    # the GPU named in the header is the one of the records, not a figure in the code
+    assert "GPU rows: NVIDIA H100 80GB HBM3;" in rendered
+
+
+def test_training_md_names_the_gpus_of_the_records():
+    results = load_results(RESULTS / "training.json")
+    tag, run = next((t, r) for t, r in results.items() if r["gpu"])
+    run = dict(run, machine={"cpu": "x", "cores": 8, "memory_gib": 1.0, "os": "Linux",
+                             "torch_threads": 4, "device": "cuda:0", "gpu": "NVIDIA H200"})
+    rendered = render_training({tag: run})
+    assert "GPU rows: NVIDIA H200;" in rendered and "H100" not in rendered.split("\n## ")[0]
+    assert "Machine: x, 8 cores, GPU NVIDIA H200, 4 torch threads." in rendered
+
+
+def test_crf_micro_benchmark_reports_are_rendered_from_their_results():
+    for module, name in ((crf_ops, "crf_ops"), (decode_load, "decode_load")):
+        data = json.loads((RESULTS / f"{name}.json").read_text(encoding="utf8"))
+        assert module.render(data) == (RESULTS / f"{name}.md").read_text(encoding="utf8")
+
+
+# ---------------------------------------------------------------------------------------------
+# Figures come from the data
+# ---------------------------------------------------------------------------------------------
+
+
+def test_package_version_reads_the_installed_distribution():
+    assert machine.package_version("pytest") == pytest.__version__
+    assert machine.package_version("no-such-distribution-here") is None
+    versions = machine.package_versions(["pytest", "no-such-distribution-here"])
+    assert list(versions) == ["python", "pytest", "no-such-distribution-here"]
+    assert versions["python"] == ".".join(map(str, sys.version_info[:3]))
+
+
+def test_crf_ops_records_the_installed_pytorch_crf_version(tmp_path, monkeypatch):
+    """pytorch-crf's module has no __version__: the version is the distribution's, never a
+    figure written in the code."""
+    def fake_metadata_version(name):
+        return {"pytorch-crf": "9.8.7", "torch": "1.2.3"}.get(name, "0")
+
+    timings = {"nll_fwd_bwd": {"ours_ms": 1.0, "pytorch_crf_ms": 2.0, "speedup": 2.0}}
+    monkeypatch.setattr(machine, "metadata_version", fake_metadata_version)
+    monkeypatch.setattr(crf_ops, "run", lambda *args, **kwargs: timings)
+    monkeypatch.setattr(crf_ops, "conll_tags", lambda: ["O"] * 17)  # no import of the package
+    crf_ops.main(["--repeats", "3", "--threads", "1", "--out", str(tmp_path)])
+    data = json.loads((tmp_path / "crf_ops.json").read_text(encoding="utf8"))
+    assert data["versions"]["pytorch-crf"] == "9.8.7"
+    assert data["versions"]["torch"] == "1.2.3"
+    assert set(Machine.__required_keys__) <= set(data["machine"])
+    text = (tmp_path / "crf_ops.md").read_text(encoding="utf8")
+    assert "torch 1.2.3, pytorch-crf 9.8.7." in text
+    assert "median of 3 interleaved repeats" in text
+
+
+def test_the_split_seed_in_the_report_is_the_recorded_one():
+    data = peer_results()["datasets"]["conll03"]
+    carved = dict(data, data=dict(data["data"], dev_from_train={
+        "source": "train.txt", "size": 1234, "seed": 7}))
+    text = "\n".join(report.render_data("msra", carved))
+    assert "dev is 1,234 sentences carved from train.txt" in text
+    assert "seed 7" in text and "seed 0" not in text
+    # no carving recorded (CoNLL has a dev file): nothing is said about one
+    assert "carved" not in "\n".join(report.render_data("conll03", data))
+
+
+def test_the_speed_seed_in_the_report_is_the_recorded_one():
+    speed = peer_results()["datasets"]["conll03"]["speed"]
+    assert "`benchmarks/peers/speed.py`: seed-0 models," in report.render_speed(speed)[0]
+    assert "seed-3 models," in report.render_speed(dict(speed, seed=3))[0]
+    # a file without the seed: the one seed of its models' paths, or none at all
+    models = {name: path.replace("seed0", "seed2") for name, path in speed["models"].items()}
+    assert "seed-2 models," in report.render_speed(dict(speed, models=models))[0]
+    models["crf"] = models["crf"].replace("seed2", "seed1")
+    first = report.render_speed(dict(speed, models=models))[0]
+    assert "speed.py`: models," in first and "seed-" not in first
+
+
+# ---------------------------------------------------------------------------------------------
+# The results schema
+# ---------------------------------------------------------------------------------------------
+
+
+def test_committed_results_follow_the_schema():
+    check(peer_results(), PeerResults, PEER_FILE.name)
+    for tag, run in load_results(RESULTS / "training.json").items():
+        check(run, TrainingRun, f"training.json: {tag}")
+    assert set(Machine.__required_keys__) <= set(machine.machine_info(2))
+
+
+def test_a_results_file_without_a_field_fails_naming_file_and_field(tmp_path):
+    results = peer_results()
+    del results["machine"]
+    with pytest.raises(ResultsError, match=r"x\.json: a PeerResults without machine"):
+        report.render_file(results, tmp_path / "x.json")
+    training = load_results(RESULTS / "training.json")
+    tag = sorted(training)[0]
+    del training[tag]["scores"]
+    with pytest.raises(ResultsError, match=f"training.json: {tag}: a TrainingRun without scores"):
+        render_training(training)
+    (tmp_path / "broken.json").write_text("{", encoding="utf8")
+    with pytest.raises(ResultsError, match="broken.json: not a JSON results file"):
+        load_results(tmp_path / "broken.json")
+
+
+def test_table_alignment_has_one_letter_per_column():
+    assert table(["a", "b"], [["1", "2"]], "lr") == ["| a | b |", "|---|---:|", "| 1 | 2 |"]
+    with pytest.raises(ValueError, match="1 letters for 2 columns"):
+        table(["a", "b"], [], "l")
+
+
+# ---------------------------------------------------------------------------------------------
+# The step runner, with a system whose steps are tiny scripts
+# ---------------------------------------------------------------------------------------------
+
+TRAIN = "import pathlib, sys; pathlib.Path(sys.argv[1]).mkdir(parents=True, exist_ok=True)"
+INFER = """import json, pathlib, sys
+data, work, fail = pathlib.Path(sys.argv[1]), pathlib.Path(sys.argv[2]), sys.argv[3] == "1"
+if fail:
+    sys.exit("no model here")
+for split in ("dev", "test"):
+    gold = [json.loads(line) for line in (data / f"{split}.jsonl").open()]
+    with (work / f"pred-{split}.jsonl").open("w") as f:
+        for row in gold:  # the gold entities, but the last one of each doc dropped
+            f.write(json.dumps({"doc": row["doc"], "ents": row["ents"][:1]}) + "\\n")
+(work / "infer.json").write_text(json.dumps({"speed": {"1": {"words_per_second": 5.0}}}))
+"""
+
+
+class ScriptSystem(System):
+    def __init__(self, fail_infer: bool = False):
+        super().__init__("script", "a system of two scripts", "none")
+        self.fail_infer = fail_infer
+
+    def train_command(self, seed, args, data, work, env):
+        return [sys.executable, "-c", TRAIN, self.model_path(args, work)], {"epochs": 1}
+
+    def infer_command(self, args, data, work, model, step):
+        return [sys.executable, "-c", INFER, data, work, int(self.fail_infer)]
+
+
+def test_run_seed_trains_infers_scores_and_reuses_the_training(tmp_path, monkeypatch, capsys):
+    data = tmp_path / "data"
+    data.mkdir()
+    docs = [{"doc": 0, "words": ["A", "b", "C"], "ents": [[0, 1, "X"], [2, 3, "Y"]]},
+            {"doc": 1, "words": ["D"], "ents": [[0, 1, "X"]]}]
+    for split in ("dev", "test"):
+        (data / f"{split}.jsonl").write_text("".join(json.dumps(d) + "\n" for d in docs))
+    monkeypatch.setattr(measure, "WORK", tmp_path / "work")
+    monkeypatch.setitem(measure.SYSTEMS, "script", ScriptSystem())
+    args = Namespace(threads=1, timeout_train=60, timeout_infer=60, force=False, run_key="k",
+                     dataset="d")
+    settings = {"dataset": "d"}
+    record = measure.run_seed("script", 4, args, data, settings, do_scale=False)
+    assert record["status"] == "ok", record.get("error")
+    assert record["train"]["budget"] == {"epochs": 1}
+    assert record["infer"]["speed"]["1"]["words_per_second"] == 5.0
+    test = record["scores"]["test"]
+    assert (test["tp"], test["n_pred"], test["n_gold"]) == (2, 2, 3)
+    assert "script seed 4: test P 100.00 R 66.67" in capsys.readouterr().out
+    again = measure.run_seed("script", 4, args, data, settings, do_scale=False)
+    assert again["train"] == record["train"]
+    assert "reusing the training" in capsys.readouterr().out
+    monkeypatch.setitem(measure.SYSTEMS, "script", ScriptSystem(fail_infer=True))
+    failed = measure.run_seed("script", 4, args, data, settings, do_scale=False)
+    assert failed["status"] == "failed" and failed["failed_step"] == "infer"
+    assert "infer failed (exit 1)" in failed["error"]
+    assert failed["infer"]["returncode"] == 1
+
+
+def test_run_speed_times_the_models_of_the_seed_it_is_given(tmp_path, monkeypatch):
+    """The in-process speed run takes the run's first seed, and records it for the report."""
+    monkeypatch.setattr(measure, "WORK", tmp_path / "work")
+    args = Namespace(threads=1, timeout_infer=60, force=False, run_key="k", dataset="d",
+                     encoder=tmp_path, speed_rounds=1, batch_sizes="1", limit_b1=0)
+    settings = {"dataset": "d"}
+    ok = {"status": "ok"}
+    systems = {"raw": {"settings": settings, "seeds": {"0": ok}},
+               "crf": {"settings": settings, "seeds": {"0": ok, "1": ok}},
+               "hf": {"settings": settings, "seeds": {"0": ok}}}
+    path = tmp_path / "results.json"
+    path.write_text(json.dumps({"kind": "spacy-bert-crf peer benchmark",
+                                "datasets": {"d": {"systems": systems}}}))
+    for name, seed in (("crf", 1), ("hf", 0)):
+        work = measure.seed_work(args, name, seed)
+        measure.SYSTEMS[name].model_path(args, work).mkdir(parents=True)
+    commands = []
+
+    def fake_measurement(step, cmd, work, timeout, threads, settings, **fields):
+        commands.append([str(c) for c in cmd])
+        return {"status": "ok", "settings": settings, **fields}
+
+    monkeypatch.setattr(measure, "run_measurement", fake_measurement)
+    measure.run_speed(args, tmp_path, path, settings, seed=1)
+    systems_timed = [c.split("=")[0] for c in commands[0] if "=" in c]
+    # crf's seed-1 model (its seed-0 one is not there), not hf: it has no seed 1
+    assert systems_timed == ["raw", "crf"]
+    speed = load_results(path)["datasets"]["d"]["speed"]
+    assert speed["seed"] == 1
+    assert "seed-1 models" in report.SPEED_TEXT.format(
+        which_models="seed-1 models", rounds=1, limit_b1=0)
+
+
+def test_decode_load_report_reads_the_shared_machine_record():
+    data = json.loads((RESULTS / "decode_load.json").read_text(encoding="utf8"))
+    legacy = decode_load.render(data).splitlines()
+    for key in ("python", "torch", "numpy", "cpus", "torch_threads"):
+        del data[key]
+    data["machine"] = {"cpu": "Some CPU", "cores": 4, "memory_gib": 8.0, "os": "Linux-x",
+                       "torch_threads": 3, "device": "cpu"}
+    data["versions"] = {"python": "3.11.0", "torch": "2.0.0", "numpy": "2.0.0"}
+    made = decode_load.render(data).splitlines()
+    assert made[2] == (f"Date {data['date']}; Some CPU, 4 cores, Linux-x; Python 3.11.0, torch "
+                       "2.0.0 (3 intra-op threads), numpy 2.0.0.")
+    assert "share of the 4 CPUs" in made[-1]
+    assert [a == b for a, b in zip(legacy, made)].count(False) == 2
+
+
+def test_prepare_data_records_how_dev_was_carved(tmp_path, monkeypatch):
+    """The carving (source, size, seed) goes into stats.json, which the results and report
+    take it from; changing it makes the data again."""
+    from benchmarks import data as bench_data
+
+    sentences = [[("北", "B-LOC"), ("京", "I-LOC"), ("好", "O")], [("张", "B-PER"), ("三", "I-PER")],
+                 [("天", "O")], [("上", "B-LOC"), ("海", "I-LOC")]]
+    source = tmp_path / "msra"
+    source.mkdir()
+    for name, rows in (("train", sentences), ("test", sentences[:2])):
+        text = "\n\n".join("\n".join(f"{c}\t{t}" for c, t in s) for s in rows)
+        (source / f"{name}.txt").write_text(text + "\n", encoding="utf8")
+    carve = {"source": "train.txt", "size": 1, "seed": 5}
+    monkeypatch.setattr(bench_data, "WORK", tmp_path / "work")
+    monkeypatch.setitem(bench_data.DATASETS, "msra",
+                        replace(bench_data.DATASETS["msra"], dev_from_train=carve))
+    limits = {"train": 0, "dev": 0, "test": 0}
+    out = bench_data.prepare_data("msra", source, limits)
+    stats = json.loads((out / "stats.json").read_text(encoding="utf8"))
+    assert stats["dev_from_train"] == carve
+    counts = {split: s["sentences"] for split, s in stats["splits"].items()}
+    assert counts == {"train": 3, "dev": 1, "test": 2}
+    assert stats["splits"]["dev"]["full_file"]["file"] == "train.txt"
+    text = "\n".join(report.render_data("msra", {"data": stats, "encoder": "e"}))
+    assert "dev is 1 sentences carved from train.txt" in text and "seed 5" in text
+    # another seed: the data are made again, not reused
+    monkeypatch.setitem(bench_data.DATASETS, "msra",
+                        replace(bench_data.DATASETS["msra"], dev_from_train=dict(carve, seed=6)))
+    bench_data.prepare_data("msra", source, limits)
+    assert json.loads((out / "stats.json").read_text())["dev_from_train"]["seed"] == 6
