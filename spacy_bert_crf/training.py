@@ -24,9 +24,7 @@ from typing import IO, Any, Callable, Dict, Iterator, List, Optional, Tuple, Uni
 
 import numpy
 import srsly
-import typer
 from spacy import util
-from spacy.cli._util import parse_config_overrides
 from spacy.language import Language
 from spacy.schemas import ConfigSchemaTraining
 from spacy.training.initialize import init_nlp
@@ -175,7 +173,8 @@ def _train_loop(
     losses: Dict[str, float] = {}
     words_seen, seconds_before, finished = 0, 0.0, False
     if state is not None and checkpoint is not None:
-        step, epoch, batch_index, order = state["step"], state["epoch"], state["batch_index"], state["order"]
+        step, epoch = state["step"], state["epoch"]
+        batch_index, order = state["batch_index"], state["order"]
         results = [(float(s), int(st)) for s, st in state["results"]]
         losses = dict(state["losses"])
         words_seen, seconds_before, finished = state["words"], state["seconds"], state["finished"]
@@ -268,7 +267,8 @@ def _train_loop(
     _save_models(nlp, optimizer, before_to_disk, output_path, best=False)
     if optimizer.averages:
         nlp.use_params(optimizer.averages)
-    stdout.write(msg.good("Saved pipeline to output directory", output_path / DIR_MODEL_LAST) + "\n")
+    saved = msg.good("Saved pipeline to output directory", output_path / DIR_MODEL_LAST)
+    stdout.write(saved + "\n")
     return nlp
 
 
@@ -281,7 +281,9 @@ def latest_checkpoint(output_path: Union[str, Path]) -> Optional[Path]:
         candidate = root / pointer.read_text(encoding="utf8").strip()
         if (candidate / STATE_FILE).is_file():
             return candidate
-    complete = sorted(p for p in root.glob("step-*") if (p / STATE_FILE).is_file() and p.suffix != ".tmp")
+    complete = sorted(
+        p for p in root.glob("step-*") if p.suffix != ".tmp" and (p / STATE_FILE).is_file()
+    )
     return complete[-1] if complete else None
 
 
@@ -464,27 +466,3 @@ def _flatten(config: Dict[str, Any], prefix: str = "") -> Dict[str, Any]:
         else:
             out[f"{prefix}{key}"] = value
     return out
-
-
-def train_cli(
-    # fmt: off
-    ctx: typer.Context,
-    config_path: Path = typer.Argument(..., exists=True, dir_okay=False, help="Training config"),
-    output_path: Path = typer.Option(..., "--output", "-o", help="Output folder (model-best, model-last, checkpoints/)"),
-    resume: bool = typer.Option(False, "--resume", help="Continue from the newest checkpoint in the output folder, if any"),
-    checkpoint_every: Optional[int] = typer.Option(None, "--checkpoint-every", min=1, help="Steps between checkpoints (default: eval_frequency)"),
-    keep_checkpoints: int = typer.Option(1, "--keep-checkpoints", min=1, help="How many checkpoints to keep"),
-    use_gpu: int = typer.Option(-1, "--gpu-id", "-g", help="GPU id, or -1 for CPU"),
-    # fmt: on
-) -> None:
-    """Train like `spacy train` (same arguments, config overrides as --section.key value),
-    checkpointing the whole training state so that --resume continues an interrupted run where
-    it stopped."""
-    overrides = parse_config_overrides(ctx.args)
-    try:
-        train(
-            config_path, output_path, overrides=overrides, use_gpu=use_gpu, resume=resume,
-            checkpoint_every=checkpoint_every, keep_checkpoints=keep_checkpoints,
-        )
-    except ResumeError as err:
-        Printer().fail(str(err), exits=1)

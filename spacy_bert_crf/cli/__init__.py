@@ -1,17 +1,21 @@
 """Command line: ``python -m spacy_bert_crf COMMAND``.
 
-Each command lives next to the code it drives; this module only wires them into one typer app.
+One file per command in this package, each a thin wrapper over a library function; this module
+wires them into one typer app.
 """
 import typer
 
-from .convert import convert_cli, split_cli
-from .encoders import encoders_app
-from .evaluate import evaluate_cli
-from .training import train_cli
+from ..convert import convert_cli, split_cli
+from ..encoders import encoders_app
+from ..evaluate import evaluate_cli
+from .train import train_cli
 
 app = typer.Typer(
     name="spacy_bert_crf",
-    help="spacy-bert-crf: data converters, offline encoders, resumable training and evaluation reports.",
+    help=(
+        "spacy-bert-crf: data converters, offline encoders, resumable training and "
+        "evaluation reports."
+    ),
     no_args_is_help=True,
     add_completion=False,
 )
