@@ -94,9 +94,12 @@ class SpacyPipeline(System):
         train_words = [r["words"] for r in read_jsonl(data / "train.jsonl")]
         sched = schedule_overrides(config, train_words, args.epochs)
         steps = sched.pop("steps_per_epoch")
+        config_total = sched.pop("config_total_steps")
         if not args.keep_schedule:
             for key, value in sched.items():
                 cmd += [f"--{key}", value]
+        elif config_total:  # max_steps is 0 here, so the config's total_steps must be given
+            cmd += ["--training.optimizer.learn_rate.total_steps", config_total]
         budget = {"epochs": args.epochs, "steps_per_epoch": steps, "steps": steps * args.epochs,
                   "schedule": "config's" if args.keep_schedule else sched}
         return cmd, budget

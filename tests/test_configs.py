@@ -13,8 +13,26 @@ CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.cfg")
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
+def test_config_step_budget_ends_the_schedule(path):
+    """A step budget, and the learning rate reaches 0 exactly where training stops (as in
+    spaCy's own configs), also when max_steps is overridden."""
+    training = load_config(path, interpolate=True)["training"]
+    schedule = training["optimizer"]["learn_rate"]
+    assert training["max_steps"] > 0
+    assert training["max_epochs"] == 0  # no epoch limit that could stop training first
+    assert schedule["@schedules"] == "warmup_linear.v1"
+    assert schedule["total_steps"] == training["max_steps"]
+    assert 0 < schedule["warmup_steps"] < schedule["total_steps"]
+    assert training["max_steps"] % training["eval_frequency"] == 0  # the last step is scored
+    assert training["logger"]["progress_bar"] is True
+    raw = load_config(path, overrides={"training.max_steps": 7}, interpolate=False)
+    assert raw.interpolate()["training"]["optimizer"]["learn_rate"]["total_steps"] == 7
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
 def test_config_loads_and_wires_listener(path, tiny_bert_dir):
-    config = load_config(path, overrides={"paths.transformer": str(tiny_bert_dir)}, interpolate=False)
+    overrides = {"paths.transformer": str(tiny_bert_dir)}
+    config = load_config(path, overrides=overrides, interpolate=False)
     nlp = load_model_from_config(config, auto_fill=True, validate=True)
     assert nlp.pipe_names == ["transformer", "crf_ner"]
     assert nlp.get_pipe("crf_ner").model.get_ref("tok2vec").name.startswith("transformer-listener")
@@ -30,7 +48,6 @@ def test_spacy_train_with_sample_config(tiny_bert_dir, tmp_path):
         "paths.dev": str(tmp_path / "train.spacy"),
         "training.max_steps": 4,
         "training.eval_frequency": 2,
-        "training.optimizer.learn_rate.total_steps": 4,
         "training.optimizer.learn_rate.warmup_steps": 1,
     }
     config_path = Path(__file__).resolve().parents[1] / "configs" / "en_sample.cfg"

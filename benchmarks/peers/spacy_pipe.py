@@ -78,7 +78,8 @@ def schedule_overrides(config: Path, train_words: List[List[str]], epochs: int) 
     batcher = registry.resolve({"b": cfg["training"]["batcher"]})["b"]
     steps = sum(1 for _ in batcher(train_words))
     sched = cfg["training"]["optimizer"]["learn_rate"]
-    out = {"steps_per_epoch": steps}
+    # the config's own total_steps: its step budget, when it is tied to max_steps
+    out = {"steps_per_epoch": steps, "config_total_steps": sched.get("total_steps")}
     if sched.get("@schedules", "").startswith("warmup_linear"):
         total = max(1, steps * epochs)
         ratio = sched["warmup_steps"] / max(1, sched["total_steps"])
