@@ -93,3 +93,12 @@ def test_entities_never_split_a_latin_word(tmp_path):
     loaded = spacy.load(tmp_path / "zh")
     assert [t.text for t in loaded(MIXED)] == [t.text for t in nlp(MIXED)]
     assert [(e.start_char, e.end_char) for e in loaded(MIXED).ents] == [(e.start_char, e.end_char) for e in doc.ents]
+
+
+def test_msra_config_uses_it():
+    from pathlib import Path
+
+    from spacy.util import load_config
+
+    cfg = load_config(Path(__file__).resolve().parents[1] / "configs" / "zh_msra.cfg")
+    assert cfg["nlp"]["tokenizer"]["@tokenizers"] == "spacy-bert-crf.ChineseCharTokenizer.v1"
