@@ -17,16 +17,16 @@ def conll_tags() -> List[str]:
 
 
 def build_crf(seed: int = 0):
-    """RETURNS (Tuple[CRF, List[str]]): spacy_bert_crf's torch CRF with the constraints of the
+    """RETURNS (Tuple[ConstrainedCRF, List[str]]): spacy_bert_crf's torch CRF with the constraints of the
     CoNLL BILUO tags (seeded initial weights) and those tags."""
     import torch
 
-    from spacy_bert_crf.layers.pytorch_crf import CRF
-    from spacy_bert_crf.tag_schemes import constraints
+    from spacy_bert_crf.layers.constrained_crf import ConstrainedCRF
+    from spacy_bert_crf.tag_schemes import constraints, continuations
 
     tags = conll_tags()
     torch.manual_seed(seed)
-    return CRF(*constraints(tags, SCHEME)), tags
+    return ConstrainedCRF(*constraints(tags, SCHEME), continuations(tags, SCHEME)), tags
 
 
 def entity_spans(tags: Sequence[str]) -> List[Tuple[int, int, str]]:
@@ -38,17 +38,17 @@ def entity_spans(tags: Sequence[str]) -> List[Tuple[int, int, str]]:
 
 def span_log_probs(crf, emissions, mask, queries: list):
     """The log probabilities of the queried entity spans (what the pipe's confidences are)."""
-    return crf.span_log_probs(emissions, mask, queries, scheme=SCHEME)
+    return crf.span_log_probs(emissions, mask, queries)
 
 
 @contextlib.contextmanager
 def torch_recursions() -> Iterator[None]:
     """Decode with the torch recursions (before issue 18 on the CPU; still used on a GPU)."""
-    from spacy_bert_crf.layers import pytorch_crf
+    from spacy_bert_crf.layers import constrained_crf
 
-    in_numpy = pytorch_crf._in_numpy
-    pytorch_crf._in_numpy = lambda tensor: False
+    in_numpy = constrained_crf._in_numpy
+    constrained_crf._in_numpy = lambda tensor: False
     try:
         yield
     finally:
-        pytorch_crf._in_numpy = in_numpy
+        constrained_crf._in_numpy = in_numpy

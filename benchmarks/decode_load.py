@@ -41,7 +41,7 @@ from .peers.common import write_json
 from .schema import machine_text, versions_text
 
 if TYPE_CHECKING:  # the CRF is imported when the benchmark runs (benchmarks.crf_setup)
-    from spacy_bert_crf.layers.pytorch_crf import CRF
+    from spacy_bert_crf.layers.constrained_crf import ConstrainedCRF
 
 LONG_DOC = 7700
 SENTENCES = 64
@@ -89,7 +89,7 @@ def timed(fn: Callable[[], object], condition: str) -> Tuple[float, float]:
         return time.perf_counter() - wall, time.process_time() - cpu
 
 
-def make_workloads(crf: CRF, seed: int = 0) -> Dict[str, Tuple[torch.Tensor, torch.Tensor]]:
+def make_workloads(crf: ConstrainedCRF, seed: int = 0) -> Dict[str, Tuple[torch.Tensor, torch.Tensor]]:
     """Emissions like a trained model's: mostly a clear O, some entities, float32."""
     gen = torch.Generator().manual_seed(seed)
     K = crf.num_tags
@@ -106,7 +106,7 @@ def make_workloads(crf: CRF, seed: int = 0) -> Dict[str, Tuple[torch.Tensor, tor
     return {"long_doc": long_doc, "sentences": (emissions(SENTENCES, 50), mask)}
 
 
-def entity_queries(crf: CRF, tags: List[str], em: torch.Tensor, mask: torch.Tensor) -> list:
+def entity_queries(crf: ConstrainedCRF, tags: List[str], em: torch.Tensor, mask: torch.Tensor) -> list:
     """The span_log_probs queries the pipe makes: every entity of the Viterbi paths."""
     paths = crf.viterbi(em, mask)
     queries = []
@@ -118,7 +118,7 @@ def entity_queries(crf: CRF, tags: List[str], em: torch.Tensor, mask: torch.Tens
 
 
 def operation(
-    crf: CRF, tags: List[str], name: str, em: torch.Tensor, mask: torch.Tensor
+    crf: ConstrainedCRF, tags: List[str], name: str, em: torch.Tensor, mask: torch.Tensor
 ) -> Callable[[], object]:
     if name == "viterbi":
         return lambda: crf.viterbi(em, mask)
@@ -127,7 +127,7 @@ def operation(
 
 
 def measure(
-    crf: CRF,
+    crf: ConstrainedCRF,
     tags: List[str],
     op: str,
     em: torch.Tensor,

@@ -16,8 +16,10 @@ from spacy.vocab import Vocab
 from thinc.api import Config, Model, Optimizer, set_dropout_rate
 from thinc.types import Floats2d
 
-from .layers.crf import Entity, decode
-from .tag_schemes import OUT, biluo_to_scheme, make_tags, span_tags
+from .layers.crf import CRFConstraints, set_constraints, span_log_probs, viterbi_paths
+from .tag_schemes import OUT, biluo_to_scheme, constraints, continuations, make_tags, span_tags
+from .tag_schemes import tags_to_spans
+from .threads import single_thread_in_forked_children
 
 # fmt: off
 DEFAULT_MODEL_CONFIG = """
@@ -39,6 +41,8 @@ upstream = "*"
 # fmt: on
 DEFAULT_CRF_NER_MODEL = Config().from_str(DEFAULT_MODEL_CONFIG)["model"]
 
+# (start, end exclusive, label, probability) per predicted entity
+Entity = Tuple[int, int, str, float]
 Decoded = List[List[Entity]]
 
 
@@ -115,6 +119,7 @@ class CRFEntityRecognizer(TrainablePipe):
                 "(spacy-bert-crf.CRFTagger.v1 or SoftmaxTagger.v1), got "
                 f"{model.name!r}."
             )
+        single_thread_in_forked_children()  # nlp.pipe(n_process=N) workers: see threads.py
         self.vocab = vocab
         self.model = model
         self.name = name
@@ -204,6 +209,8 @@ class CRFEntityRecognizer(TrainablePipe):
         # (Re-)initializing resets the model and its label set, as for spaCy's own pipes: the
         # CRF is rebuilt below for exactly these labels.
         self.cfg["labels"] = found
+        if self.labels:
+            self._set_constraints()
         if not self.labels:
             raise ValueError(
                 f"No entity labels for {self.name!r}: the training examples have no entities "
@@ -233,9 +240,43 @@ class CRFEntityRecognizer(TrainablePipe):
         allowed = [self._allowed_tags(doc) for doc in docs]
         if listens_to_transformer:
             self._hold_tokens_without_wordpieces(docs, allowed)
-        return decode(
-            self.model, emissions, self.tags, allowed=allowed, with_scores=self.spans_key is not None
+        return self._decode(emissions, allowed, with_scores=self.spans_key is not None)
+
+    def _set_constraints(self) -> None:
+        """Derive the CRF's constraints from the tags and hand them to the model's CRF layer."""
+        trans, start, end = constraints(self.tags, self.scheme)
+        set_constraints(
+            self.model, CRFConstraints(trans, start, end, continuations(self.tags, self.scheme))
         )
+
+    def _decode(
+        self, emissions: List[Floats2d], allowed: List[numpy.ndarray], *, with_scores: bool
+    ) -> Decoded:
+        """Viterbi entities per doc, each with P(exactly this span and label) if with_scores.
+
+        Empty docs give no entities. The tags never form an invalid sequence: invalid
+        transitions are -inf in the Viterbi recursion. The best path and the confidences alike
+        are conditioned on `allowed` (the tags each token may take, see _allowed_tags).
+        """
+        out: Decoded = [[] for _ in emissions]
+        rows = [i for i, e in enumerate(emissions) if len(e)]
+        if not rows:
+            return out
+        E = [emissions[i] for i in rows]
+        A = [allowed[i] for i in rows]
+        paths = viterbi_paths(self.model, E, A)
+        tags = self.tags
+        found = []
+        for r, path in enumerate(paths):
+            for start, end, label in tags_to_spans([tags[t] for t in path], self.scheme):
+                found.append((r, start, end, label))
+        probs = numpy.ones(len(found))
+        if with_scores and found:
+            queries = [(r, s, e, paths[r][s:e].tolist()) for r, s, e, _ in found]
+            probs = numpy.minimum(1.0, numpy.exp(span_log_probs(self.model, E, A, queries)))
+        for (r, start, end, label), p in zip(found, probs):
+            out[rows[r]].append((start, end, label, float(p)))
+        return out
 
     def _allowed_tags(self, doc: Doc) -> numpy.ndarray:
         """The tags each token may take, (len(doc), n_tags) bool.
@@ -349,8 +390,9 @@ class CRFEntityRecognizer(TrainablePipe):
             doc.ents = sorted(preset + [span for span, _ in own], key=lambda span: span.start)
             if self.spans_key is not None:
                 scores = numpy.asarray([p for _, p in own], dtype="float32")
+                spans = [span for span, _ in own]
                 doc.spans[self.spans_key] = SpanGroup(
-                    doc, name=self.spans_key, spans=[span for span, _ in own], attrs={"scores": scores}
+                    doc, name=self.spans_key, spans=spans, attrs={"scores": scores}
                 )
 
     # ------------------------------------------------------------------------- update
@@ -446,6 +488,7 @@ class CRFEntityRecognizer(TrainablePipe):
             raise ValueError(f"Cannot load {self.name!r}: its cfg has no 'nI' (tok2vec width).")
         self.model.set_dim("nO", len(self.tags), force=True)
         self.model.set_dim("nI", self.cfg["nI"], force=True)
+        self._set_constraints()
         self.model.initialize()
 
     def _load_model(self, data: bytes, source: str) -> None:
@@ -463,7 +506,8 @@ class CRFEntityRecognizer(TrainablePipe):
         except ValueError as err:
             raise ValueError(
                 f"Cannot load the model of {self.name!r}: it does not match its cfg (labels "
-                f"{list(self.labels)}, {len(self.tags)} {self.scheme} tags, nI={self.cfg.get('nI')}). "
+                f"{list(self.labels)}, {len(self.tags)} {self.scheme} tags, "
+                f"nI={self.cfg.get('nI')}). "
                 f"Were the labels or the model config changed? ({err})"
             ) from err
 

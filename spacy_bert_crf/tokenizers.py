@@ -110,7 +110,9 @@ class ChineseCharTokenizer:
     def to_bytes(self, *, exclude: Iterable[str] = tuple()) -> bytes:
         return srsly.msgpack_dumps({"tokenizer": "spacy-bert-crf.ChineseCharTokenizer.v1"})
 
-    def from_bytes(self, data: bytes, *, exclude: Iterable[str] = tuple()) -> "ChineseCharTokenizer":
+    def from_bytes(
+        self, data: bytes, *, exclude: Iterable[str] = tuple()
+    ) -> "ChineseCharTokenizer":
         return self
 
     def to_disk(self, path: Union[str, Path], *, exclude: Iterable[str] = tuple()) -> None:

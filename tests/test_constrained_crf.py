@@ -8,18 +8,30 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from spacy_bert_crf.layers import pytorch_crf
-from spacy_bert_crf.layers.pytorch_crf import CRF
-from spacy_bert_crf.tag_schemes import constraints, is_valid, make_tags, spans_to_tag_ids, tags_to_spans
+from spacy_bert_crf.layers import constrained_crf, crf_decode
+from spacy_bert_crf.layers.constrained_crf import ConstrainedCRF
+from spacy_bert_crf.tag_schemes import (
+    constraints,
+    continuations,
+    is_valid,
+    make_tags,
+    spans_to_tag_ids,
+    tags_to_spans,
+)
 
 # (scheme, labels) pairs with at most 6 tags: BIO with 1-2 labels (3/5 tags), BILUO with 1 (5).
 CASES = [("BIO", ["PER"]), ("BIO", ["PER", "LOC"]), ("BILUO", ["PER"])]
 
 
+def crf_for(tags, scheme, **kwargs):
+    """The CRF with the constraints the crf_ner pipe hands it for these tags."""
+    return ConstrainedCRF(*constraints(tags, scheme), continuations(tags, scheme), **kwargs)
+
+
 def make_crf(scheme, labels, objective, seed):
     tags = make_tags(labels, scheme)
     torch.manual_seed(seed)
-    crf = CRF(*constraints(tags, scheme), objective=objective).double()
+    crf = crf_for(tags, scheme, objective=objective).double()
     if objective == "crf":
         with torch.no_grad():
             for p in (crf.transitions, crf.start, crf.end):
@@ -121,7 +133,7 @@ def test_partial_annotation_numerator_and_span_probs(problem, data):
         decoded = crf.viterbi(em[b : b + 1, :n], mask[b : b + 1, :n])[0].tolist()
         spans = tags_to_spans([tags[i] for i in decoded], scheme)
         queries = [(0, s, e, spans_to_tag_ids(n, [(s, e, lab)], tags, scheme)[s:e]) for s, e, lab in spans]
-        got = crf.span_log_probs(em[b : b + 1, :n], mask[b : b + 1, :n], queries, scheme=scheme)
+        got = crf.span_log_probs(em[b : b + 1, :n], mask[b : b + 1, :n], queries)
         for (s, e, lab), lp in zip(spans, got):
             mass = sum(pr for p, pr in zip(paths, probs)
                        if (s, e, lab) in tags_to_spans([tags[i] for i in p], scheme))
@@ -148,7 +160,7 @@ def test_gradcheck_nll_float64():
 
 def test_no_invalid_path_even_with_adversarial_emissions():
     tags = make_tags(["PER", "LOC", "ORG", "MISC"], "BILUO")
-    crf = CRF(*constraints(tags, "BILUO"))
+    crf = crf_for(tags, "BILUO")
     em = torch.full((1, 6, len(tags)), -50.0)
     em[0, :, tags.index("I-PER")] = 100.0  # every position wants an invalid I- tag
     em[0, 2, tags.index("L-LOC")] = 100.0
@@ -157,13 +169,13 @@ def test_no_invalid_path_even_with_adversarial_emissions():
 
 
 def test_bad_shapes_raise_clear_errors():
-    crf = CRF(*constraints(make_tags(["PER"], "BIO"), "BIO"))
+    crf = crf_for(make_tags(["PER"], "BIO"), "BIO")
     with pytest.raises(ValueError, match="emissions of shape"):
         crf.viterbi(torch.zeros(1, 2, 7), torch.ones(1, 2, dtype=torch.bool))
     with pytest.raises(ValueError, match="at least one position"):
         crf.viterbi(torch.zeros(1, 2, 3), torch.zeros(1, 2, dtype=torch.bool))
     with pytest.raises(ValueError, match="objective"):
-        CRF(*constraints(make_tags(["PER"], "BIO"), "BIO"), objective="hinge")
+        crf_for(make_tags(["PER"], "BIO"), "BIO", objective="hinge")
 
 
 # ------------------------------------------------------------------------------------------
@@ -177,7 +189,7 @@ DECODE_CASES = [("BIO", ["PER"]), ("BIO", ["PER", "LOC"]), ("BILUO", ["LOC", "MI
 def random_decode_problem(rng, scheme, labels, objective, dtype, ties):
     """A CRF with random scores, and a ragged batch whose emissions may tie and hold _NEG."""
     tags = make_tags(labels, scheme)
-    crf = CRF(*constraints(tags, scheme), objective=objective).to(dtype)
+    crf = crf_for(tags, scheme, objective=objective).to(dtype)
     K = len(tags)
     B, T = int(rng.integers(1, 6)), int(rng.integers(1, 30))
     lengths = rng.integers(1, T + 1, size=B)
@@ -203,7 +215,7 @@ def torch_path(monkeypatch):
 
     class Switch:
         def __enter__(self):
-            monkeypatch.setattr(pytorch_crf, "_in_numpy", lambda tensor: False)
+            monkeypatch.setattr(constrained_crf, "_in_numpy", lambda tensor: False)
 
         def __exit__(self, *exc):
             monkeypatch.undo()
@@ -249,11 +261,11 @@ def test_numpy_chain_equals_torch_chain(dtype, torch_path):
             spans = tags_to_spans([tags[k] for k in path], scheme)
             queries += [(row, s, e, path[s:e]) for s, e, _ in spans]
         got = (crf.forward_backward(em, mask), crf.marginals(em, mask))
-        got_spans = crf.span_log_probs(em, mask, queries, scheme=scheme)
+        got_spans = crf.span_log_probs(em, mask, queries)
         crf64, em64 = copy.deepcopy(crf).double(), em.double()
         with torch_path:
             expected = (crf64.forward_backward(em64, mask), crf64.marginals(em64, mask))
-            expected_spans = crf64.span_log_probs(em64, mask, queries, scheme=scheme)
+            expected_spans = crf64.span_log_probs(em64, mask, queries)
         # float32 results are float64 ones rounded (softmax: potentials computed in float32)
         tol = 1e-10 if dtype == torch.float64 else 1e-5
         (alpha, beta, log_z), marg = got
@@ -270,9 +282,9 @@ def test_numpy_chain_equals_torch_chain(dtype, torch_path):
 def test_numpy_chain_large_batch_without_blas(torch_path):
     """Past _BLAS_ONE_THREAD the per-step product is einsum's; the result is the same."""
     tags = make_tags(["LOC", "MISC", "ORG", "PER"], "BILUO")
-    crf = CRF(*constraints(tags, "BILUO")).double()
+    crf = crf_for(tags, "BILUO").double()
     gen = torch.Generator().manual_seed(0)
-    B = pytorch_crf._BLAS_ONE_THREAD // len(tags) ** 2 + 1
+    B = crf_decode._BLAS_ONE_THREAD // len(tags) ** 2 + 1
     em = torch.randn(B, 6, len(tags), generator=gen, dtype=torch.float64) * 3
     mask = torch.arange(6)[None, :] < torch.randint(1, 7, (B,), generator=gen)[:, None]
     mask[:, 0] = True
@@ -297,13 +309,13 @@ class CountTorchCalls(torch.overrides.TorchFunctionMode):
 def test_cpu_decoding_runs_no_torch_op_per_step(method):
     """The number of torch calls does not grow with the length: the recursions are numpy's."""
     tags = make_tags(["PER", "LOC"], "BILUO")
-    crf = CRF(*constraints(tags, "BILUO"))
+    crf = crf_for(tags, "BILUO")
     counts = []
     for length in (5, 200):
         em = torch.randn(2, length, len(tags))
         mask = torch.ones(2, length, dtype=torch.bool)
         args = (em, mask, [(0, 0, 1, [0])]) if method == "span_log_probs" else (em, mask)
-        kwargs = {"scheme": "BILUO"} if method == "span_log_probs" else {}
+        kwargs = {}
         with CountTorchCalls() as mode:
             getattr(crf, method)(*args, **kwargs)
         counts.append(mode.calls)
@@ -312,9 +324,9 @@ def test_cpu_decoding_runs_no_torch_op_per_step(method):
 
 def test_decoding_leaves_torch_threads_alone():
     tags = make_tags(["PER"], "BIO")
-    crf = CRF(*constraints(tags, "BIO"))
+    crf = crf_for(tags, "BIO")
     before = torch.get_num_threads()
     em, mask = torch.randn(1, 50, len(tags)), torch.ones(1, 50, dtype=torch.bool)
     crf.viterbi(em, mask)
-    crf.span_log_probs(em, mask, [(0, 0, 1, [1])], scheme="BIO")
+    crf.span_log_probs(em, mask, [(0, 0, 1, [1])])
     assert torch.get_num_threads() == before

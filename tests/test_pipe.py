@@ -1,4 +1,6 @@
 """The crf_ner component end to end: training, prediction, serialization, errors."""
+import os
+
 import numpy
 import pytest
 import spacy
@@ -353,3 +355,51 @@ def test_tokens_without_wordpieces_are_outside(trained_trf):
     for i in (2, 5, 7):
         assert doc[i].ent_iob_ == "O", (doc[i].text, doc[i].ent_type_)
     assert [e.text for e in doc.ents] == ["Maria Lopez", "Lisbon"]
+
+
+def test_crf_layer_is_built_from_the_pipes_constraints():
+    """The torch CRF knows no labels: the pipe derives the constraints from its tags and hands
+    them to the layer; a layer initialized without them refuses to build."""
+    nlp = make_light_nlp(scheme="BIO")
+    model = nlp.get_pipe("crf_ner").model
+    model.set_dim("nO", 5, force=True)
+    with pytest.raises(ValueError, match="no tag constraints"):
+        model.initialize(X=[nlp.make_doc("Maria flew.")])
+    nlp = make_light_nlp(scheme="BIO")
+    nlp.initialize(lambda: make_examples(nlp))
+    pipe = nlp.get_pipe("crf_ner")
+    module = pipe.model.get_ref("crf").layers[0].shims[0]._model
+    assert module.continuation.tolist() == [
+        -1 if t == "O" else pipe.tags.index("I-" + t[2:]) for t in pipe.tags
+    ]
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_fork_hook_only_once_a_pipeline_is_built():
+    """Importing the plugin leaves forked children's torch threads alone; building a crf_ner
+    component registers the hook that nlp.pipe(n_process=N) workers need (see threads.py)."""
+    script = """
+import os, sys, torch
+torch.set_num_threads(2)
+import spacy_bert_crf
+
+def child_threads():
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.write(write, str(torch.get_num_threads()).encode())
+        os._exit(0)
+    os.close(write)
+    os.waitpid(pid, 0)
+    return int(os.read(read, 16))
+
+before = child_threads()
+import spacy
+spacy.blank("en").add_pipe("crf_ner")
+print(before, child_threads())
+"""
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["2", "1"]

@@ -12,11 +12,8 @@ import srsly
 import torch
 from packaging.version import Version
 
-from spacy_bert_crf.layers.transformer import (
-    TransformerLoadError,
-    build_transformer_model,
-    is_plain_file_name,
-)
+from spacy_bert_crf.layers.transformer import build_transformer_model
+from spacy_bert_crf.layers.transformer_loading import TransformerLoadError, is_plain_file_name
 
 ROOT = Path(__file__).resolve().parents[1]
 EVIL_CODE = """from pathlib import Path

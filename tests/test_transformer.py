@@ -10,12 +10,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from spacy.tokens import Doc
 
-from spacy_bert_crf.layers.transformer import (
-    TransformerLoadError,
-    build_transformer_model,
-    is_path_like,
-    length_buckets,
-)
+from spacy_bert_crf.layers.transformer import build_transformer_model, length_buckets
+from spacy_bert_crf.layers.transformer_loading import TransformerLoadError, is_path_like
 
 from .util import transformer_config
 

@@ -1,18 +1,22 @@
 """Thinc side of the tagger: emissions from a tok2vec, and the CRF wrapped with PyTorchWrapper.
 
 The tagger model maps ``List[Doc]`` to per-token emission scores (``List[Floats2d]``, one row per
-token, one column per tag). Its CRF sublayer (``model.get_ref("crf")``) maps ``(emissions,
-allowed)`` to one negative log-likelihood per document; the pipe runs it in ``get_loss`` and sends
-its gradient back through the emissions into the tok2vec (and, through a listener, into the
-transformer). All parameters, the CRF's included, are updated by spaCy's optimizer through
-``model.finish_update``: the PyTorchShim hands the torch parameters to it.
+token, one column per tag). Its CRF sublayer (``model.get_ref("crf")``) maps a ``CRFInput``
+(emissions, allowed tags) to one negative log-likelihood per document; the pipe runs it in
+``get_loss`` and sends its gradient back through the emissions into the tok2vec (and, through a
+listener, into the transformer). For decoding the same layer runs Viterbi and span probabilities
+(``viterbi_paths``, ``span_log_probs``), always through thinc's wrapper. The layer knows no labels:
+the pipe derives the constraints from its tags (``tag_schemes``) and hands them over with
+``set_constraints`` before the layer is built. All parameters, the CRF's included, are updated by
+spaCy's optimizer through ``model.finish_update``: the PyTorchShim hands the torch parameters to
+it.
 
-Both the BiLSTM and the CRF are PyTorch modules whose sizes are only known at initialization
-(the tok2vec width and the label count), so they are built lazily in ``init``. The pipe sets
-``nI``/``nO`` from its cfg and calls ``model.initialize()`` before deserializing, so the model
-has the same node structure as the one that was saved.
+Both the BiLSTM and the CRF are PyTorch modules whose sizes are only known at initialization (the
+tok2vec width and the label count), so they are built lazily in ``init``. The pipe sets
+``nI``/``nO`` from its cfg and calls ``model.initialize()`` before deserializing, so the model has
+the same node structure as the one that was saved.
 """
-from typing import Callable, List, Optional, Sequence, Tuple
+from typing import Callable, List, NamedTuple, Optional, Sequence, Tuple
 
 import numpy
 from thinc.api import (
@@ -29,12 +33,30 @@ from thinc.api import (
 )
 from thinc.types import Floats1d, Floats2d
 
-from ..tag_schemes import SCHEMES, constraints, make_tags, tags_to_spans
+from ..tag_schemes import SCHEMES
 
-_NEG = -1.0e4  # a tag scored this low has probability exp(-1e4) = 0
-CRFInput = Tuple[List[Floats2d], List[numpy.ndarray]]
-# (start, end exclusive, label, probability) per predicted entity
-Entity = Tuple[int, int, str, float]
+# (row, start, end exclusive, tag ids over the span): one span whose probability is asked for
+SpanQuery = Tuple[int, int, int, Sequence[int]]
+
+
+class CRFInput(NamedTuple):
+    """What the CRF layer takes: emissions per doc and the tags each token may take (None: all),
+    for the task "nll" (training), "viterbi" or "span_log_probs" (with the spans asked for)."""
+
+    emissions: List[Floats2d]
+    allowed: Sequence[Optional[numpy.ndarray]]
+    task: str = "nll"
+    spans: Sequence[SpanQuery] = ()
+
+
+class CRFConstraints:
+    """The allowed transitions (K, K), first tags (K,) and last tags (K,), and for each tag the
+    tag that would continue an entity ending on it (-1: none), as the pipe derives them from its
+    tags. (A plain class, so thinc does not try to serialize it with the layer's attrs.)"""
+
+    def __init__(self, transitions, start, end, continuation) -> None:
+        self.transitions, self.start, self.end = transitions, start, end
+        self.continuation = continuation
 
 
 def build_tagger_model(
@@ -163,20 +185,34 @@ def _build_bilstm(model: Model) -> Model:
     return lstm
 
 
+def set_constraints(model: Model, constraints: CRFConstraints) -> None:
+    """Hand the tag constraints to the CRF layer of a tagger model, before it is initialized."""
+    crf = model.get_ref("crf") if model.has_ref("crf") else model
+    crf.attrs["constraints"] = constraints
+
+
 def _build_crf(model: Model) -> Model:
-    from .pytorch_crf import CRF
+    from .constrained_crf import ConstrainedCRF
 
     n_tags = model.get_dim("nO")
-    scheme = model.attrs["scheme"]
-    per_label = len(make_tags(["X"], scheme)) - 1
-    if n_tags < 1 + per_label or (n_tags - 1) % per_label:
+    constraints = model.attrs.get("constraints")
+    if constraints is None:
         raise ValueError(
-            f"nO={n_tags} is not a valid number of {scheme} tags (1 + {per_label} per label)."
+            "The CRF layer has no tag constraints: the crf_ner pipe sets them from its tags "
+            "(set_constraints) before the model is initialized."
         )
-    # Constraints depend only on the shape of the tag inventory, not on the label names.
-    placeholder = [f"L{i}" for i in range((n_tags - 1) // per_label)]
-    trans, start, end = constraints(make_tags(placeholder, scheme), scheme)
-    module = CRF(trans, start, end, objective=model.attrs["objective"])
+    if constraints.transitions.shape != (n_tags, n_tags):
+        raise ValueError(
+            f"The CRF layer has constraints for {constraints.transitions.shape[0]} tags, "
+            f"but nO={n_tags}."
+        )
+    module = ConstrainedCRF(
+        constraints.transitions,
+        constraints.start,
+        constraints.end,
+        constraints.continuation,
+        objective=model.attrs["objective"],
+    )
     return PyTorchWrapper_v2(module, convert_inputs=_crf_inputs, convert_outputs=_crf_outputs)
 
 
@@ -194,11 +230,16 @@ def _pad(model: Model, arrays: Sequence, dtype: str) -> Tuple[numpy.ndarray, num
 
 
 def _crf_inputs(model: Model, X: CRFInput, is_train: bool) -> Tuple[ArgsKwargs, Callable]:
-    emissions, allowed = X
-    lengths = [len(e) for e in emissions]
-    if not emissions or min(lengths) == 0:
+    X = CRFInput(*X)
+    lengths = [len(e) for e in X.emissions]
+    if not X.emissions or min(lengths) == 0:
         raise ValueError("The CRF needs at least one sequence and no empty sequences.")
-    E, mask = _pad(model, emissions, "float32")
+    E, mask = _pad(model, X.emissions, "float32")
+    n_tags = E.shape[2]
+    allowed = [
+        a if a is not None else model.ops.xp.ones((n, n_tags), dtype=bool)
+        for a, n in zip(X.allowed, lengths)
+    ]
     A, _ = _pad(model, allowed, "bool")
     device = model.shims[0].device
     args = (
@@ -206,77 +247,53 @@ def _crf_inputs(model: Model, X: CRFInput, is_train: bool) -> Tuple[ArgsKwargs, 
         xp2torch(mask, device=device),
         xp2torch(A, device=device),
     )
+    kwargs = {} if X.task == "nll" else {"task": X.task, "spans": X.spans}
 
     def backprop(dX: ArgsKwargs) -> List[Floats2d]:
         d_emissions = torch2xp(dX.args[0])
         return [d_emissions[i, :n] for i, n in enumerate(lengths)]
 
-    return ArgsKwargs(args=args, kwargs={}), backprop
+    return ArgsKwargs(args=args, kwargs=kwargs), backprop
 
 
 def _crf_outputs(model: Model, X_Ytorch, is_train: bool) -> Tuple[Floats1d, Callable]:
-    _, Ytorch = X_Ytorch
+    X, Ytorch = X_Ytorch
+    X = CRFInput(*X)
+    if X.task == "viterbi":
+        paths = Ytorch.cpu().numpy()
+        return [paths[i, : len(e)] for i, e in enumerate(X.emissions)], _no_backprop
+    if X.task == "span_log_probs":
+        return Ytorch.cpu().numpy(), _no_backprop
     Y = torch2xp(Ytorch)
 
     def backprop(dY: Floats1d) -> ArgsKwargs:
-        return ArgsKwargs(args=(Ytorch,), kwargs={"grad_tensors": (xp2torch(dY, device=Ytorch.device),)})
+        grad = xp2torch(dY, device=Ytorch.device)
+        return ArgsKwargs(args=(Ytorch,), kwargs={"grad_tensors": (grad,)})
 
     return Y, backprop
 
 
+def _no_backprop(dY):
+    raise ValueError("CRF decoding has no gradient: use the task 'nll' for training.")
+
+
 # ------------------------------------------------------------------------------- decoding
-def crf_module(model: Model):
-    """The CRF torch module of a tagger model (or of its "crf" layer)."""
-    crf = model.get_ref("crf") if model.has_ref("crf") else model
-    if not crf.layers:
-        raise ValueError("The CRF layer is not initialized.")
-    return crf.layers[0].shims[0]
+def viterbi_paths(
+    model: Model, emissions: List[Floats2d], allowed: Sequence[Optional[numpy.ndarray]]
+) -> List[numpy.ndarray]:
+    """The best valid tag sequence (tag ids) of each non-empty emissions array, among those
+    `allowed` admits (None: every tag at every position)."""
+    return model.get_ref("crf").predict(CRFInput(emissions, allowed, "viterbi"))
 
 
-def decode(
+def span_log_probs(
     model: Model,
     emissions: List[Floats2d],
-    tags: Sequence[str],
-    *,
-    allowed: Optional[List[Optional[numpy.ndarray]]] = None,
-    with_scores: bool = True,
-) -> List[List[Entity]]:
-    """Viterbi entities per document, each with P(exactly this span and label) if with_scores.
-
-    Empty documents give no entities. The tags never form an invalid sequence: invalid
-    transitions are -inf in the Viterbi recursion. `allowed` (per doc: None, or a (len, n_tags)
-    bool array) restricts the tags each token may take (whitespace and preset entities, see the
-    pipe): every other tag gets a prohibitive score there, so the best path and the confidences
-    alike are conditioned on the restriction.
-    """
-    import torch
-
-    shim = crf_module(model)
-    scheme = model.attrs["scheme"]
-    out: List[List[Entity]] = [[] for _ in emissions]
-    rows = [i for i, e in enumerate(emissions) if len(e)]
-    if not rows:
-        return out
-    E, mask = _pad(model, [emissions[i] for i in rows], "float32")
-    if allowed is not None:
-        xp = model.ops.xp
-        for r, i in enumerate(rows):
-            if allowed[i] is not None:
-                E[r, : len(emissions[i])][~xp.asarray(allowed[i])] = _NEG
-    with torch.no_grad():
-        E_t = xp2torch(E, device=shim.device)
-        mask_t = xp2torch(mask, device=shim.device)
-        paths = shim._model.viterbi(E_t, mask_t).cpu().numpy()
-        found = []
-        for r, i in enumerate(rows):
-            path = [tags[t] for t in paths[r, : len(emissions[i])]]
-            for start, end, label in tags_to_spans(path, scheme):
-                found.append((r, i, start, end, label))
-        probs = [1.0] * len(found)
-        if with_scores and found:
-            queries = [(r, s, e, paths[r, s:e].tolist()) for r, _, s, e, _ in found]
-            logp = shim._model.span_log_probs(E_t, mask_t, queries, scheme=scheme)
-            probs = [min(1.0, float(numpy.exp(lp))) for lp in logp]
-    for (r, i, start, end, label), p in zip(found, probs):
-        out[i].append((start, end, label, p))
-    return out
+    allowed: Sequence[Optional[numpy.ndarray]],
+    spans: Sequence[SpanQuery],
+) -> numpy.ndarray:
+    """log P(exactly this span, with these tags) for each (row, start, end, tag ids), under the
+    distribution over the tag sequences `allowed` admits."""
+    if not spans:
+        return numpy.zeros((0,), dtype="float64")
+    return model.get_ref("crf").predict(CRFInput(emissions, allowed, "span_log_probs", spans))

@@ -1,0 +1,433 @@
+"""A constrained linear-chain CRF as a PyTorch module, with no knowledge of labels or schemes.
+
+The component (``crf_ner``) turns its tags into constraints (``tag_schemes``) and hands them to
+the module: which transitions, first and last tags are allowed, and which tag would continue an
+entity past its last token (for the confidence of exactly that span).
+
+Everything is vectorised over the batch and the tags and loops only over time. Ragged batches are
+right-padded and described by a boolean ``mask`` of shape (batch, length). Tag-scheme constraints
+(see ``tag_schemes.constraints``) enter as -inf transitions / start / end scores, so the model is
+normalised over valid paths only and decoding can never produce an invalid sequence.
+
+Two objectives share the module:
+
+- ``"crf"``: learned transitions; loss = log Z - log Z(gold), where the gold term is a forward
+  pass restricted to the tags allowed at each position (one tag where annotated, every tag where
+  the annotation is missing), i.e. partial annotation is marginalised, not treated as ``O``.
+- ``"softmax"``: per-token cross-entropy (again marginalising missing positions); decoding runs the
+  same constrained Viterbi over log-softmax scores with transitions fixed at 0. This is the
+  ablation that isolates what the CRF adds.
+
+Decoding (Viterbi, forward-backward, marginals, span probabilities) on the CPU runs its time
+recursions in numpy (``crf_decode``), so that a busy CPU cannot stall it; tensors on another
+device, or in a dtype numpy lacks, take the torch path here. Training (the autograd path) stays
+in torch.
+
+The module is called through thinc's PyTorchWrapper (``layers/crf.py``): ``forward`` computes the
+loss, or with ``task="viterbi"`` / ``task="span_log_probs"`` decodes.
+"""
+import functools
+from typing import List, Optional, Sequence, Tuple
+
+import numpy
+import torch
+from torch import nn
+
+from .crf_decode import TINY, NumpyChain, viterbi_numpy
+
+# Differentiable paths use a large finite penalty instead of -inf so gradients stay finite
+# (logsumexp of all -inf has a NaN gradient). exp(-1e4) underflows to exactly 0 in float32 and
+# float64, so invalid paths carry exactly zero probability mass. Viterbi uses a true -inf.
+NEG = -1.0e4
+OBJECTIVES = ("crf", "softmax")
+# dtypes the numpy Viterbi handles bit for bit like torch
+_NUMPY_DTYPES = (torch.float32, torch.float64)
+
+
+class ConstrainedCRF(nn.Module):
+    def __init__(
+        self,
+        allowed_transitions: numpy.ndarray,
+        allowed_start: numpy.ndarray,
+        allowed_end: numpy.ndarray,
+        continuation: Optional[numpy.ndarray] = None,
+        *,
+        objective: str = "crf",
+    ):
+        """allowed_transitions (K, K), allowed_start (K,), allowed_end (K,): bools.
+        continuation (Optional[numpy.ndarray]): (K,) ints, for each tag the tag that would
+            continue an entity ending on it (BIO: I-X after B-X or I-X), -1 for none.
+        objective (str): "crf" (learned transitions) or "softmax" (the ablation).
+        """
+        super().__init__()
+        if objective not in OBJECTIVES:
+            raise ValueError(f"Unknown objective {objective!r}: expected one of {OBJECTIVES}.")
+        K = allowed_transitions.shape[0]
+        if allowed_transitions.shape != (K, K) or allowed_start.shape != (K,):
+            raise ValueError(
+                f"Constraint shapes do not match: transitions {allowed_transitions.shape}, "
+                f"start {allowed_start.shape}, end {allowed_end.shape}."
+            )
+        self.num_tags = K
+        self.objective = objective
+        self.register_buffer(
+            "allowed_transitions", torch.as_tensor(allowed_transitions, dtype=torch.bool)
+        )
+        self.register_buffer("allowed_start", torch.as_tensor(allowed_start, dtype=torch.bool))
+        self.register_buffer("allowed_end", torch.as_tensor(allowed_end, dtype=torch.bool))
+        if continuation is None:
+            continuation = numpy.full(K, -1)
+        if numpy.shape(continuation) != (K,):
+            raise ValueError(f"continuation {numpy.shape(continuation)} != ({K},)")
+        # derived from the constraints by the caller, so not saved with the weights
+        self.register_buffer(
+            "continuation", torch.as_tensor(continuation, dtype=torch.long), persistent=False
+        )
+        if objective == "crf":
+            self.transitions = nn.Parameter(torch.empty(K, K).uniform_(-0.1, 0.1))
+            self.start = nn.Parameter(torch.empty(K).uniform_(-0.1, 0.1))
+            self.end = nn.Parameter(torch.empty(K).uniform_(-0.1, 0.1))
+        else:
+            self.register_buffer("transitions", torch.zeros(K, K))
+            self.register_buffer("start", torch.zeros(K))
+            self.register_buffer("end", torch.zeros(K))
+
+    # ------------------------------------------------------------------ scores
+    def _scores(self, neg: float) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        trans = self.transitions.masked_fill(~self.allowed_transitions, neg)
+        start = self.start.masked_fill(~self.allowed_start, neg)
+        end = self.end.masked_fill(~self.allowed_end, neg)
+        return trans, start, end
+
+    def potentials(self, emissions: torch.Tensor) -> torch.Tensor:
+        """Per-token scores the chain runs on: raw emissions (crf) or log-softmax (softmax)."""
+        if self.objective == "softmax":
+            return emissions.log_softmax(-1)
+        return emissions
+
+    # ---------------------------------------------------------------- training
+    def forward(
+        self,
+        emissions: torch.Tensor,
+        mask: torch.Tensor,
+        allowed: torch.Tensor,
+        *,
+        task: str = "nll",
+        spans: Sequence[Tuple[int, int, int, Sequence[int]]] = (),
+    ) -> torch.Tensor:
+        """The loss, or a decoding, over the tag sequences `allowed` admits.
+
+        emissions (B, T, K) float; mask (B, T) bool, right-padded, every row non-empty;
+        allowed (B, T, K) bool: the tags each position may take (training: the gold annotation;
+            decoding: what earlier components fixed).
+        task (str): "nll": negative log-likelihood per sequence (B,). "viterbi": the best path
+            per sequence (B, T) long. "span_log_probs": log P(exactly this span) for each of
+            `spans` (see span_log_probs), as a (len(spans),) float64 tensor.
+        """
+        if task != "nll":
+            with torch.no_grad():
+                restricted = emissions.masked_fill(~allowed, NEG)
+                if task == "viterbi":
+                    return self.viterbi(restricted, mask)
+                if task == "span_log_probs":
+                    logp = self.span_log_probs(restricted, mask, spans)
+                    return torch.tensor(logp, dtype=torch.float64)
+            raise ValueError(f"Unknown task {task!r}: expected nll, viterbi or span_log_probs.")
+        self._check(emissions, mask)
+        if allowed.shape != emissions.shape:
+            raise ValueError(
+                f"allowed {tuple(allowed.shape)} != emissions {tuple(emissions.shape)}"
+            )
+        if self.objective == "softmax":
+            logp = emissions.log_softmax(-1).masked_fill(~allowed, NEG)
+            token_ll = torch.logsumexp(logp, -1).masked_fill(~mask, 0.0)
+            return -token_ll.sum(1)
+        both = torch.cat([emissions, emissions.masked_fill(~allowed, NEG)], 0)
+        log_z = self.log_partition(both, torch.cat([mask, mask], 0))
+        batch = emissions.shape[0]
+        return log_z[:batch] - log_z[batch:]
+
+    def log_partition(self, emissions: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """log Z over valid paths by the forward algorithm, shape (batch,).
+
+        Differentiable: the gradient is computed from forward-backward marginals (see
+        _LogPartition), not by backpropagating through every step of the recursion.
+        """
+        trans, start, end = self._scores(NEG)
+        return _LogPartition.apply(self.potentials(emissions), trans, start, end, mask)
+
+    # ---------------------------------------------------------------- decoding
+    @torch.no_grad()
+    def viterbi(self, emissions: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Best valid path per sequence, (B, T) long, 0 at padding, on the emissions' device.
+
+        On the CPU the recursion runs in numpy (see the module docstring), elsewhere in torch;
+        both give the same paths.
+        """
+        self._check(emissions, mask)
+        trans, start, end = self._scores(float("-inf"))
+        pot = self.potentials(emissions)
+        dtype = functools.reduce(torch.promote_types, [x.dtype for x in (pot, trans, start, end)])
+        if not _in_numpy(pot) or dtype not in _NUMPY_DTYPES:
+            return _viterbi_torch(pot, mask, trans, start, end)
+        pot, trans, start, end = (x.detach().to(dtype).numpy() for x in (pot, trans, start, end))
+        return torch.from_numpy(viterbi_numpy(pot, mask.numpy().astype(bool), trans, start, end))
+
+    @torch.no_grad()
+    def forward_backward(
+        self, emissions: torch.Tensor, mask: torch.Tensor
+    ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """log alpha (B, T, K), log beta (B, T, K) and log Z (B,) over valid paths.
+
+        alpha[t] includes the score of position t; beta[t] covers positions after t (and the
+        end score), so alpha[t] + beta[t] - log Z is the log marginal of each tag at t (at real
+        positions; padded positions hold no meaningful values). In the dtype of emissions and
+        parameters combined; on the CPU computed in float64 by numpy.
+        """
+        if _in_numpy(emissions):
+            alpha, beta, log_z = self._numpy_chain(emissions, mask).log_alpha_beta()
+            dtype = torch.promote_types(emissions.dtype, self.transitions.dtype)
+            return tuple(torch.from_numpy(x).to(dtype) for x in (alpha, beta, log_z))
+        chain = self._chain(emissions, mask)
+        a_hat, log_a = chain.forward()
+        b_hat, log_b = chain.backward()
+        log_alpha = a_hat.log() + log_a.unsqueeze(2)
+        log_beta = b_hat.log() + log_b.unsqueeze(2)
+        return log_alpha, log_beta, chain.log_z(a_hat, log_a)
+
+    @torch.no_grad()
+    def marginals(self, emissions: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """P(tag at t = k), (B, T, K); rows sum to 1 at real positions, 0 at padding."""
+        if _in_numpy(emissions):
+            marg = self._numpy_chain(emissions, mask).marginals()
+            dtype = torch.promote_types(emissions.dtype, self.transitions.dtype)
+            return torch.from_numpy(marg).to(dtype)
+        chain = self._chain(emissions, mask)
+        return chain.marginals(chain.forward()[0], chain.backward()[0])
+
+    def _chain(self, emissions: torch.Tensor, mask: torch.Tensor) -> "_Chain":
+        self._check(emissions, mask)
+        trans, start, end = self._scores(NEG)
+        return _Chain(self.potentials(emissions), mask, trans, start, end)
+
+    @torch.no_grad()
+    def _numpy_chain(self, emissions: torch.Tensor, mask: torch.Tensor) -> NumpyChain:
+        self._check(emissions, mask)
+        trans, start, end = self._scores(NEG)
+        args = (self.potentials(emissions), trans, start, end)
+        pot, trans, start, end = (x.detach().cpu().double().numpy() for x in args)
+        return NumpyChain(pot, mask.cpu().numpy().astype(bool), trans, start, end)
+
+    @torch.no_grad()
+    def span_log_probs(
+        self,
+        emissions: torch.Tensor,
+        mask: torch.Tensor,
+        spans: Sequence[Tuple[int, int, int, Sequence[int]]],
+    ) -> List[float]:
+        """log P(exactly this span with this label) for each (row, start, end, tag_ids).
+
+        tag_ids are the tags over [start, end). The path over the span pins it down, except that
+        the token after it must not continue it (BIO: an I- tag after the span's last tag): the
+        tail sums over every next tag but the last tag's continuation.
+        """
+        if not spans:
+            return []
+        if _in_numpy(emissions):
+            chain = self._numpy_chain(emissions, mask)
+            alpha, beta, log_z = chain.log_alpha_beta()
+            pot, trans, lengths = chain.pot, chain.trans, chain.last + 1
+        else:
+            alpha, beta, log_z = self.forward_backward(emissions, mask)
+            alpha, beta, log_z = (x.double().cpu().numpy() for x in (alpha, beta, log_z))
+            pot = self.potentials(emissions).detach().double().cpu().numpy()
+            trans = self._scores(NEG)[0].detach().double().cpu().numpy()
+            lengths = mask.sum(1).cpu().numpy()
+        continuation = self.continuation.cpu().numpy()
+        out = []
+        for row, start, stop, tags in spans:
+            last = stop - 1
+            score = alpha[row, start, tags[0]] - log_z[row]
+            for t in range(start + 1, stop):
+                score += trans[tags[t - start - 1], tags[t - start]] + pot[row, t, tags[t - start]]
+            cont = continuation[tags[-1]]
+            if cont < 0 or last == lengths[row] - 1:
+                score += beta[row, last, tags[-1]]
+            else:
+                nxt = trans[tags[-1]] + pot[row, last + 1] + beta[row, last + 1]
+                score += float(numpy.logaddexp.reduce(numpy.delete(nxt, cont)))
+            out.append(float(score))
+        return out
+
+    def _check(self, emissions: torch.Tensor, mask: torch.Tensor) -> None:
+        if emissions.dim() != 3 or emissions.shape[2] != self.num_tags:
+            raise ValueError(
+                f"Expected emissions of shape (batch, length, {self.num_tags}), "
+                f"got {tuple(emissions.shape)}."
+            )
+        if mask.shape != emissions.shape[:2]:
+            raise ValueError(f"mask {tuple(mask.shape)} != emissions {tuple(emissions.shape[:2])}")
+        if emissions.shape[1] == 0 or not bool(mask[:, 0].all()):
+            raise ValueError("Every sequence must have at least one position (mask[:, 0]).")
+
+
+class _Chain:
+    """Forward and backward recursions in scaled probability space.
+
+    Each step is a (B, K) x (K, K) matrix product with exp(trans), a product with the position's
+    exp(potentials) and a renormalisation: four or five small ops a step, where logsumexp over a
+    (B, K, K) tensor takes about ten. Shifts keep every exponent <= 0 (the potentials by their
+    maximum per position, the transitions by their global maximum) and the logs of the shifts and
+    normalisers are accumulated outside the loop, so nothing overflows and log Z is exact.
+    Right-padded rows need no masking inside the loop: the forward pass is causal (each row is
+    read at its own last position) and the backward pass runs over each row reversed within its
+    length.
+    """
+
+    def __init__(self, pot, mask, trans, start, end):
+        B, T, K = pot.shape
+        self.mask = mask
+        self.T = T
+        self.rows = torch.arange(B, device=pot.device)
+        self.last = mask.sum(1) - 1
+        self.trans_max = trans.max()
+        self.exp_trans = (trans - self.trans_max).exp()
+        first = pot[:, :1] + start
+        shifted = torch.cat([first, pot[:, 1:]], 1) if T > 1 else first
+        self.pot_max = shifted.amax(2)  # (B, T)
+        self.exp_pot = (shifted - self.pot_max.unsqueeze(2)).exp()
+        self.end_max = end.max()
+        self.exp_end = (end - self.end_max).exp()
+        # log of the scalar factors pulled out of alpha[t]: potential shifts and transition shifts
+        ts = torch.arange(T, device=pot.device, dtype=pot.dtype)
+        self.alpha_shift = self.pot_max.cumsum(1) + ts * self.trans_max
+
+    def forward(self) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Normalised alphas (B, T, K) and log of their scale (B, T)."""
+        steps = self.exp_pot.unbind(1)
+        a = steps[0]
+        norm = a.sum(1, keepdim=True).clamp_min(TINY)
+        a = a / norm
+        alphas, norms = [a], [norm]
+        for t in range(1, self.T):
+            a = (a @ self.exp_trans) * steps[t]
+            norm = a.sum(1, keepdim=True).clamp_min(TINY)
+            a = a / norm
+            alphas.append(a)
+            norms.append(norm)
+        log_scale = torch.cat(norms, 1).log().cumsum(1) + self.alpha_shift
+        return torch.stack(alphas, 1), log_scale
+
+    def backward(self) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Normalised betas (B, T, K) and log of their scale (B, T)."""
+        B, T = self.mask.shape
+        ts = torch.arange(T, device=self.mask.device)
+        # reverse each row within its length (an involution; padding stays in place)
+        rev = torch.where(self.mask, self.last.unsqueeze(1) - ts, ts)
+        idx = rev.unsqueeze(2).expand_as(self.exp_pot)
+        exp_pot = self.exp_pot.gather(1, idx)
+        pot_max = self.pot_max.gather(1, rev)
+        steps = exp_pot.unbind(1)
+        b = self.exp_end.expand(B, -1)
+        norm = b.sum(1, keepdim=True)
+        b = b / norm
+        betas, norms = [b], [norm]
+        trans_t = self.exp_trans.t()
+        for u in range(1, T):
+            b = (steps[u - 1] * b) @ trans_t
+            norm = b.sum(1, keepdim=True).clamp_min(TINY)
+            b = b / norm
+            betas.append(b)
+            norms.append(norm)
+        # reversed position u holds beta of position last - u; its scale adds the potential
+        # shifts of positions last - u + 1 .. last and one transition shift per step
+        us = ts.to(self.pot_max.dtype)
+        shift = torch.cat([torch.zeros_like(pot_max[:, :1]), pot_max[:, :-1]], 1).cumsum(1)
+        log_scale = torch.cat(norms, 1).log().cumsum(1) + shift + us * self.trans_max + self.end_max
+        beta = torch.stack(betas, 1).gather(1, idx)
+        return beta, log_scale.gather(1, rev)
+
+    def log_z(self, a_hat: torch.Tensor, log_a: torch.Tensor) -> torch.Tensor:
+        final = a_hat[self.rows, self.last]
+        total = (final * self.exp_end).sum(1).clamp_min(TINY)
+        return total.log() + self.end_max + log_a[self.rows, self.last]
+
+    def marginals(self, a_hat: torch.Tensor, b_hat: torch.Tensor) -> torch.Tensor:
+        """P(y_t = k) at real positions, 0 at padding: alpha * beta renormalised per position."""
+        prod = a_hat * b_hat
+        return prod / prod.sum(2, keepdim=True).clamp_min(TINY) * self.mask.unsqueeze(2)
+
+
+class _LogPartition(torch.autograd.Function):
+    """log Z with its gradient from the marginals (the classic CRF gradient).
+
+    d logZ / d pot[b, t, k] = P(y_t = k), d logZ / d trans[i, j] = expected count of i -> j,
+    d start / d end: the first / last marginals. One backward recursion plus a few batched ops,
+    instead of autograd through every small op of every time step.
+    """
+
+    @staticmethod
+    def forward(ctx, pot, trans, start, end, mask):
+        chain = _Chain(pot, mask, trans, start, end)
+        a_hat, log_a = chain.forward()
+        ctx.chain = chain
+        ctx.a_hat = a_hat
+        return chain.log_z(a_hat, log_a)
+
+    @staticmethod
+    def backward(ctx, grad):
+        chain, a_hat = ctx.chain, ctx.a_hat
+        b_hat, _ = chain.backward()
+        marg = chain.marginals(a_hat, b_hat)
+        d_pot = marg * grad[:, None, None]
+        d_trans = d_start = d_end = None
+        if ctx.needs_input_grad[1] and chain.T > 1:
+            # xi_t(i, j) ~ a_hat[t, i] E[i, j] P[t+1, j] b_hat[t+1, j], normalised per (b, t)
+            nxt = chain.exp_pot[:, 1:] * b_hat[:, 1:]
+            norm = ((a_hat[:, :-1] @ chain.exp_trans) * nxt).sum(2).clamp_min(TINY)
+            weight = chain.mask[:, 1:].to(norm.dtype) * grad[:, None] / norm
+            K = a_hat.shape[2]
+            left = (a_hat[:, :-1] * weight.unsqueeze(2)).reshape(-1, K)
+            d_trans = chain.exp_trans * (left.t() @ nxt.reshape(-1, K))
+        elif ctx.needs_input_grad[1]:
+            d_trans = torch.zeros_like(chain.exp_trans)
+        if ctx.needs_input_grad[2]:
+            d_start = d_pot[:, 0].sum(0)
+        if ctx.needs_input_grad[3]:
+            d_end = d_pot[chain.rows, chain.last].sum(0)
+        return d_pot, d_trans, d_start, d_end, None
+
+
+def _in_numpy(tensor: torch.Tensor) -> bool:
+    """Whether decoding runs in numpy (tensors on the CPU) rather than in torch."""
+    return tensor.device.type == "cpu"
+
+
+def _viterbi_torch(pot, mask, trans, start, end) -> torch.Tensor:
+    """Viterbi in torch, for tensors that are not on the CPU (the backtrace stays on device).
+
+    The recursion runs unmasked over the padded length (three ops a step); each row's end
+    score is then read at its own last position, and padded backpointers are made the
+    identity so the backtrace passes through them unchanged.
+    """
+    B, T, K = pot.shape
+    steps = pot.unbind(1)
+    score = start + steps[0]
+    scores, backpointers = [score], []
+    for t in range(1, T):
+        best, idx = (score.unsqueeze(2) + trans).max(dim=1)
+        score = best + steps[t]
+        scores.append(score)
+        backpointers.append(idx)
+    last_pos = mask.sum(1) - 1
+    final = torch.stack(scores, 1)[torch.arange(B, device=pot.device), last_pos]
+    last = (final + end).argmax(dim=1, keepdim=True)  # (B, 1)
+    path = [last]
+    if T > 1:
+        identity = torch.arange(K, device=pot.device).expand(B, T - 1, K)
+        bps = torch.where(mask[:, 1:, None], torch.stack(backpointers, 1), identity)
+        for bp in reversed(bps.unbind(1)):
+            last = bp.gather(1, last)
+            path.append(last)
+    path.reverse()
+    return torch.cat(path, dim=1).masked_fill(~mask, 0)
