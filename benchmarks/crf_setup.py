@@ -17,8 +17,8 @@ def conll_tags() -> List[str]:
 
 
 def build_crf(seed: int = 0):
-    """RETURNS (Tuple[ConstrainedCRF, List[str]]): spacy_bert_crf's torch CRF with the constraints of the
-    CoNLL BILUO tags (seeded initial weights) and those tags."""
+    """RETURNS (Tuple[ConstrainedCRF, List[str]]): spacy_bert_crf's torch CRF with the constraints
+    of the CoNLL BILUO tags (seeded initial weights) and those tags."""
     import torch
 
     from spacy_bert_crf.layers.constrained_crf import ConstrainedCRF

@@ -89,7 +89,9 @@ def timed(fn: Callable[[], object], condition: str) -> Tuple[float, float]:
         return time.perf_counter() - wall, time.process_time() - cpu
 
 
-def make_workloads(crf: ConstrainedCRF, seed: int = 0) -> Dict[str, Tuple[torch.Tensor, torch.Tensor]]:
+def make_workloads(
+    crf: ConstrainedCRF, seed: int = 0
+) -> Dict[str, Tuple[torch.Tensor, torch.Tensor]]:
     """Emissions like a trained model's: mostly a clear O, some entities, float32."""
     gen = torch.Generator().manual_seed(seed)
     K = crf.num_tags
@@ -106,7 +108,9 @@ def make_workloads(crf: ConstrainedCRF, seed: int = 0) -> Dict[str, Tuple[torch.
     return {"long_doc": long_doc, "sentences": (emissions(SENTENCES, 50), mask)}
 
 
-def entity_queries(crf: ConstrainedCRF, tags: List[str], em: torch.Tensor, mask: torch.Tensor) -> list:
+def entity_queries(
+    crf: ConstrainedCRF, tags: List[str], em: torch.Tensor, mask: torch.Tensor
+) -> list:
     """The span_log_probs queries the pipe makes: every entity of the Viterbi paths."""
     paths = crf.viterbi(em, mask)
     queries = []

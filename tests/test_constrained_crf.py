@@ -132,7 +132,9 @@ def test_partial_annotation_numerator_and_span_probs(problem, data):
         probs = (scores - log_z).exp()
         decoded = crf.viterbi(em[b : b + 1, :n], mask[b : b + 1, :n])[0].tolist()
         spans = tags_to_spans([tags[i] for i in decoded], scheme)
-        queries = [(0, s, e, spans_to_tag_ids(n, [(s, e, lab)], tags, scheme)[s:e]) for s, e, lab in spans]
+        queries = [
+            (0, s, e, spans_to_tag_ids(n, [(s, e, lab)], tags, scheme)[s:e]) for s, e, lab in spans
+        ]
         got = crf.span_log_probs(em[b : b + 1, :n], mask[b : b + 1, :n], queries)
         for (s, e, lab), lp in zip(spans, got):
             mass = sum(pr for p, pr in zip(paths, probs)
@@ -149,7 +151,9 @@ def test_gradcheck_nll_float64():
     allowed[0, 0, 0] = True  # first token of row 0 annotated as O, the rest missing
 
     assert torch.autograd.gradcheck(lambda e: crf(e, mask, allowed), (em,))
-    params = tuple(p.detach().clone().requires_grad_(True) for p in (crf.transitions, crf.start, crf.end))
+    params = tuple(
+        p.detach().clone().requires_grad_(True) for p in (crf.transitions, crf.start, crf.end)
+    )
 
     def g(trans, start, end):
         weights = {"transitions": trans, "start": start, "end": end}

@@ -16,7 +16,8 @@ TEXTS = [t for t, _ in TRAIN_DATA]
 
 
 def predict_all(nlp, texts=TEXTS, **kwargs):
-    return [(entities(d), d.spans["crf_ner"].attrs["scores"].tolist()) for d in nlp.pipe(texts, **kwargs)]
+    docs = nlp.pipe(texts, **kwargs)
+    return [(entities(d), d.spans["crf_ner"].attrs["scores"].tolist()) for d in docs]
 
 
 def assert_same(a, b):
@@ -57,12 +58,14 @@ def test_trf_bytes_roundtrip(trained_trf):
 
 def test_trf_batch_sizes_agree(trained_trf):
     texts = TEXTS * 12
-    assert_same(predict_all(trained_trf, texts, batch_size=1), predict_all(trained_trf, texts, batch_size=64))
+    one_by_one = predict_all(trained_trf, texts, batch_size=1)
+    assert_same(one_by_one, predict_all(trained_trf, texts, batch_size=64))
 
 
 def test_trf_multiprocess(trained_trf):
     texts = TEXTS * 4
-    assert_same(predict_all(trained_trf, texts, n_process=2, batch_size=4), predict_all(trained_trf, texts))
+    in_workers = predict_all(trained_trf, texts, n_process=2, batch_size=4)
+    assert_same(in_workers, predict_all(trained_trf, texts))
 
 
 def test_trf_long_document(trained_trf):

@@ -9,12 +9,13 @@ from spacy_bert_crf.tokenizers import split_chars
 
 from .util import HASH_TOK2VEC, train
 
+CHAR_TOKENIZER = {"nlp": {"tokenizer": {"@tokenizers": "spacy-bert-crf.ChineseCharTokenizer.v1"}}}
 MIXED = "2008年北京奥运会在中国举行，Angela Merkel出席。"
 
 
 @pytest.fixture(scope="module")
 def nlp():
-    return spacy.blank("zh", config={"nlp": {"tokenizer": {"@tokenizers": "spacy-bert-crf.ChineseCharTokenizer.v1"}}})
+    return spacy.blank("zh", config=CHAR_TOKENIZER)
 
 
 def test_mixed_text_tokens(nlp):
@@ -54,7 +55,7 @@ def test_round_trip_and_offsets(nlp, text):
 
 @given(st.text(alphabet=st.sampled_from(list("北京abc AB12，。\u3000\n\t\ufeffＡ１-'")), max_size=40))
 def test_round_trip_property(text):
-    nlp = spacy.blank("zh", config={"nlp": {"tokenizer": {"@tokenizers": "spacy-bert-crf.ChineseCharTokenizer.v1"}}})
+    nlp = spacy.blank("zh", config=CHAR_TOKENIZER)
     doc = nlp(text)
     assert doc.text == text
     assert "".join(split_chars(text)) == text
@@ -62,7 +63,8 @@ def test_round_trip_property(text):
         # a Latin word is never cut: the characters around a word token are not word characters
         if token.text.isascii() and token.text.isalnum():
             before = text[token.idx - 1] if token.idx else " "
-            after = text[token.idx + len(token.text)] if token.idx + len(token.text) < len(text) else " "
+            end = token.idx + len(token.text)
+            after = text[end] if end < len(text) else " "
             assert not (before.isascii() and before.isalnum())
             assert not (after.isascii() and after.isalnum())
 
@@ -72,7 +74,7 @@ def test_entities_never_split_a_latin_word(tmp_path):
     offsets are token boundaries of the raw text, and it survives to_disk / spacy.load."""
     from spacy.training import Example
 
-    nlp = spacy.blank("zh", config={"nlp": {"tokenizer": {"@tokenizers": "spacy-bert-crf.ChineseCharTokenizer.v1"}}})
+    nlp = spacy.blank("zh", config=CHAR_TOKENIZER)
     nlp.add_pipe("crf_ner", config={"model": {"tok2vec": HASH_TOK2VEC}})
     data = [
         ("张三在北京工作。", [(0, 2, "PER"), (3, 5, "LOC")]),
@@ -88,11 +90,13 @@ def test_entities_never_split_a_latin_word(tmp_path):
     words = {(t.idx, t.idx + len(t)) for t in doc if t.text.isascii() and t.text.isalnum()}
     for ent in doc.ents:
         for start, end in words:
-            assert end <= ent.start_char or start >= ent.end_char or start >= ent.start_char and end <= ent.end_char
+            outside = end <= ent.start_char or start >= ent.end_char
+            assert outside or start >= ent.start_char and end <= ent.end_char
     nlp.to_disk(tmp_path / "zh")
     loaded = spacy.load(tmp_path / "zh")
     assert [t.text for t in loaded(MIXED)] == [t.text for t in nlp(MIXED)]
-    assert [(e.start_char, e.end_char) for e in loaded(MIXED).ents] == [(e.start_char, e.end_char) for e in doc.ents]
+    offsets = [(e.start_char, e.end_char) for e in doc.ents]
+    assert [(e.start_char, e.end_char) for e in loaded(MIXED).ents] == offsets
 
 
 def test_msra_config_uses_it():

@@ -1,4 +1,5 @@
-"""Resumable training: an interrupted and resumed run ends with the weights of an uninterrupted one."""
+"""Resumable training: an interrupted and resumed run ends with the weights of an uninterrupted
+one."""
 from pathlib import Path
 
 import numpy
@@ -185,7 +186,8 @@ def test_resumed_run_matches_uninterrupted(setup, capsys):
     last_a = spacy.load(root / "straight" / "model-last")
     last_b = spacy.load(root / "resumed" / "model-last")
     text = "Maria Lopez flew to Lisbon on Monday."
-    assert [(e.text, e.label_) for e in last_a(text).ents] == [(e.text, e.label_) for e in last_b(text).ents]
+    ents_a = [(e.text, e.label_) for e in last_a(text).ents]
+    assert [(e.text, e.label_) for e in last_b(text).ents] == ents_a
     numpy.testing.assert_array_equal(
         last_a(text).spans["crf_ner"].attrs["scores"], last_b(text).spans["crf_ner"].attrs["scores"]
     )

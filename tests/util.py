@@ -67,7 +67,11 @@ def transformer_config(model_dir: Path, window: int = 24, stride: int = 16) -> d
             "@architectures": "spacy-transformers.TransformerModel.v3",
             "name": str(model_dir),
             "tokenizer_config": {"use_fast": True},
-            "get_spans": {"@span_getters": "spacy-transformers.strided_spans.v1", "window": window, "stride": stride},
+            "get_spans": {
+                "@span_getters": "spacy-transformers.strided_spans.v1",
+                "window": window,
+                "stride": stride,
+            },
         }
     }
 
