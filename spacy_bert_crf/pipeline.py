@@ -537,7 +537,7 @@ class CRFEntityRecognizer(TrainablePipe):
                 data = file_.read()
             self._load_model(data, f"the file {p}")
 
-        deserialize = {
+        deserialize: Dict[str, Callable[[Path], Any]] = {
             "cfg": lambda p: self.cfg.update(srsly.read_json(p)),
             "vocab": lambda p: self.vocab.from_disk(p, exclude=exclude),
             "model": load_model,

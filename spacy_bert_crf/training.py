@@ -20,12 +20,13 @@ import shutil
 import sys
 from pathlib import Path
 from timeit import default_timer as timer
-from typing import IO, Any, Callable, Dict, Iterator, List, Optional, Tuple, Union
+from typing import IO, Any, Callable, Dict, Iterator, List, Optional, Tuple, Union, cast
 
 import numpy
 import srsly
 from spacy import util
 from spacy.language import Language
+from spacy.pipeline import TrainablePipe
 from spacy.schemas import ConfigSchemaTraining
 from spacy.training.initialize import init_nlp
 from spacy.training.loop import (
@@ -35,6 +36,7 @@ from spacy.training.loop import (
     update_meta,
 )
 from thinc.api import Config, Optimizer, constant, fix_random_seed, require_gpu
+from thinc.types import FloatsXd
 from wasabi import Printer
 
 DIR_MODEL_BEST = "model-best"
@@ -157,7 +159,11 @@ def _train_loop(
             "Resumable training reads the training corpus once (max_epochs >= 0); "
             "max_epochs = -1 streams it, which cannot be replayed to a position."
         )
-    dropouts = constant(T["dropout"]) if isinstance(T["dropout"], float) else T["dropout"]
+    # an iterator either way (thinc types constant() as an Iterable; it is a generator)
+    dropouts = cast(
+        Iterator[float],
+        constant(T["dropout"]) if isinstance(T["dropout"], float) else T["dropout"],
+    )
 
     # The corpus is read once, as spaCy does for max_epochs >= 0. An augmenter draws from the
     # random generators here, so a resumed run reads it from the same random state.
@@ -217,12 +223,10 @@ def _train_loop(
                     exclude=exclude, annotates=annotating,
                 )
             for name, proc in nlp.pipeline:
-                if (
-                    name not in exclude
-                    and getattr(proc, "is_trainable", False)
-                    and proc.model not in (True, False, None)
-                ):
-                    proc.finish_update(optimizer)
+                if name not in exclude and getattr(proc, "is_trainable", False):
+                    pipe = cast(TrainablePipe, proc)  # is_trainable: a TrainablePipe
+                    if pipe.model not in (True, False, None):
+                        pipe.finish_update(optimizer)
             optimizer.step_schedules()
             is_best: Optional[bool] = None
             score, other_scores = None, None
@@ -232,7 +236,7 @@ def _train_loop(
                 results.append((score, step))
                 is_best = score == max(results)[0]
             words_seen += sum(len(eg) for eg in batch)
-            info = {
+            info: Dict[str, Any] = {
                 "epoch": ep, "step": step, "score": score, "other_scores": other_scores,
                 "losses": losses, "checkpoints": results, "words": words_seen,
                 "seconds": int(seconds_before + timer() - start_time),
@@ -357,13 +361,14 @@ def _param_keys(nlp: Language) -> Dict[Tuple[int, str], str]:
     position of a node in its component's model and the parameter name do not."""
     keys: Dict[Tuple[int, str], str] = {}
     for pipe_name, proc in nlp.pipeline:
-        model = getattr(proc, "model", None)
+        model: Any = getattr(proc, "model", None)
         if not hasattr(model, "walk"):
             continue
         for i, node in enumerate(model.walk()):
             names = [((node.id, p), f"{pipe_name}/{i}/{p}") for p in node.param_names]
             for j, shim in enumerate(node.shims):
-                torch_model = getattr(shim, "_model", None)  # thinc's PyTorchShim keys params so
+                # thinc's PyTorchShim keys params so
+                torch_model: Any = getattr(shim, "_model", None)
                 if hasattr(torch_model, "named_parameters"):
                     names += [((shim.id, p), f"{pipe_name}/{i}.{j}/{p}")
                               for p, _ in torch_model.named_parameters()]
@@ -414,7 +419,7 @@ def _load_optimizer(optimizer: Optimizer, nlp: Language, saved: Dict[str, Any]) 
             if field in entry:
                 getattr(optimizer, field)[key] = ops.asarray(entry[field])
         if "averages" in entry and optimizer.averages is not None:
-            optimizer.averages[key] = ops.asarray(entry["averages"])
+            optimizer.averages[key] = cast(FloatsXd, ops.asarray(entry["averages"]))
 
 
 def _to_numpy(array) -> numpy.ndarray:

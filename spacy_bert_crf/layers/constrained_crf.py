@@ -45,6 +45,16 @@ _NUMPY_DTYPES = (torch.float32, torch.float64)
 
 
 class ConstrainedCRF(nn.Module):
+    # buffers (register_buffer) and, for "crf", parameters: declared for the type checker, which
+    # otherwise sees nn.Module.__getattr__'s Tensor | Module
+    allowed_transitions: torch.Tensor
+    allowed_start: torch.Tensor
+    allowed_end: torch.Tensor
+    continuation: torch.Tensor
+    transitions: torch.Tensor
+    start: torch.Tensor
+    end: torch.Tensor
+
     def __init__(
         self,
         allowed_transitions: numpy.ndarray,
@@ -130,8 +140,8 @@ class ConstrainedCRF(nn.Module):
                 if task == "viterbi":
                     return self.viterbi(restricted, mask)
                 if task == "span_log_probs":
-                    logp = self.span_log_probs(restricted, mask, spans)
-                    return torch.tensor(logp, dtype=torch.float64)
+                    span_logp = self.span_log_probs(restricted, mask, spans)
+                    return torch.tensor(span_logp, dtype=torch.float64)
             raise ValueError(f"Unknown task {task!r}: expected nll, viterbi or span_log_probs.")
         self._check(emissions, mask)
         if allowed.shape != emissions.shape:
@@ -170,8 +180,12 @@ class ConstrainedCRF(nn.Module):
         dtype = functools.reduce(torch.promote_types, [x.dtype for x in (pot, trans, start, end)])
         if not _in_numpy(pot) or dtype not in _NUMPY_DTYPES:
             return _viterbi_torch(pot, mask, trans, start, end)
-        pot, trans, start, end = (x.detach().to(dtype).numpy() for x in (pot, trans, start, end))
-        return torch.from_numpy(viterbi_numpy(pot, mask.numpy().astype(bool), trans, start, end))
+        np_pot, np_trans, np_start, np_end = (
+            x.detach().to(dtype).numpy() for x in (pot, trans, start, end)
+        )
+        return torch.from_numpy(
+            viterbi_numpy(np_pot, mask.numpy().astype(bool), np_trans, np_start, np_end)
+        )
 
     @torch.no_grad()
     def forward_backward(
@@ -187,7 +201,11 @@ class ConstrainedCRF(nn.Module):
         if _in_numpy(emissions):
             alpha, beta, log_z = self._numpy_chain(emissions, mask).log_alpha_beta()
             dtype = torch.promote_types(emissions.dtype, self.transitions.dtype)
-            return tuple(torch.from_numpy(x).to(dtype) for x in (alpha, beta, log_z))
+            return (
+                torch.from_numpy(alpha).to(dtype),
+                torch.from_numpy(beta).to(dtype),
+                torch.from_numpy(log_z).to(dtype),
+            )
         chain = self._chain(emissions, mask)
         a_hat, log_a = chain.forward()
         b_hat, log_b = chain.backward()
@@ -215,8 +233,8 @@ class ConstrainedCRF(nn.Module):
         self._check(emissions, mask)
         trans, start, end = self._scores(NEG)
         args = (self.potentials(emissions), trans, start, end)
-        pot, trans, start, end = (x.detach().cpu().double().numpy() for x in args)
-        return NumpyChain(pot, mask.cpu().numpy().astype(bool), trans, start, end)
+        pot, np_trans, np_start, np_end = (x.detach().cpu().double().numpy() for x in args)
+        return NumpyChain(pot, mask.cpu().numpy().astype(bool), np_trans, np_start, np_end)
 
     @torch.no_grad()
     def span_log_probs(
@@ -238,8 +256,8 @@ class ConstrainedCRF(nn.Module):
             alpha, beta, log_z = chain.log_alpha_beta()
             pot, trans, lengths = chain.pot, chain.trans, chain.last + 1
         else:
-            alpha, beta, log_z = self.forward_backward(emissions, mask)
-            alpha, beta, log_z = (x.double().cpu().numpy() for x in (alpha, beta, log_z))
+            t_alpha, t_beta, t_log_z = self.forward_backward(emissions, mask)
+            alpha, beta, log_z = (x.double().cpu().numpy() for x in (t_alpha, t_beta, t_log_z))
             pot = self.potentials(emissions).detach().double().cpu().numpy()
             trans = self._scores(NEG)[0].detach().double().cpu().numpy()
             lengths = mask.sum(1).cpu().numpy()

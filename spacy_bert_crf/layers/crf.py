@@ -16,7 +16,7 @@ tok2vec width and the label count), so they are built lazily in ``init``. The pi
 ``nI``/``nO`` from its cfg and calls ``model.initialize()`` before deserializing, so the model has
 the same node structure as the one that was saved.
 """
-from typing import Callable, List, NamedTuple, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple, Union, cast
 
 import numpy
 from thinc.api import (
@@ -25,13 +25,14 @@ from thinc.api import (
     Linear,
     Model,
     PyTorchLSTM,
+    PyTorchShim,
     PyTorchWrapper_v2,
     chain,
     torch2xp,
     with_array,
     xp2torch,
 )
-from thinc.types import Floats1d, Floats2d
+from thinc.types import Floats1d, Floats2d, Floats3d
 
 from ..tag_schemes import SCHEMES
 
@@ -82,9 +83,11 @@ def build_tagger_model(
     if not 0.0 <= dropout < 1.0:
         raise ValueError(f"Invalid dropout {dropout!r}: expected a value in [0, 1).")
     output = Linear()
-    head: Model = with_array(chain(Dropout(dropout), output))
+    # untyped (Model): thinc's chain() cannot infer the generic Dropout's input type
+    dropout_layer: Model = Dropout(dropout)
+    head: Model = with_array(chain(dropout_layer, output))
     layers = [tok2vec]
-    refs = {"tok2vec": tok2vec, "output": output}
+    refs: Dict[str, Optional[Model]] = {"tok2vec": tok2vec, "output": output}
     if depth > 0:
         bilstm = _deferred("bilstm", _build_bilstm, attrs={"width": hidden_width, "depth": depth})
         head = chain(bilstm, head)
@@ -217,8 +220,9 @@ def _build_crf(model: Model) -> Model:
 
 
 # ------------------------------------------------------------------------- CRF conversions
-def _pad(model: Model, arrays: Sequence, dtype: str) -> Tuple[numpy.ndarray, numpy.ndarray]:
-    """Right-pad a list of (T_i, K) arrays to (B, T, K) and build the (B, T) mask."""
+def _pad(model: Model, arrays: Sequence, dtype: str) -> Tuple[Any, Any]:
+    """Right-pad a list of (T_i, K) arrays to (B, T, K) and build the (B, T) mask, as arrays of
+    the model's ops (numpy or cupy; Any: thinc's array types have no bool arrays)."""
     xp = model.ops.xp
     lengths = [len(a) for a in arrays]
     out = xp.zeros((len(arrays), max(lengths), arrays[0].shape[1]), dtype=dtype)
@@ -241,7 +245,7 @@ def _crf_inputs(model: Model, X: CRFInput, is_train: bool) -> Tuple[ArgsKwargs, 
         for a, n in zip(X.allowed, lengths)
     ]
     A, _ = _pad(model, allowed, "bool")
-    device = model.shims[0].device
+    device = cast(PyTorchShim, model.shims[0]).device
     args = (
         xp2torch(E, requires_grad=is_train, device=device),
         xp2torch(mask, device=device),
@@ -250,13 +254,16 @@ def _crf_inputs(model: Model, X: CRFInput, is_train: bool) -> Tuple[ArgsKwargs, 
     kwargs = {} if X.task == "nll" else {"task": X.task, "spans": X.spans}
 
     def backprop(dX: ArgsKwargs) -> List[Floats2d]:
-        d_emissions = torch2xp(dX.args[0])
+        d_emissions = cast(Floats3d, torch2xp(dX.args[0]))
         return [d_emissions[i, :n] for i, n in enumerate(lengths)]
 
     return ArgsKwargs(args=args, kwargs=kwargs), backprop
 
 
-def _crf_outputs(model: Model, X_Ytorch, is_train: bool) -> Tuple[Floats1d, Callable]:
+def _crf_outputs(
+    model: Model, X_Ytorch, is_train: bool
+) -> Tuple[Union[Floats1d, List[numpy.ndarray], numpy.ndarray], Callable]:
+    """nll: the loss per doc (Floats1d); viterbi: one path per doc; span_log_probs: (n_spans,)."""
     X, Ytorch = X_Ytorch
     X = CRFInput(*X)
     if X.task == "viterbi":
@@ -264,7 +271,7 @@ def _crf_outputs(model: Model, X_Ytorch, is_train: bool) -> Tuple[Floats1d, Call
         return [paths[i, : len(e)] for i, e in enumerate(X.emissions)], _no_backprop
     if X.task == "span_log_probs":
         return Ytorch.cpu().numpy(), _no_backprop
-    Y = torch2xp(Ytorch)
+    Y = cast(Floats1d, torch2xp(Ytorch))
 
     def backprop(dY: Floats1d) -> ArgsKwargs:
         grad = xp2torch(dY, device=Ytorch.device)

@@ -77,7 +77,15 @@ class NumpyChain:
     enough for every BLAS to run it in the calling thread, and einsum's own loop otherwise.
     """
 
-    def __init__(self, pot, mask, trans, start, end):
+    def __init__(
+        self,
+        pot: numpy.ndarray,
+        mask: numpy.ndarray,
+        trans: numpy.ndarray,
+        start: numpy.ndarray,
+        end: numpy.ndarray,
+    ) -> None:
+        """pot (B, T, K), mask (B, T) bool, trans (K, K), start (K,), end (K,)."""
         B, T, K = pot.shape
         self.pot, self.trans, self.mask = pot, trans, mask
         self.T = T

@@ -25,7 +25,7 @@ path-like model name that is not a local folder is an error, never a Hub query.
 """
 import copy
 import sys
-from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Iterable, List, Optional, Sequence, Tuple, cast
 
 import numpy
 import srsly
@@ -41,6 +41,7 @@ from spacy_transformers.layers.transformer_model import huggingface_from_pretrai
 from spacy_transformers.truncate import truncate_oversize_splits
 from thinc.api import Model, get_array_module
 from thinc.util import convert_recursive, is_xp_array
+from transformers.tokenization_utils_base import BatchEncoding
 from transformers.tokenization_utils_fast import PreTrainedTokenizerFast
 from transformers.utils import ModelOutput
 
@@ -193,7 +194,8 @@ class BoundedTransformerModel(TransformerModel):
             ) from None
         finally:
             del caller
-        return self.from_dict(convert_recursive(is_xp_array, self.ops.asarray, msg))
+        loaded = self.from_dict(convert_recursive(is_xp_array, self.ops.asarray, msg))
+        return cast(BoundedTransformerModel, loaded)  # from_dict returns self
 
 
 def _init(model: TransformerModel, X: Any = None, Y: Any = None) -> None:
@@ -311,7 +313,7 @@ def tokens_without_wordpieces(doc: Doc) -> numpy.ndarray:
 
 
 def _forward(
-    model: Model, docs: List[Doc], is_train: bool
+    model: TransformerModel, docs: List[Doc], is_train: bool
 ) -> Tuple[FullTransformerBatch, Callable]:
     if is_train or not model.attrs["bucketed"]:
         return trf_forward(model, docs, is_train)  # through bounded_spans
@@ -348,7 +350,7 @@ def _forward(
     return output, lambda d_output: docs
 
 
-def _tokenize(tokenizer: Any, texts: List[str]) -> Dict[str, Any]:
+def _tokenize(tokenizer: Any, texts: List[str]) -> BatchEncoding:
     """spacy-transformers' huggingface_tokenize, without transformers' log line about
     sequences over the maximum length (they are re-split here)."""
     token_data = tokenizer(
