@@ -1,14 +1,15 @@
-"""Evaluate a pipeline on a .spacy corpus: metrics JSON, confidence calibration, HTML error report.
+"""Evaluate a pipeline on a .spacy corpus: metrics and confidence calibration.
 
 Library API:
     evaluate(nlp_or_path, data_path, *, batch_size=64) -> dict   the report written as JSON
     predict(nlp, data_path, *, batch_size=64) -> Prediction      gold-vs-predicted Examples, timing
     score(prediction) -> dict                                   the report for a Prediction
     find_errors(example) -> Optional[DocErrors]                  missed / spurious / wrong label
-    render_errors(examples, ...) -> str                          HTML (displaCy) of docs with errors
-    wordpiece_gaps(docs) -> Optional[dict]                       tokens the transformer gave no wordpiece
+    wordpiece_gaps(docs) -> Optional[dict]                       tokens given no wordpiece
 
-Command line (wired in cli.py):
+The HTML (displaCy) report of the docs with errors is `error_report.render_errors`.
+
+Command line (cli/evaluate.py):
     python -m spacy_bert_crf evaluate MODEL DATA_PATH [--output metrics/x.json]
         [--html metrics/x.html] [--gpu-id -1] [--batch-size 64] [--max-docs 200] [--gold-preproc]
 
@@ -18,33 +19,21 @@ entity exactly, and predictions over gold tokens without NER annotation (ent_iob
 as in `spacy.scorer.get_ner_prf`. Docs without any NER annotation are skipped and counted.
 """
 import datetime
-import html
-import json
 import time
-import zlib
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, Iterable, List, NoReturn, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Set, Tuple, Union
 
 import spacy
-import typer
-from spacy import displacy
 from spacy.language import Language
 from spacy.scorer import PRFScore
 from spacy.tokens import Doc, DocBin
 from spacy.training import Example
-from wasabi import msg
 
 DEFAULT_SPANS_KEY = "crf_ner"
 N_CALIBRATION_BINS = 10
 FILE_TYPE = ".spacy"
-
-# Pastel colours for labels displaCy has no colour for; assigned in sorted label order.
-_PALETTE = (
-    "#7aecec", "#bfeeb7", "#feca74", "#ff9561", "#aa9cfc", "#c887fb", "#9cc9cc", "#ffeb80",
-    "#ff8197", "#f0d0ff", "#bfe1d9", "#e4e7d2", "#fdd8a4", "#b3d4ff", "#d9f2a0", "#f7b6d2",
-)
 
 PathLike = Union[str, Path]
 EntityKey = Tuple[str, int, int]  # (label, start, end) in gold (reference) token offsets
@@ -228,7 +217,8 @@ def predict(
     seconds = time.perf_counter() - start
     for j, doc in zip(order, docs):
         examples[j].predicted = doc
-    keys = [p.spans_key for _, p in nlp.pipeline if isinstance(getattr(p, "spans_key", None), str)]
+    pipe_keys = (getattr(pipe, "spans_key", None) for _, pipe in nlp.pipeline)
+    keys = [key for key in pipe_keys if isinstance(key, str)]
     meta = nlp.meta
     model = {
         "name": f"{meta.get('lang', nlp.lang)}_{meta.get('name', 'pipeline')}",
@@ -291,7 +281,7 @@ def score(prediction: Prediction) -> Dict[str, Any]:
     from . import __version__
 
     per_type: Dict[str, PRFScore] = defaultdict(PRFScore)
-    predicted_labels = set()
+    predicted_labels: Set[str] = set()
     n_unannotated = 0
     n_error_docs = 0
     error_counts = {"missed": 0, "spurious": 0, "wrong_label": 0}
@@ -392,7 +382,7 @@ def calibration(
     for i, members in enumerate(bins):
         mean_conf = _mean([c for c, _ in members])
         accuracy = _mean([float(ok) for _, ok in members])
-        if members:
+        if accuracy is not None and mean_conf is not None:  # the bin has members
             ece += len(members) / n * abs(accuracy - mean_conf)
         table.append(
             {"lower": i / n_bins, "upper": (i + 1) / n_bins, "count": len(members),
@@ -408,209 +398,8 @@ def calibration(
     }
 
 
-def render_errors(
-    examples: Sequence[Example],
-    *,
-    indices: Optional[Sequence[int]] = None,
-    max_docs: int = 200,
-    report: Optional[Dict[str, Any]] = None,
-) -> str:
-    """An HTML page showing gold above predicted entities (displaCy) for every doc with an error.
-
-    examples (Sequence[Example]): Predicted Examples (see `predict`).
-    indices (Optional[Sequence[int]]): Corpus index of each example (default: its position).
-    max_docs (int): Show at most this many docs with errors; the page says how many were omitted.
-    report (Optional[Dict[str, Any]]): The `score` report, summarized at the top when given.
-    RETURNS (str): The page (text, labels and titles escaped).
-    """
-    if indices is None:
-        indices = range(len(examples))
-    flagged = []
-    for idx, eg in zip(indices, examples):
-        errors = find_errors(eg)
-        if errors is not None and errors.n_errors:
-            flagged.append((idx, eg, errors))
-    labels = {e.label_ for eg in examples for doc in (eg.reference, eg.predicted) for e in doc.ents}
-    colors = label_colors(labels)
-    options = {"colors": {html.escape(label): color for label, color in colors.items()}}
-    shown = flagged[: max(max_docs, 0)]
-    omitted = len(flagged) - len(shown)
-    summary = _summary_html(report, len(examples), len(flagged))
-    parts = [_HTML_HEAD, "<h1>NER error report</h1>", summary]
-    if omitted:
-        parts.append(
-            f'<p class="omitted">Showing the first {len(shown)} of {len(flagged)} docs with errors '
-            f"({omitted} omitted, see --max-docs).</p>"
-        )
-    if not flagged:
-        parts.append("<p>No errors: every predicted entity matches the gold entities.</p>")
-    for idx, eg, errors in shown:
-        counts = (
-            f"{len(errors.missed)} missed, {len(errors.spurious)} spurious, "
-            f"{len(errors.wrong_label)} wrong label"
-        )
-        gold, pred = (
-            displacy.render(
-                _manual(doc), style="ent", manual=True, page=False, jupyter=False, options=options
-            )
-            for doc in (eg.reference, eg.predicted)
-        )
-        parts.append(
-            f'<section class="doc" id="doc-{idx}"><h2>Doc {idx} &mdash; {counts}</h2>'
-            f'<div class="view"><h3>Gold</h3>{gold}</div>'
-            f'<div class="view"><h3>Predicted</h3>{pred}</div>'
-            f"{_error_list_html(eg.reference, errors)}</section>"
-        )
-    parts.append("</body></html>\n")
-    return "\n".join(parts)
-
-
-def label_colors(labels: Iterable[str]) -> Dict[str, str]:
-    """A colour for every label: displaCy's own where it has one, else a palette colour no other
-    label has (sorted order), else a hue derived from the label (stable across runs).
-
-    RETURNS (Dict[str, str]): Label -> CSS colour.
-    """
-    from spacy.displacy.render import DEFAULT_LABEL_COLORS
-
-    labels = sorted(set(labels))
-    colors = {
-        label: DEFAULT_LABEL_COLORS[label.upper()]
-        for label in labels
-        if label.upper() in DEFAULT_LABEL_COLORS
-    }
-    free = [c for c in _PALETTE if c not in colors.values()]
-    for label in labels:
-        if label in colors:
-            continue
-        elif free:
-            colors[label] = free.pop(0)
-        else:
-            colors[label] = f"hsl({zlib.crc32(label.encode('utf8')) % 360}, 70%, 80%)"
-    return colors
-
-
-def print_table(report: Dict[str, Any]) -> None:
-    """Print the per-type and overall results (P/R/F in %) with wasabi."""
-    def pct(value: Optional[float]) -> str:
-        return "-" if value is None else f"{100 * value:.2f}"
-
-    rows = [
-        (label, pct(s["p"]), pct(s["r"]), pct(s["f"]), s["gold"], s["predicted"], s["tp"])
-        for label, s in report["ents_per_type"].items()
-    ]
-    footer = (
-        "ALL", pct(report["ents_p"]), pct(report["ents_r"]), pct(report["ents_f"]),
-        report["ents_gold"], report["ents_predicted"], report["ents_tp"],
-    )
-    msg.table(
-        rows,
-        header=("label", "P %", "R %", "F %", "gold", "pred", "tp"),
-        footer=footer,
-        divider=True,
-        aligns=("l", "r", "r", "r", "r", "r", "r"),
-    )
-
-
-# ---------------------------------------------------------------------------------------------
-# Command line
-# ---------------------------------------------------------------------------------------------
-
-
-def evaluate_cli(
-    # fmt: off
-    model: str = typer.Argument(..., metavar="MODEL", help="Pipeline directory or installed package"),
-    data_path: Path = typer.Argument(..., metavar="DATA_PATH", help=".spacy (DocBin) file, or a directory of them, with gold entities"),
-    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write the metrics JSON here", dir_okay=False),
-    html_path: Optional[Path] = typer.Option(None, "--html", help="Write an HTML error report (displaCy) here", dir_okay=False),
-    gpu_id: int = typer.Option(-1, "--gpu-id", "-g", help="GPU id, or -1 for CPU"),
-    batch_size: int = typer.Option(64, "--batch-size", "-b", min=1, help="Batch size of nlp.pipe"),
-    max_docs: int = typer.Option(200, "--max-docs", min=0, help="At most this many docs with errors in the HTML report"),
-    gold_preproc: bool = typer.Option(False, "--gold-preproc", "-G", help="Predict on the gold tokenization"),
-    sort_by_length: bool = typer.Option(True, "--sort-by-length/--in-order", help="Feed docs to nlp.pipe sorted by length (less padding; scores are the same)"),
-    # fmt: on
-) -> None:
-    """Evaluate a pipeline's entities on a .spacy corpus: P/R/F per type, speed, confidence
-    calibration; JSON metrics (P/R/F as 0-1 fractions) and an optional HTML error report."""
-    try:
-        docbins = read_docbins(data_path)
-        if gpu_id >= 0:
-            _use_gpu(gpu_id)
-        nlp = load_model(model)
-        prediction = predict(
-            nlp, data_path, batch_size=batch_size, gold_preproc=gold_preproc, docbins=docbins,
-            sort_by_length=sort_by_length,
-        )
-    except (EvaluationError, OSError) as err:
-        _fail(err)
-    if not prediction.examples:
-        _fail(EvaluationError(f"No non-empty docs in {data_path}"))
-    prediction.model["path"] = model
-    report = score(prediction)
-    msg.good(
-        f"Evaluated {report['n_docs']} docs ({report['n_tokens']} tokens) at "
-        f"{report['words_per_second'] or 0:,.0f} words/s"
-    )
-    print_table(report)
-    errors = report["errors"]
-    msg.text(
-        f"Docs with errors: {errors['docs_with_errors']} ({errors['missed']} missed, "
-        f"{errors['spurious']} spurious, {errors['wrong_label']} wrong label)"
-    )
-    if report["n_docs_unannotated"]:
-        msg.warn(f"Skipped {report['n_docs_unannotated']} gold docs without NER annotation")
-    gaps = report["tokens_without_wordpieces"]
-    if gaps is not None and gaps["count"]:
-        msg.warn(
-            f"{gaps['count']} tokens ({gaps['share']:.2%}) got no wordpiece from the transformer "
-            f"(characters its tokenizer drops) and were decoded as O"
-        )
-    conf = report["confidence"]
-    if conf is not None:
-        msg.text(
-            f"Confidence: correct {_fmt(conf['mean_confidence_correct'])}, incorrect "
-            f"{_fmt(conf['mean_confidence_incorrect'])}, ECE {_fmt(conf['ece'])}"
-        )
-    try:
-        if output is not None:
-            output.parent.mkdir(parents=True, exist_ok=True)
-            output.write_text(json.dumps(report, indent=2) + "\n", encoding="utf8")
-            msg.good(f"Saved metrics to {output}")
-        if html_path is not None:
-            page = render_errors(
-                prediction.examples, indices=prediction.indices, max_docs=max_docs, report=report
-            )
-            html_path.parent.mkdir(parents=True, exist_ok=True)
-            html_path.write_text(page, encoding="utf8")
-            msg.good(f"Saved the error report to {html_path}")
-    except OSError as err:
-        _fail(err)
-
-
-# ---------------------------------------------------------------------------------------------
-# Internals
-# ---------------------------------------------------------------------------------------------
-
-
-def _fail(err: Exception) -> NoReturn:
-    """Print an error (no traceback) and exit with code 1."""
-    typer.secho(f"\u2718 {err}", fg=typer.colors.RED, err=True)
-    raise typer.Exit(code=1)
-
-
-def _use_gpu(gpu_id: int) -> None:
-    try:
-        spacy.require_gpu(gpu_id)
-    except Exception as err:  # thinc raises ValueError without CUDA, cupy its own errors
-        raise EvaluationError(f"Can't use GPU {gpu_id}: {err}") from err
-
-
 def _mean(values: Sequence[float]) -> Optional[float]:
     return sum(values) / len(values) if values else None
-
-
-def _fmt(value: Optional[float]) -> str:
-    return "-" if value is None else f"{value:.3f}"
 
 
 def _type_scores(prf: PRFScore) -> Dict[str, Any]:
@@ -623,74 +412,13 @@ def _type_scores(prf: PRFScore) -> Dict[str, Any]:
 def _confidences(doc: Doc, errors: DocErrors, keys: Sequence[str]) -> List[Tuple[float, bool]]:
     """(confidence, correct) of the counted predicted entities found in a scored span group."""
     for key in keys:
-        group = doc.spans[key] if key in doc.spans else None
-        scores = group.attrs.get("scores") if group is not None else None
+        if key not in doc.spans:
+            continue
+        group = doc.spans[key]
+        scores = group.attrs.get("scores")
         if scores is None or len(scores) != len(group):
             continue
         by_span = {(s.label_, s.start, s.end): float(p) for s, p in zip(group, scores)}
         found = ((by_span.get((label, start, end)), ok) for label, start, end, ok in errors.scored)
         return [(conf, ok) for conf, ok in found if conf is not None]
     return []
-
-
-def _manual(doc: Doc) -> Dict[str, Any]:
-    """displaCy's manual format, labels escaped (displaCy escapes the text, not the labels)."""
-    ents = [
-        {"start": e.start_char, "end": e.end_char, "label": html.escape(e.label_)} for e in doc.ents
-    ]
-    return {"text": doc.text, "ents": ents, "title": None}
-
-
-def _error_list_html(gold: Doc, errors: DocErrors) -> str:
-    def text(start: int, end: int) -> str:
-        return html.escape(gold[start:end].text)
-
-    items = [f'<li class="missed">missed {html.escape(label)}: &ldquo;{text(s, e)}&rdquo;</li>'
-             for label, s, e in errors.missed]
-    items += [f'<li class="spurious">spurious {html.escape(label)}: &ldquo;{text(s, e)}&rdquo;</li>'
-              for label, s, e in errors.spurious]
-    items += [
-        f'<li class="wrong">wrong label: &ldquo;{text(s, e)}&rdquo; gold {html.escape(g)}, '
-        f"predicted {html.escape(p)}</li>"
-        for (g, s, e), (p, *_) in errors.wrong_label
-    ]
-    return f'<ul class="errors">{"".join(items)}</ul>'
-
-
-def _summary_html(report: Optional[Dict[str, Any]], n_docs: int, n_flagged: int) -> str:
-    rows = [("docs", n_docs), ("docs with errors", n_flagged)]
-    if report is not None:
-        pct = lambda v: "-" if v is None else f"{100 * v:.2f}"  # noqa: E731
-        model = report.get("model") or {}
-        errors = report.get("errors") or {}
-        rows = [
-            ("model", model.get("path") or model.get("name")),
-            ("data", report.get("data_path")),
-            ("P / R / F (%)", " / ".join(pct(report[k]) for k in ("ents_p", "ents_r", "ents_f"))),
-            (
-                "gold / predicted / correct",
-                " / ".join(str(report[k]) for k in ("ents_gold", "ents_predicted", "ents_tp")),
-            ),
-            *rows,
-            ("missed / spurious / wrong label",
-             f"{errors.get('missed')} / {errors.get('spurious')} / {errors.get('wrong_label')}"),
-        ]
-    cells = "".join(
-        f"<tr><th>{html.escape(str(k))}</th><td>{html.escape(str(v))}</td></tr>" for k, v in rows
-    )
-    return f'<table class="summary">{cells}</table>'
-
-
-_HTML_HEAD = """<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8"><title>NER error report</title>
-<style>
-body { font-family: -apple-system, "Segoe UI", Helvetica, Arial, sans-serif; margin: 2em; }
-table.summary th { text-align: left; padding-right: 1.5em; }
-section.doc { border-top: 1px solid #ccc; margin-top: 1.5em; padding-top: 0.5em; }
-section.doc h2 { font-size: 1.1em; }
-div.view h3 { font-size: 0.9em; color: #666; margin: 0.6em 0 0; }
-ul.errors li.missed { color: #b35900; }
-ul.errors li.spurious { color: #a00; }
-ul.errors li.wrong { color: #5a2ca0; }
-p.omitted { color: #a00; }
-</style></head><body>"""

