@@ -10,7 +10,8 @@ Command line (wired in cli.py):
     python -m spacy_bert_crf convert FORMAT INPUT OUTPUT_DIR [--scheme S] [--docs] [-n N] [--strict]
     python -m spacy_bert_crf split INPUT.spacy OUTPUT_DIR [--dev-size 0.1] [--seed 0]
 
-A tag is PREFIX-LABEL, split at its first "-": the label is everything after it, so "B-LOC-2"
+Everything about tags (parsing, the schemes, repairs, detection) is in tag_schemes.py; in short:
+a tag is PREFIX-LABEL, split at its first "-": the label is everything after it, so "B-LOC-2"
 is label "LOC-2" and "B-B" label "B". Any label spaCy allows works ("creative-work",
 "WORK_OF_ART", "Org.Gov", "人名"); only "" and "O" (which means outside) are refused.
 
@@ -39,12 +40,23 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Counter as CounterType
-from typing import Dict, Iterable, Iterator, List, NoReturn, Optional, Sequence, Tuple, Union
+from typing import Callable, Dict, Iterable, Iterator, List, NoReturn, Optional, Sequence, Tuple
+from typing import Union
 
 import spacy
 import typer
 from spacy.tokens import Doc, DocBin, Span
 from spacy.vocab import Vocab
+
+from .tag_schemes import (
+    INPUT_SCHEMES,
+    OUT,
+    Tag,
+    TagSchemeError,
+    read_tags,
+    resolve_scheme,
+    split_tag,
+)
 
 try:  # tqdm is a spaCy dependency, but stay usable without it
     from tqdm import tqdm
@@ -52,7 +64,6 @@ except ImportError:  # pragma: no cover
     tqdm = None
 
 FORMATS = ("conll", "msra")
-SCHEMES = ("auto", "IOB1", "IOB2", "BIO", "BIOES", "BILUO", "BMES")
 DEFAULT_LANGS = {"conll": "en", "msra": "zh"}
 DEFAULT_MSRA_LABEL_MAP = {"NR": "PER", "NS": "LOC", "NT": "ORG"}
 DOCSTART = "-DOCSTART-"
@@ -60,18 +71,11 @@ MAX_REPAIR_LOCATIONS = 5
 PROGRESS_MIN_LINES = 50_000  # smaller files convert in a few seconds: no progress shown
 PROGRESS_STEPS = 10  # progress lines per pass when stderr is not a terminal
 
-OUT = "O"
-_IOB_PREFIXES = frozenset("BI")
-_BIOES_PREFIXES = frozenset("BIMELSU")  # M = I (BMES), L = E and U = S (BILUO)
-_BIOES_ONLY_PREFIXES = frozenset("MELSU")
-_INSIDE = frozenset("IM")
-_END = frozenset("EL")
 _COLUMNS = re.compile(r"[ \t]+")
 _BLANK = "<blank>"  # parsed-line markers, compared by identity
 _DOCSTART = "<docstart>"
 
 PathLike = Union[str, Path]
-Tag = Tuple[str, str]  # (prefix, label); ("O", "") outside
 
 
 class ConversionError(ValueError):
@@ -153,22 +157,8 @@ def read_conll(
     RETURNS (Tuple[List[Doc], ConversionStats]): The Docs (sentence starts set) and the statistics.
     """
     _check_grouping(docs, n_sents)
-    path = Path(path)
-    lines = _read_lines(path)
-    progress = progress and len(lines) >= PROGRESS_MIN_LINES
-    documents = _parse_conll(path, lines, label_map or {}, progress)
-    vocab = vocab if vocab is not None else spacy.blank(lang).vocab
-    return _to_docs(
-        path,
-        documents,
-        vocab,
-        scheme=scheme,
-        docs=docs,
-        n_sents=n_sents,
-        strict=strict,
-        spaces=True,
-        progress=progress,
-    )
+    options = dict(scheme=scheme, docs=docs, n_sents=n_sents, strict=strict, spaces=True)
+    return _read(path, _parse_conll, label_map or {}, vocab, lang, progress, **options)
 
 
 def read_msra(
@@ -200,23 +190,9 @@ def read_msra(
         and the statistics.
     """
     _check_grouping(False, n_sents)
-    path = Path(path)
-    lines = _read_lines(path)
     label_map = DEFAULT_MSRA_LABEL_MAP if label_map is None else label_map
-    progress = progress and len(lines) >= PROGRESS_MIN_LINES
-    sentences = _parse_msra(path, lines, label_map, progress)
-    vocab = vocab if vocab is not None else spacy.blank(lang).vocab
-    return _to_docs(
-        path,
-        [sentences],
-        vocab,
-        scheme=scheme,
-        docs=False,
-        n_sents=n_sents,
-        strict=strict,
-        spaces=False,
-        progress=progress,
-    )
+    options = dict(scheme=scheme, docs=False, n_sents=n_sents, strict=strict, spaces=False)
+    return _read(path, _parse_msra, label_map, vocab, lang, progress, **options)
 
 
 def convert_file(
@@ -243,31 +219,14 @@ def convert_file(
     """
     if input_format not in FORMATS:
         raise ValueError(f"Unknown format {input_format!r}: expected one of {', '.join(FORMATS)}.")
+    options = dict(scheme=scheme, n_sents=n_sents, strict=strict, label_map=label_map)
     lang = lang or DEFAULT_LANGS[input_format]
     if input_format == "conll":
-        result = read_conll(
-            input_path,
-            scheme=scheme,
-            docs=docs,
-            n_sents=n_sents,
-            strict=strict,
-            lang=lang,
-            label_map=label_map,
-            progress=progress,
-        )
+        doc_list, stats = read_conll(input_path, docs=docs, lang=lang, progress=progress, **options)
+    elif docs:
+        raise ValueError("docs (--docs) is only for conll: msra files have no documents.")
     else:
-        if docs:
-            raise ValueError("docs (--docs) is only for conll: msra files have no documents.")
-        result = read_msra(
-            input_path,
-            scheme=scheme,
-            n_sents=n_sents,
-            strict=strict,
-            lang=lang,
-            label_map=label_map,
-            progress=progress,
-        )
-    doc_list, stats = result
+        doc_list, stats = read_msra(input_path, lang=lang, progress=progress, **options)
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     output_path = output_dir / f"{Path(input_path).stem}.spacy"
@@ -343,7 +302,7 @@ def convert_cli(
         ..., metavar="OUTPUT_DIR", help="Where to write <INPUT stem>.spacy", file_okay=False
     ),
     scheme: str = typer.Option(
-        "auto", "--scheme", "-s", help="auto, IOB1, IOB2, BIO, BIOES, BILUO or BMES"
+        "auto", "--scheme", "-s", help=f"{', '.join(INPUT_SCHEMES[:-1])} or {INPUT_SCHEMES[-1]}"
     ),
     docs: bool = typer.Option(False, "--docs", help="conll: one Doc per -DOCSTART- document"),
     n_sents: int = typer.Option(1, "--n-sents", "-n", min=1, help="Sentences per Doc"),
@@ -364,16 +323,8 @@ def convert_cli(
     try:
         mapping = parse_label_map(label_map) if label_map is not None else None
         output_path, stats = convert_file(
-            input_format.lower(),
-            input_path,
-            output_dir,
-            scheme=scheme,
-            docs=docs,
-            n_sents=n_sents,
-            strict=strict,
-            lang=lang,
-            label_map=mapping,
-            progress=not quiet,
+            input_format.lower(), input_path, output_dir, scheme=scheme, docs=docs,
+            n_sents=n_sents, strict=strict, lang=lang, label_map=mapping, progress=not quiet,
         )
     except (ValueError, OSError) as err:
         _fail(err)
@@ -447,6 +398,24 @@ def _fail(err: Exception) -> NoReturn:
 # ---------------------------------------------------------------------------------------------
 
 
+def _read(
+    path: PathLike,
+    parse: Callable[[Path, List[str], Dict[str, str], bool], List[List[_Sentence]]],
+    label_map: Dict[str, str],
+    vocab: Optional[Vocab],
+    lang: str,
+    progress: bool,
+    **options,
+) -> Tuple[List[Doc], ConversionStats]:
+    """Read a file's lines, parse them into documents of sentences and build the Docs."""
+    path = Path(path)
+    lines = _read_lines(path)
+    progress = progress and len(lines) >= PROGRESS_MIN_LINES
+    documents = parse(path, lines, label_map, progress)
+    vocab = vocab if vocab is not None else spacy.blank(lang).vocab
+    return _to_docs(path, documents, vocab, progress=progress, **options)
+
+
 def _check_grouping(docs: bool, n_sents: int) -> None:
     if n_sents < 1:
         raise ValueError(f"n_sents must be >= 1, got {n_sents}.")
@@ -497,34 +466,19 @@ def _progress_lines(items: Sequence, desc: str, unit: str) -> Iterator:
 def _parse_tag(
     tag: str, label_map: Dict[str, str], path: Path, lineno: int, line: str, cache: Dict[str, Tag]
 ) -> Tag:
-    """Parse a tag into (prefix, label), checking the form only (the scheme is checked later).
-
-    The tag is split at its first "-": "I-LOC-2" is ("I", "LOC-2"), "B-B" is ("B", "B").
-    """
-    if tag == OUT:
-        parsed = (OUT, "")
-    else:
-        prefix, sep, label = tag.partition("-")
-        mapped = label_map.get(label, label)
-        if not sep:
-            problem = "no PREFIX- (expected 'O' or PREFIX-LABEL)"
-        elif prefix not in _BIOES_PREFIXES:
-            problem = f"unknown prefix {prefix!r} (expected one of B, I, E, S, L, U, M)"
-        elif not label:
-            problem = "no label after the prefix"
-        elif label == OUT:
-            problem = "'O' is not an entity label (it means outside)"
-        elif not mapped or mapped == OUT:
-            problem = f"the label map turns {label!r} into {mapped!r}, which is not an entity label"
-        else:
-            problem = ""
-        if problem:
-            raise ConversionError(
-                f"{path}:{lineno}: malformed tag {tag!r}: {problem}, in line {line!r}"
-            )
-        parsed = (prefix, mapped)
-    cache[tag] = parsed
-    return parsed
+    """Parse a tag into (prefix, label), checking the form only (the scheme is checked later)."""
+    try:
+        prefix, label = split_tag(tag)
+    except ValueError as err:
+        raise ConversionError(f"{path}:{lineno}: {err}, in line {line!r}") from None
+    mapped = label_map.get(label, label) if prefix != OUT else label
+    if prefix != OUT and (not mapped or mapped == OUT):
+        raise ConversionError(
+            f"{path}:{lineno}: malformed tag {tag!r}: the label map turns {label!r} into "
+            f"{mapped!r}, which is not an entity label, in line {line!r}"
+        )
+    cache[tag] = (prefix, mapped)
+    return cache[tag]
 
 
 def _column_counts(lines: List[str]) -> Tuple[int, int, int]:
@@ -612,8 +566,9 @@ def _parse_conll(
 
 def _parse_msra(
     path: Path, lines: List[str], label_map: Dict[str, str], progress: bool
-) -> List[_Sentence]:
-    """Sentences of a character-per-line file, CHAR<TAB>TAG or CHAR<SPACE>TAG.
+) -> List[List[_Sentence]]:
+    """The sentences of a character-per-line file (CHAR<TAB>TAG or CHAR<SPACE>TAG), as one
+    document.
 
     The variant is that of the first line with a separator between two fields (a line "0<TAB>"
     with an empty tag does not decide); a file without any is read as CHAR<TAB>TAG.
@@ -674,7 +629,7 @@ def _parse_msra(
         sentences.append(_Sentence(words, tags, first))
     if not sentences:
         raise ConversionError(f"{path}: no characters to convert: the file holds {_what(lines)}")
-    return sentences
+    return [sentences]
 
 
 def _what(lines: List[str]) -> str:
@@ -699,130 +654,18 @@ def _is_one_character(text: str) -> bool:
 
 
 # ---------------------------------------------------------------------------------------------
-# Internals: tag schemes, decoding, Doc building
+# Internals: Doc building
 # ---------------------------------------------------------------------------------------------
 
 
-def _resolve_scheme(scheme: str, documents: List[List[_Sentence]]) -> Tuple[str, str, str, bool]:
-    """(family, name, detection, ambiguous): family is "IOB1", "IOB2" or "BIOES"; name is what the
-    stats report; detection what scheme="auto" was based on ("" for a given scheme); ambiguous
-    whether every reading of the file has invalid tags."""
-    name = scheme.upper() if scheme.lower() != "auto" else "auto"
-    if name not in SCHEMES:
-        raise ValueError(f"Unknown tag scheme {scheme!r}: expected one of {', '.join(SCHEMES)}.")
-    if name != "auto":
-        family = {"BIO": "IOB2", "BILUO": "BIOES", "BMES": "BIOES"}.get(name, name)
-        return family, name, "", False
-    prefixes: CounterType[str] = Counter()
-    bad_iob2 = 0  # I- tags that start an entity: invalid in IOB2
-    bad_iob1 = 0  # B- tags that do not follow an entity of their type: invalid in IOB1
-    for document in documents:
-        for sentence in document:
-            previous: Tag = (OUT, "")
-            for tag in sentence.tags:
-                prefixes[tag[0]] += 1
-                if tag[0] != OUT and (previous[0] == OUT or previous[1] != tag[1]):
-                    if tag[0] == "I":
-                        bad_iob2 += 1
-                    elif tag[0] == "B":
-                        bad_iob1 += 1
-                previous = tag
-    bioes_only = sorted(p for p in prefixes if p in _BIOES_ONLY_PREFIXES)
-    if bioes_only:
-        if "M" in prefixes:
-            name = "BMES"
-        else:
-            name = "BILUO" if prefixes.keys() & {"L", "U"} else "BIOES"
-        n_tags = sum(prefixes[p] for p in bioes_only)
-        used = ", ".join(f"{p}-" for p in bioes_only)
-        detection = f"{n_tags:,} tag(s) with the prefix {used}, which only BIOES/BILUO/BMES use"
-        return "BIOES", name, detection, False
-    if not prefixes["B"] and not prefixes["I"]:
-        return "IOB2", "IOB2", "no entity tags (every tag is O)", False
-    iob2 = f"{bad_iob2:,} as IOB2 (I- starting an entity)"
-    iob1 = f"{bad_iob1:,} as IOB1 (B- not right after an entity of its type)"
-    if bad_iob2 <= bad_iob1:
-        family, fewer, more = "IOB2", iob2, iob1
-    else:
-        family, fewer, more = "IOB1", iob1, iob2
-    detection = f"fewest invalid tags: {fewer}, against {more}"
-    return family, family, detection, bool(bad_iob1 and bad_iob2)
-
-
-def _tag_text(tag: Optional[Tag]) -> str:
-    if tag is None:
-        return "sentence start"
-    return OUT if tag[0] == OUT else f"{tag[0]}-{tag[1]}"
-
-
-def _decode(
-    sentence: _Sentence, family: str, scheme: str, path: Path
+def _read_sentence(
+    sentence: _Sentence, scheme: str, path: Path
 ) -> Tuple[List[Tuple[int, int, str]], List[Tuple[int, str]]]:
-    """Entity spans (start, end, label) of one sentence and its repairs (line, description).
-
-    Every repair starts a new entity at the token where the sequence breaks (an unclosed entity
-    is closed before it), so no token and no entity is dropped.
-    """
-    tags = sentence.tags
-    allowed = _IOB_PREFIXES if family != "BIOES" else _BIOES_PREFIXES
-    spans: List[Tuple[int, int, str]] = []
-    repairs: List[Tuple[int, str]] = []
-    start = 0
-    open_label: Optional[str] = None  # label of the entity still open, if any
-    previous: Optional[Tag] = None
-    for i, tag in enumerate(tags):
-        prefix, label = tag
-        if prefix == OUT:
-            if open_label is not None:
-                if family == "BIOES":
-                    repairs.append((i, f"{_tag_text(tag)!r} after {_tag_text(previous)!r}"))
-                spans.append((start, i, open_label))
-                open_label = None
-        elif prefix not in allowed:
-            raise ConversionError(
-                f"{path}:{sentence.first_line + i}: tag {_tag_text(tag)!r} is not valid in "
-                f"scheme {scheme} "
-                f"(allowed prefixes: {', '.join(sorted(allowed))})"
-            )
-        elif prefix == "B":
-            if family == "BIOES" and open_label is not None:
-                repairs.append((i, f"{_tag_text(tag)!r} after {_tag_text(previous)!r}"))
-            elif family == "IOB1" and open_label != label:
-                # in IOB1 a B- only separates two adjacent entities of one type
-                repairs.append(
-                    (i, f"{_tag_text(tag)!r} after {_tag_text(previous)!r} (IOB1 uses B- only "
-                     "right after an entity of the same type)")
-                )
-            if open_label is not None:
-                spans.append((start, i, open_label))
-            start, open_label = i, label
-        elif prefix in _INSIDE:
-            if open_label != label:
-                if family != "IOB1":
-                    repairs.append((i, f"{_tag_text(tag)!r} after {_tag_text(previous)!r}"))
-                if open_label is not None:
-                    spans.append((start, i, open_label))
-                start, open_label = i, label
-        elif prefix in _END:
-            if open_label == label:
-                spans.append((start, i + 1, label))
-            else:
-                repairs.append((i, f"{_tag_text(tag)!r} after {_tag_text(previous)!r}"))
-                if open_label is not None:
-                    spans.append((start, i, open_label))
-                spans.append((i, i + 1, label))
-            open_label = None
-        else:  # S/U: a single-token entity
-            if open_label is not None:
-                repairs.append((i, f"{_tag_text(tag)!r} after {_tag_text(previous)!r}"))
-                spans.append((start, i, open_label))
-                open_label = None
-            spans.append((i, i + 1, label))
-        previous = tag
-    if open_label is not None:
-        if family == "BIOES":
-            repairs.append((len(tags) - 1, f"sentence ends after {_tag_text(previous)!r}"))
-        spans.append((start, len(tags), open_label))
+    """Entity spans (start, end, label) of one sentence and its repairs (line, description)."""
+    try:
+        spans, repairs = read_tags(sentence.tags, scheme)
+    except TagSchemeError as err:
+        raise ConversionError(f"{path}:{sentence.first_line + err.index}: {err}") from None
     return spans, [(sentence.first_line + i, text) for i, text in repairs]
 
 
@@ -847,7 +690,8 @@ def _to_docs(
     spaces: bool,
     progress: bool,
 ) -> Tuple[List[Doc], ConversionStats]:
-    family, name, detection, ambiguous = _resolve_scheme(scheme, documents)
+    sequences = (sentence.tags for document in documents for sentence in document)
+    name, detection, ambiguous = resolve_scheme(scheme, sequences)
     stats = ConversionStats(scheme=name, detection=detection, ambiguous=ambiguous)
     if docs:
         groups = documents
@@ -860,7 +704,7 @@ def _to_docs(
         spans: List[Tuple[int, int, str]] = []
         for sentence in group:
             offset = len(words)
-            sentence_spans, repairs = _decode(sentence, family, name, path)
+            sentence_spans, repairs = _read_sentence(sentence, name, path)
             if repairs:
                 if strict:
                     lineno, text = repairs[0]

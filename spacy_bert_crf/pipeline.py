@@ -291,6 +291,7 @@ class CRFEntityRecognizer(TrainablePipe):
         """
         tags = self.tags
         index = {tag: i for i, tag in enumerate(tags)}
+        cont = continuations(tags, self.scheme)
         allowed = numpy.ones((len(doc), len(tags)), dtype=bool)
         only_out = numpy.zeros(len(tags), dtype=bool)
         only_out[index[OUT]] = True
@@ -308,8 +309,9 @@ class CRFEntityRecognizer(TrainablePipe):
             for k, i in enumerate(range(ent.start, ent.end)):
                 allowed[i] = False
                 allowed[i, index[ent_tags[k]] if ent_tags else index[OUT]] = True
-            if known and self.scheme == "BIO" and ent.end < len(doc):
-                allowed[ent.end, index[f"I-{ent.label_}"]] = False
+            # the next token may not continue the entity (BIO: its I- tag)
+            if ent_tags and ent.end < len(doc) and cont[index[ent_tags[-1]]] >= 0:
+                allowed[ent.end, cont[index[ent_tags[-1]]]] = False
         return allowed
 
     def _hold_tokens_without_wordpieces(

@@ -307,7 +307,7 @@ def test_scheme_aliases_and_errors(tmp_path, en_vocab):
     path = write(tmp_path, CONLL_IOB2)
     _, stats = read_conll(path, scheme="bio", vocab=en_vocab)
     assert stats.scheme == "BIO"
-    with pytest.raises(ValueError, match="Unknown tag scheme 'IOBES'"):
+    with pytest.raises(ValueError, match="Invalid scheme 'IOBES'"):
         read_conll(path, scheme="IOBES", vocab=en_vocab)
     # S- is not a tag of an explicitly requested IOB scheme
     bioes = write(tmp_path, CONLL_BIOES, "bioes.txt")
@@ -980,7 +980,7 @@ def test_cli_reports_repairs(tmp_path):
             "bad.txt:2: expected 3 columns (as on line 1), found 2: 'b B-PER'",
         ),
         ("a O\nb X-PER\n", [], "bad.txt:2: malformed tag 'X-PER'"),
-        ("a O\n", ["--scheme", "IOBX"], "Unknown tag scheme 'IOBX'"),
+        ("a O\n", ["--scheme", "IOBX"], "Invalid scheme 'IOBX'"),
         ("a O\n", ["--label-map", "NR"], "Invalid label map entry 'NR'"),
     ],
 )

@@ -45,31 +45,20 @@ def read_split(data_dir: Path, split: str) -> List[dict]:
 
 
 def write_predictions(path: Path, ents_per_doc: Sequence[Sequence[Entity]]) -> None:
-    write_jsonl(path, ({"doc": i, "ents": [list(e) for e in ents]} for i, ents in enumerate(ents_per_doc)))
+    write_jsonl(path, ({"doc": i, "ents": [list(e) for e in ents]}
+                       for i, ents in enumerate(ents_per_doc)))
 
 
 def ents_to_iob2(n_words: int, ents: Iterable[Sequence]) -> List[str]:
-    """IOB2 tags for non-overlapping entities [start, end, label] over n_words tokens."""
+    """IOB2 tags for non-overlapping entities [start, end, label] over n_words tokens: what
+    spacy_bert_crf.tag_schemes.spans_to_tags(n_words, ents, "BIO") gives (tests/test_tag_schemes.py
+    checks it), written out here because Flair's virtualenv cannot import the package."""
     tags = ["O"] * n_words
     for start, end, label in ents:
         tags[start] = f"B-{label}"
         for i in range(start + 1, end):
             tags[i] = f"I-{label}"
     return tags
-
-
-def iob2_to_ents(tags: Sequence[str]) -> List[Entity]:
-    """Entities of an IOB2 sequence; a stray I- starts an entity (as seqeval's default mode)."""
-    ents: List[Entity] = []
-    start, label = None, None
-    for i, tag in enumerate(list(tags) + ["O"]):
-        prefix, _, typ = tag.partition("-")
-        if start is not None and (prefix != "I" or typ != label):
-            ents.append((start, i, label))
-            start, label = None, None
-        if prefix == "B" or (prefix == "I" and start is None):
-            start, label = i, typ
-    return ents
 
 
 def labels_of(docs: Iterable[dict]) -> List[str]:
@@ -130,7 +119,8 @@ def base_parser(description: str) -> argparse.ArgumentParser:
     steps["train"].add_argument("--epochs", type=int, default=2)
     steps["train"].add_argument("--seed", type=int, default=0)
     steps["infer"].add_argument("--batch-sizes", default="1,64")
-    steps["infer"].add_argument("--limit-b1", type=int, default=0, help="time batch 1 on the first N docs")
+    steps["infer"].add_argument("--limit-b1", type=int, default=0,
+                                help="time batch 1 on the first N docs")
     steps["scale"].add_argument("--sizes", default="1000,10000,100000")
     return parser
 

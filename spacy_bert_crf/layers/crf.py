@@ -34,7 +34,7 @@ from thinc.api import (
 )
 from thinc.types import Floats1d, Floats2d, Floats3d
 
-from ..tag_schemes import SCHEMES
+from ..tag_schemes import check_scheme
 
 # (row, start, end exclusive, tag ids over the span): one span whose probability is asked for
 SpanQuery = Tuple[int, int, int, Sequence[int]]
@@ -71,8 +71,7 @@ def build_tagger_model(
     nO: Optional[int] = None,
 ) -> Model[List, List[Floats2d]]:
     """tok2vec -> optional BiLSTM -> dropout -> linear emissions; CRF as a sublayer."""
-    if scheme not in SCHEMES:
-        raise ValueError(f"Invalid scheme {scheme!r}: expected one of {', '.join(SCHEMES)}.")
+    check_scheme(scheme)
     if not isinstance(depth, int) or depth < 0:
         raise ValueError(f"Invalid depth {depth!r}: expected an integer >= 0 (0 = no BiLSTM).")
     if depth > 0 and (not isinstance(hidden_width, int) or hidden_width < 2 or hidden_width % 2):
