@@ -68,7 +68,7 @@ def read_dataset(dataset: str, data_dir: Path) -> Dict[str, tuple]:
     """RETURNS (dict): split -> (docs, file counts (sentences, tokens, entities), ConversionStats,
     source file name). CoNLL: train/dev/test files (read_conll). MSRA: dev carved from train.txt
     with split_docs (DATASETS' size and seed, the project's), test from test.txt (read_msra)."""
-    from spacy_bert_crf.convert import read_conll, read_msra, split_docs
+    from spacy_bert_crf.corpora import read_conll, read_msra, split_docs
 
     info = DATASETS[dataset]
     read = read_msra if info.format == "msra" else read_conll

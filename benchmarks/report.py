@@ -294,7 +294,7 @@ def render_data(dataset: str, d: dict) -> List[str]:
     carve = d["data"].get("dev_from_train")
     if carve:
         parts[-1] += (f"; dev is {carve['size']:,} sentences carved from {carve['source']} "
-                      f"(spacy_bert_crf.convert.split_docs, seed {carve['seed']}, as the project "
+                      f"(spacy_bert_crf.corpora.split_docs, seed {carve['seed']}, as the project "
                       "splits it), train the rest")
     subset = " (SUBSET: not comparable with published numbers)" if limited else ""
     return [f"### {dataset}{subset}", "",

@@ -18,9 +18,9 @@ from spacy.tokens import Doc, DocBin
 from spacy.vocab import Vocab
 from typer.testing import CliRunner
 
-from spacy_bert_crf import convert as convert_module
+from spacy_bert_crf.corpora import docs as convert_module  # where PROGRESS_MIN_LINES is read
 from spacy_bert_crf.cli import app
-from spacy_bert_crf.convert import (
+from spacy_bert_crf.corpora import (
     DEFAULT_MSRA_LABEL_MAP,
     MAX_REPAIR_LOCATIONS,
     ConversionError,

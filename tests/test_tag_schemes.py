@@ -16,7 +16,7 @@ from spacy.training import biluo_tags_to_spans, iob_to_biluo
 from spacy.vocab import Vocab
 
 from benchmarks.peers.common import ents_to_iob2
-from spacy_bert_crf.convert import ConversionError, read_conll
+from spacy_bert_crf.corpora import ConversionError, read_conll
 from spacy_bert_crf.tag_schemes import (
     INPUT_SCHEMES,
     MODEL_SCHEMES,

@@ -5,7 +5,7 @@ wires them into one typer app.
 """
 import typer
 
-from ..convert import convert_cli, split_cli
+from .convert import convert_cli, split_cli
 from .encoders import encoders_app
 from .evaluate import evaluate_cli
 from .train import train_cli

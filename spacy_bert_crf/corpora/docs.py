@@ -1,0 +1,273 @@
+"""What the corpus readers share: reading a file's lines, progress, tag parsing, turning
+sentences into Docs, the statistics and the error.
+
+Everything about tags (parsing, the schemes, repairs, detection) is in tag_schemes.py; in short:
+a tag is PREFIX-LABEL, split at its first "-": the label is everything after it, so "B-LOC-2"
+is label "LOC-2" and "B-B" label "B". Any label spaCy allows works ("creative-work",
+"WORK_OF_ART", "Org.Gov", "人名"); only "" and "O" (which means outside) are refused.
+
+Invalid tag sequences (an I- that starts an entity in IOB2, a B- that does not follow an entity
+of its type in IOB1, an unclosed B- in BIOES, ...) are repaired by starting a new entity where
+the sequence breaks: no token and no entity is ever dropped. The repairs are counted in
+ConversionStats, or raise a ConversionError in strict mode.
+
+scheme="auto" picks the reading with the fewest invalid tags. Between IOB1 and IOB2 it counts the
+I- tags that start an entity (invalid in IOB2) and the B- tags that do not follow an entity of
+their type (invalid in IOB1); both readings give the same entities, only what counts as a repair
+differs. When both counts are above zero the scheme is ambiguous (ConversionStats.ambiguous) and
+the repairs make strict mode fail. ConversionStats.detection says what the detection saw.
+
+Malformed input always raises a ConversionError naming file:line and the line.
+"""
+import re
+import sys
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Counter as CounterType
+from typing import Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
+
+import spacy
+from spacy.tokens import Doc, Span
+from spacy.vocab import Vocab
+
+from ..tag_schemes import OUT, Tag, TagSchemeError, read_tags, resolve_scheme, split_tag
+
+try:  # tqdm is a spaCy dependency, but stay usable without it
+    from tqdm import tqdm
+except ImportError:  # pragma: no cover
+    tqdm = None
+
+MAX_REPAIR_LOCATIONS = 5
+PROGRESS_MIN_LINES = 50_000  # smaller files convert in a few seconds: no progress shown
+PROGRESS_STEPS = 10  # progress lines per pass when stderr is not a terminal
+
+COLUMNS = re.compile(r"[ \t]+")
+BLANK = "<blank>"  # parsed-line markers, compared by identity
+
+PathLike = Union[str, Path]
+
+
+class ConversionError(ValueError):
+    """A file that cannot be converted: a malformed line, or an invalid tag sequence (strict)."""
+
+
+@dataclass
+class ConversionStats:
+    """What a conversion produced.
+
+    docs (int): Docs written.
+    sentences (int): Sentences read (non-empty runs of token lines).
+    tokens (int): Tokens (characters for MSRA).
+    entities (Counter[str]): Entities per label (after label mapping).
+    repairs (int): Invalid tag transitions repaired by starting a new entity.
+    repair_locations (List[str]): "file:line" of the first MAX_REPAIR_LOCATIONS repairs.
+    scheme (str): The tag scheme used (detected when scheme="auto").
+    detection (str): What the detection was based on (scheme="auto"), "" when the scheme was given.
+    ambiguous (bool): scheme="auto" found tags that are invalid in every reading of the file
+        (both I- tags that start an entity and B- tags that do not follow one of their type).
+    """
+
+    docs: int = 0
+    sentences: int = 0
+    tokens: int = 0
+    entities: CounterType[str] = field(default_factory=Counter)
+    repairs: int = 0
+    repair_locations: List[str] = field(default_factory=list)
+    scheme: str = ""
+    detection: str = ""
+    ambiguous: bool = False
+
+    @property
+    def n_entities(self) -> int:
+        """RETURNS (int): The number of entities of all labels."""
+        return sum(self.entities.values())
+
+
+@dataclass
+class Sentence:
+    """The tokens of one sentence; token i is on line first_line + i of the file."""
+
+    words: List[str]
+    tags: List[Tag]
+    first_line: int
+
+
+def read_sentences_file(
+    path: PathLike,
+    parse: Callable[[Path, List[str], Dict[str, str], bool], List[List[Sentence]]],
+    label_map: Dict[str, str],
+    vocab: Optional[Vocab],
+    lang: str,
+    progress: bool,
+    *,
+    scheme: str,
+    docs: bool,
+    n_sents: int,
+    strict: bool,
+    spaces: bool,
+) -> Tuple[List[Doc], ConversionStats]:
+    """Read a file's lines, parse them into documents of sentences and build the Docs."""
+    path = Path(path)
+    lines = _read_lines(path)
+    progress = progress and len(lines) >= PROGRESS_MIN_LINES
+    documents = parse(path, lines, label_map, progress)
+    vocab = vocab if vocab is not None else spacy.blank(lang).vocab
+    return _to_docs(
+        path, documents, vocab, scheme=scheme, docs=docs, n_sents=n_sents, strict=strict,
+        spaces=spaces, progress=progress,
+    )
+
+
+def check_grouping(docs: bool, n_sents: int) -> None:
+    if n_sents < 1:
+        raise ValueError(f"n_sents must be >= 1, got {n_sents}.")
+    if docs and n_sents != 1:
+        raise ValueError("Use either docs (one Doc per document) or n_sents, not both.")
+
+
+def _read_lines(path: Path) -> List[str]:
+    """The lines of a UTF-8 file without BOM and line ends (CRLF and CR count as line ends)."""
+    raw = path.read_bytes()
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        lineno = raw.count(b"\n", 0, err.start) + 1
+        raise ConversionError(f"{path}:{lineno}: not valid UTF-8 ({err.reason})") from None
+    if "\r" in text:
+        text = text.replace("\r\n", "\n").replace("\r", "\n")
+    lines = text.split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()
+    return lines
+
+
+def iter_progress(items: Sequence, desc: str, unit: str, show: bool) -> Iterable:
+    """Iterate over items, showing progress on stderr when show is set: a tqdm bar on a terminal,
+    otherwise (a log file, a pipe) one line per PROGRESS_STEPS-th of the items."""
+    if not show or not items:
+        return items
+    if tqdm is not None and sys.stderr.isatty():
+        return tqdm(items, desc=desc, unit=unit, unit_scale=True, leave=False)
+    return _progress_lines(items, desc, unit.strip())
+
+
+def _progress_lines(items: Sequence, desc: str, unit: str) -> Iterator:
+    total = len(items)
+    marks = {total * step // PROGRESS_STEPS: step for step in range(1, PROGRESS_STEPS + 1)}
+    for i, item in enumerate(items, 1):
+        yield item
+        step = marks.get(i)
+        if step is not None:
+            print(
+                f"{desc}: {100 * step // PROGRESS_STEPS}% ({i:,} of {total:,} {unit})",
+                file=sys.stderr,
+                flush=True,
+            )
+
+
+def parse_tag(
+    tag: str, label_map: Dict[str, str], path: Path, lineno: int, line: str, cache: Dict[str, Tag]
+) -> Tag:
+    """Parse a tag into (prefix, label), checking the form only (the scheme is checked later)."""
+    try:
+        prefix, label = split_tag(tag)
+    except ValueError as err:
+        raise ConversionError(f"{path}:{lineno}: {err}, in line {line!r}") from None
+    mapped = label_map.get(label, label) if prefix != OUT else label
+    if prefix != OUT and (not mapped or mapped == OUT):
+        raise ConversionError(
+            f"{path}:{lineno}: malformed tag {tag!r}: the label map turns {label!r} into "
+            f"{mapped!r}, which is not an entity label, in line {line!r}"
+        )
+    cache[tag] = (prefix, mapped)
+    return cache[tag]
+
+
+def describe_empty(lines: List[str]) -> str:
+    """What a file without tokens holds, for the error message."""
+    if not lines:
+        return "no lines"
+    if any(line.strip(" \t") for line in lines):
+        return "only -DOCSTART- and blank lines"
+    return "only blank lines"
+
+
+def _read_sentence(
+    sentence: Sentence, scheme: str, path: Path
+) -> Tuple[List[Tuple[int, int, str]], List[Tuple[int, str]]]:
+    """Entity spans (start, end, label) of one sentence and its repairs (line, description)."""
+    try:
+        spans, repairs = read_tags(sentence.tags, scheme)
+    except TagSchemeError as err:
+        raise ConversionError(f"{path}:{sentence.first_line + err.index}: {err}") from None
+    return spans, [(sentence.first_line + i, text) for i, text in repairs]
+
+
+def _chunks(sentences: List[Sentence], size: int) -> List[List[Sentence]]:
+    """Consecutive groups of `size` sentences (the last may be shorter)."""
+    chunks = []
+    for start in range(0, len(sentences), size):
+        stop = start + size
+        chunks.append(sentences[start:stop])
+    return chunks
+
+
+def _to_docs(
+    path: Path,
+    documents: List[List[Sentence]],
+    vocab: Vocab,
+    *,
+    scheme: str,
+    docs: bool,
+    n_sents: int,
+    strict: bool,
+    spaces: bool,
+    progress: bool,
+) -> Tuple[List[Doc], ConversionStats]:
+    sequences = (sentence.tags for document in documents for sentence in document)
+    name, detection, ambiguous = resolve_scheme(scheme, sequences)
+    stats = ConversionStats(scheme=name, detection=detection, ambiguous=ambiguous)
+    if docs:
+        groups = documents
+    else:
+        groups = [chunk for document in documents for chunk in _chunks(document, n_sents)]
+    out = []
+    for group in iter_progress(groups, f"Building {path.name}", " docs", progress):
+        words: List[str] = []
+        sent_starts: List[Optional[Union[bool, int]]] = []  # the type Doc asks for
+        spans: List[Tuple[int, int, str]] = []
+        for sentence in group:
+            offset = len(words)
+            sentence_spans, repairs = _read_sentence(sentence, name, path)
+            if repairs:
+                if strict:
+                    lineno, text = repairs[0]
+                    why = "convert without strict mode to repair it by starting a new entity"
+                    if detection:
+                        why = (
+                            f"{name} auto-detected from the {detection}"
+                            f"{'; no scheme fits every tag' if ambiguous else ''}. To convert, "
+                            f"give the scheme (--scheme) if the file uses another one, or {why}"
+                        )
+                    raise ConversionError(
+                        f"{path}:{lineno}: invalid {name} tag sequence: {text} ({why})"
+                    )
+                stats.repairs += len(repairs)
+                for lineno, _ in repairs:
+                    if len(stats.repair_locations) < MAX_REPAIR_LOCATIONS:
+                        stats.repair_locations.append(f"{path}:{lineno}")
+            words.extend(sentence.words)
+            sent_starts.append(True)
+            sent_starts.extend([False] * (len(sentence.words) - 1))
+            spans.extend((offset + s, offset + e, label) for s, e, label in sentence_spans)
+        token_spaces = [spaces] * len(words)
+        token_spaces[-1] = False
+        doc = Doc(vocab, words=words, spaces=token_spaces, sent_starts=sent_starts)
+        doc.set_ents([Span(doc, s, e, label=label) for s, e, label in spans], default="outside")
+        stats.entities.update(label for _, _, label in spans)
+        stats.sentences += len(group)
+        stats.tokens += len(words)
+        out.append(doc)
+    stats.docs = len(out)
+    return out, stats
