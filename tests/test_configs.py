@@ -56,3 +56,44 @@ def test_spacy_train_with_sample_config(tiny_bert_dir, tmp_path):
     assert trained.get_pipe("crf_ner").labels == ("LOC", "ORG", "PER")
     doc = trained(TRAIN_DATA[0][0])
     assert "crf_ner" in doc.spans
+
+
+# What each shipped config may set differently from en_conll03.cfg (the one model, three
+# budgets and two languages); anything else drifting apart is a copy-paste bug.
+INTENDED_DIFFERENCES = {
+    "en_sample.cfg": {
+        "training.max_steps",
+        "training.eval_frequency",
+        "training.batcher.size",
+        "training.optimizer.learn_rate.warmup_steps",
+        "training.optimizer.learn_rate.initial_rate",
+    },
+    "zh_msra.cfg": {
+        "paths.transformer",
+        "nlp.lang",
+        "nlp.tokenizer",
+        "nlp.tokenizer.@tokenizers",
+        "training.max_steps",
+        "training.eval_frequency",
+        "training.optimizer.learn_rate.warmup_steps",
+    },
+}
+
+
+def _flat(config, prefix=""):
+    out = {}
+    for key, value in config.items():
+        if isinstance(value, dict) and value:
+            out.update(_flat(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+@pytest.mark.parametrize("name", sorted(INTENDED_DIFFERENCES))
+def test_configs_differ_only_where_intended(name):
+    base = _flat(load_config(CONFIGS[0].parent / "en_conll03.cfg", interpolate=False))
+    other = _flat(load_config(CONFIGS[0].parent / name, interpolate=False))
+    differing = {k for k in set(base) | set(other) if base.get(k) != other.get(k)}
+    assert differing <= INTENDED_DIFFERENCES[name], sorted(differing - INTENDED_DIFFERENCES[name])
+    assert differing  # the budgets do differ: the comparison sees the values
