@@ -1,5 +1,4 @@
 """The ``crf_ner`` pipeline component: named entities from a constrained linear-chain CRF."""
-import warnings
 from itertools import islice
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Union
@@ -16,9 +15,10 @@ from spacy.vocab import Vocab
 from thinc.api import Config, Model, Optimizer, set_dropout_rate
 from thinc.types import Floats2d
 
-from .layers.crf import CRFConstraints, set_constraints, span_log_probs, viterbi_paths
-from .tag_schemes import OUT, biluo_to_scheme, constraints, continuations, make_tags, span_tags
-from .tag_schemes import tags_to_spans
+from .decoding import Decoded, allowed_tags, check_upstream, decode
+from .decoding import hold_tokens_without_wordpieces
+from .layers.crf import CRFConstraints, set_constraints
+from .tag_schemes import OUT, biluo_to_scheme, constraints, continuations, make_tags
 from .threads import single_thread_in_forked_children
 
 # fmt: off
@@ -40,10 +40,6 @@ upstream = "*"
 """
 # fmt: on
 DEFAULT_CRF_NER_MODEL = Config().from_str(DEFAULT_MODEL_CONFIG)["model"]
-
-# (start, end exclusive, label, probability) per predicted entity
-Entity = Tuple[int, int, str, float]
-Decoded = List[List[Entity]]
 
 
 @Language.factory(
@@ -235,12 +231,17 @@ class CRFEntityRecognizer(TrainablePipe):
             raise ValueError(Errors.E109.format(name=self.name))
         if not any(len(doc) for doc in docs):
             return [[] for _ in docs]
-        listens_to_transformer = self._check_upstream(docs)
+        listens_to_transformer = check_upstream(self.model, docs, self.name)
         emissions = self.model.predict(docs)
         allowed = [self._allowed_tags(doc) for doc in docs]
         if listens_to_transformer:
-            self._hold_tokens_without_wordpieces(docs, allowed)
-        return self._decode(emissions, allowed, with_scores=self.spans_key is not None)
+            hold_tokens_without_wordpieces(
+                docs, allowed, self.tags, overwrite_ents=self.overwrite_ents, name=self.name
+            )
+        return decode(
+            self.model, emissions, allowed, self.tags, self.scheme,
+            with_scores=self.spans_key is not None,
+        )
 
     def _set_constraints(self) -> None:
         """Derive the CRF's constraints from the tags and hand them to the model's CRF layer."""
@@ -249,128 +250,11 @@ class CRFEntityRecognizer(TrainablePipe):
             self.model, CRFConstraints(trans, start, end, continuations(self.tags, self.scheme))
         )
 
-    def _decode(
-        self, emissions: List[Floats2d], allowed: List[numpy.ndarray], *, with_scores: bool
-    ) -> Decoded:
-        """Viterbi entities per doc, each with P(exactly this span and label) if with_scores.
-
-        Empty docs give no entities. The tags never form an invalid sequence: invalid
-        transitions are -inf in the Viterbi recursion. The best path and the confidences alike
-        are conditioned on `allowed` (the tags each token may take, see _allowed_tags).
-        """
-        out: Decoded = [[] for _ in emissions]
-        rows = [i for i, e in enumerate(emissions) if len(e)]
-        if not rows:
-            return out
-        E = [emissions[i] for i in rows]
-        A = [allowed[i] for i in rows]
-        paths = viterbi_paths(self.model, E, A)
-        tags = self.tags
-        found = []
-        for r, path in enumerate(paths):
-            for start, end, label in tags_to_spans([tags[t] for t in path], self.scheme):
-                found.append((r, start, end, label))
-        probs = numpy.ones(len(found))
-        if with_scores and found:
-            queries = [(r, s, e, paths[r][s:e].tolist()) for r, s, e, _ in found]
-            probs = numpy.minimum(1.0, numpy.exp(span_log_probs(self.model, E, A, queries)))
-        for (r, start, end, label), p in zip(found, probs):
-            out[rows[r]].append((start, end, label, float(p)))
-        return out
-
     def _allowed_tags(self, doc: Doc) -> numpy.ndarray:
-        """The tags each token may take, (len(doc), n_tags) bool.
-
-        Whitespace tokens are never part of an entity (as in spaCy's `ner`). Unless
-        overwrite_ents is set, annotation from earlier components is a constraint, read as
-        spaCy's `ner` reads it: tokens a component blocked (`doc.set_ents(..., blocked=spans)`)
-        stay "O"; the tokens of a preset entity get exactly its tags (a label this pipe does not
-        know is held as "O" here and the entity is put back in set_annotations), and under BIO
-        the token after a preset entity may not continue it. Plain "O" tokens, which
-        `doc.ents = [...]` writes on every token outside the given entities, stay free.
-        """
-        tags = self.tags
-        index = {tag: i for i, tag in enumerate(tags)}
-        cont = continuations(tags, self.scheme)
-        allowed = numpy.ones((len(doc), len(tags)), dtype=bool)
-        only_out = numpy.zeros(len(tags), dtype=bool)
-        only_out[index[OUT]] = True
-        for token in doc:
-            if token.is_space:
-                allowed[token.i] = only_out
-        if self.overwrite_ents:
-            return allowed
-        for token in doc:
-            if token.ent_iob == 3 and token.ent_type == 0:  # blocked
-                allowed[token.i] = only_out
-        for ent in doc.ents:
-            known = ent.label_ in self.labels
-            ent_tags = span_tags(len(ent), ent.label_, self.scheme) if known else None
-            for k, i in enumerate(range(ent.start, ent.end)):
-                allowed[i] = False
-                allowed[i, index[ent_tags[k]] if ent_tags else index[OUT]] = True
-            # the next token may not continue the entity (BIO: its I- tag)
-            if ent_tags and ent.end < len(doc) and cont[index[ent_tags[-1]]] >= 0:
-                allowed[ent.end, cont[index[ent_tags[-1]]]] = False
-        return allowed
-
-    def _hold_tokens_without_wordpieces(
-        self, docs: List[Doc], allowed: List[numpy.ndarray]
-    ) -> None:
-        """Tokens the transformer gave no wordpiece (characters its tokenizer drops: U+200B,
-        U+FEFF, U+202E, private use) have no vector of their own: they are decoded as "O"
-        (unless a preset entity covers them), and a warning says how many there were."""
-        from .layers.transformer import tokens_without_wordpieces
-
-        out = self.tags.index(OUT)
-        n_tokens = n_docs = 0
-        for doc, doc_allowed in zip(docs, allowed):
-            gaps = tokens_without_wordpieces(doc)
-            if not self.overwrite_ents:
-                gaps &= numpy.fromiter((t.ent_type == 0 for t in doc), dtype=bool, count=len(doc))
-            if gaps.any():
-                doc_allowed[gaps] = False
-                doc_allowed[gaps, out] = True
-                n_tokens += int(gaps.sum())
-                n_docs += 1
-        if n_tokens:
-            warnings.warn(
-                f"{self.name}: {n_tokens} token(s) in {n_docs} doc(s) of this batch got no "
-                "wordpiece from the transformer (characters its tokenizer drops, such as "
-                "U+200B or U+FEFF) and were decoded as 'O'.",
-                stacklevel=2,
-            )
-
-    def _check_upstream(self, docs: List[Doc]) -> bool:
-        """Fail clearly when the model listens to a component that did not run on the docs
-        (e.g. crf_ner sourced into a pipeline without its transformer): the listener would
-        otherwise feed zeros, and the entities would be junk.
-
-        RETURNS (bool): Whether the model listens to a transformer.
-        """
-        transformer = False
-        for node in self.model.walk():
-            if node.name == "transformer-listener":
-                missing = not Doc.has_extension("trf_data") or any(
-                    len(doc) and doc._.trf_data is None for doc in docs
-                )
-                upstream = "transformer"
-                transformer = True
-            elif node.name == "tok2vec-listener":
-                missing = any(len(doc) and doc.tensor.size == 0 for doc in docs)
-                upstream = "tok2vec"
-            else:
-                continue
-            if missing:
-                raise ValueError(
-                    f"{self.name!r} listens to a {upstream!r} component (upstream "
-                    f"{getattr(node, 'upstream_name', '*')!r}), but the docs have no output "
-                    f"from one: it is missing from the pipeline, disabled, or placed after "
-                    f"{self.name!r}. Add the {upstream} that {self.name!r} was trained with before "
-                    f"it (source both from the same pipeline), or make {self.name!r} independent "
-                    f"with nlp.replace_listeners('{upstream}', '{self.name}', ['model.tok2vec'])."
-                )
-        return transformer
+        """The tags each token may take, (len(doc), n_tags) bool: see decoding.allowed_tags."""
+        return allowed_tags(
+            doc, self.tags, self.scheme, self.labels, overwrite_ents=self.overwrite_ents
+        )
 
     def set_annotations(self, docs: Iterable[Doc], decoded: Decoded) -> None:
         """Write doc.ents (and the span group with confidences) from predict's output.

@@ -20,9 +20,8 @@ import shutil
 import sys
 from pathlib import Path
 from timeit import default_timer as timer
-from typing import IO, Any, Callable, Dict, Iterator, List, Optional, Tuple, Union, cast
+from typing import IO, Any, Dict, Iterator, List, Optional, Tuple, Union, cast
 
-import numpy
 import srsly
 from spacy import util
 from spacy.language import Language
@@ -35,21 +34,25 @@ from spacy.training.loop import (
     subdivide_batch,
     update_meta,
 )
-from thinc.api import Config, Optimizer, constant, fix_random_seed, require_gpu
-from thinc.types import FloatsXd
+from thinc.api import Optimizer, constant, fix_random_seed, require_gpu
 from wasabi import Printer
 
-DIR_MODEL_BEST = "model-best"
-DIR_MODEL_LAST = "model-last"
-DIR_CHECKPOINTS = "checkpoints"
-LATEST = "latest"  # text file in DIR_CHECKPOINTS naming the newest complete checkpoint
-STATE_FILE = "state.json"
-OPTIMIZER_FILE = "optimizer.msg"
-CONFIG_FILE = "config.cfg"  # the run's config (with overrides) as given, to check a resume
-
-
-class ResumeError(ValueError):
-    pass
+from .checkpoints import (
+    CONFIG_FILE,
+    DIR_CHECKPOINTS,
+    DIR_MODEL_BEST,
+    DIR_MODEL_LAST,
+    OPTIMIZER_FILE,
+    STATE_FILE,
+    ResumeError,
+    config_diff,
+    get_random_states,
+    latest_checkpoint,
+    load_optimizer,
+    save_checkpoint,
+    save_models,
+    set_random_states,
+)
 
 
 def train(
@@ -97,7 +100,7 @@ def train(
             raise ResumeError(
                 f"Cannot resume from {checkpoint}: it was trained with a different config or "
                 f"different overrides. Resume with the same ones, or train into a new output "
-                f"folder. Differences: {_config_diff(saved, config_text)}"
+                f"folder. Differences: {config_diff(saved, config_text)}"
             )
         nlp = util.load_model_from_path(checkpoint / "nlp")
         state = srsly.read_json(checkpoint / STATE_FILE)
@@ -168,8 +171,8 @@ def _train_loop(
     # The corpus is read once, as spaCy does for max_epochs >= 0. An augmenter draws from the
     # random generators here, so a resumed run reads it from the same random state.
     if checkpoint is not None:
-        _set_random_states(srsly.read_msgpack(checkpoint / "rng_corpus.msg"))
-    rng_corpus = _get_random_states()
+        set_random_states(srsly.read_msgpack(checkpoint / "rng_corpus.msg"))
+    rng_corpus = get_random_states()
     examples = list(train_corpus(nlp))
     if not examples:
         raise ValueError(f"The training corpus {T['train_corpus']!r} holds no examples.")
@@ -184,11 +187,11 @@ def _train_loop(
         results = [(float(s), int(st)) for s, st in state["results"]]
         losses = dict(state["losses"])
         words_seen, seconds_before, finished = state["words"], state["seconds"], state["finished"]
-        _load_optimizer(optimizer, nlp, srsly.read_msgpack(checkpoint / OPTIMIZER_FILE))
+        load_optimizer(optimizer, nlp, srsly.read_msgpack(checkpoint / OPTIMIZER_FILE))
         for _ in range(step):  # the schedules' position (learning rate, dropout)
             optimizer.step_schedules()
             next(dropouts)
-        _set_random_states(srsly.read_msgpack(checkpoint / "rng.msg"))
+        set_random_states(srsly.read_msgpack(checkpoint / "rng.msg"))
 
     def batches() -> Iterator[Tuple[int, int, List[int], list]]:
         """(epoch, index in the epoch, the epoch's order, batch) from the saved position on.
@@ -244,7 +247,7 @@ def _train_loop(
             if is_best is not None:
                 with nlp.select_pipes(disable=exclude):
                     update_meta(T, nlp, info)
-                _save_models(nlp, optimizer, before_to_disk, output_path, best=is_best)
+                save_models(nlp, optimizer, before_to_disk, output_path, best=is_best)
                 info["output_path"] = str(output_path / DIR_MODEL_LAST)
             log_step(info if is_best is not None else None)
             if is_best is not None:
@@ -260,7 +263,7 @@ def _train_loop(
                     "words": words_seen, "seconds": seconds_before + timer() - start_time,
                     "finished": stop,
                 }
-                _save_checkpoint(
+                save_checkpoint(
                     nlp, optimizer, output_path, config_text, rng_corpus, loop_state,
                     keep=keep_checkpoints,
                 )
@@ -268,206 +271,9 @@ def _train_loop(
                 break
     finally:
         finalize_logger()
-    _save_models(nlp, optimizer, before_to_disk, output_path, best=False)
+    save_models(nlp, optimizer, before_to_disk, output_path, best=False)
     if optimizer.averages:
         nlp.use_params(optimizer.averages)
     saved = msg.good("Saved pipeline to output directory", output_path / DIR_MODEL_LAST)
     stdout.write(saved + "\n")
     return nlp
-
-
-# ------------------------------------------------------------------------------ checkpoints
-def latest_checkpoint(output_path: Union[str, Path]) -> Optional[Path]:
-    """The newest complete checkpoint in output_path, or None."""
-    root = Path(output_path) / DIR_CHECKPOINTS
-    pointer = root / LATEST
-    if pointer.is_file():
-        candidate = root / pointer.read_text(encoding="utf8").strip()
-        if (candidate / STATE_FILE).is_file():
-            return candidate
-    complete = sorted(
-        p for p in root.glob("step-*") if p.suffix != ".tmp" and (p / STATE_FILE).is_file()
-    )
-    return complete[-1] if complete else None
-
-
-def _save_checkpoint(
-    nlp: Language,
-    optimizer: Optimizer,
-    output_path: Path,
-    config_text: str,
-    rng_corpus: Dict[str, Any],
-    loop_state: Dict[str, Any],
-    *,
-    keep: int,
-) -> Path:
-    """Write a checkpoint into a temporary folder, rename it into place, then point LATEST at
-    it: a kill at any moment leaves the previous checkpoint usable."""
-    root = output_path / DIR_CHECKPOINTS
-    root.mkdir(parents=True, exist_ok=True)
-    name = f"step-{loop_state['step']:09d}"
-    tmp = root / f"{name}.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    nlp.to_disk(tmp / "nlp")
-    srsly.write_msgpack(tmp / OPTIMIZER_FILE, _optimizer_state(optimizer, nlp))
-    srsly.write_msgpack(tmp / "rng.msg", _get_random_states())
-    srsly.write_msgpack(tmp / "rng_corpus.msg", rng_corpus)
-    (tmp / CONFIG_FILE).write_text(config_text, encoding="utf8")
-    srsly.write_json(tmp / STATE_FILE, loop_state)  # written last: marks the folder complete
-    _replace_dir(tmp, root / name)
-    _write_atomic(root / LATEST, name)
-    for old in sorted(p for p in root.glob("step-*") if p.is_dir())[:-keep]:
-        shutil.rmtree(old, ignore_errors=True)
-    return root / name
-
-
-def _save_models(
-    nlp: Language, optimizer: Optimizer, before_to_disk: Callable, output_path: Path, *, best: bool
-) -> None:
-    """model-last (and model-best), with the averaged weights, each replaced in one rename."""
-    last = output_path / DIR_MODEL_LAST
-    tmp = output_path / f"{DIR_MODEL_LAST}.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    with nlp.use_params(optimizer.averages):
-        before_to_disk(nlp).to_disk(tmp)
-    _replace_dir(tmp, last)
-    if best:
-        tmp = output_path / f"{DIR_MODEL_BEST}.tmp"
-        shutil.rmtree(tmp, ignore_errors=True)
-        shutil.copytree(last, tmp)
-        _replace_dir(tmp, output_path / DIR_MODEL_BEST)
-
-
-def _replace_dir(src: Path, dst: Path) -> None:
-    old = dst.with_name(dst.name + ".old")
-    shutil.rmtree(old, ignore_errors=True)
-    if dst.exists():
-        dst.rename(old)
-    src.rename(dst)
-    shutil.rmtree(old, ignore_errors=True)
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf8")
-    tmp.replace(path)
-
-
-# --------------------------------------------------------------------- optimizer and RNG state
-def _param_keys(nlp: Language) -> Dict[Tuple[int, str], str]:
-    """The optimizer's keys ((node or shim id, parameter name)) mapped to names that are the
-    same in every process: node and shim ids are counters that differ between processes, the
-    position of a node in its component's model and the parameter name do not."""
-    keys: Dict[Tuple[int, str], str] = {}
-    for pipe_name, proc in nlp.pipeline:
-        model: Any = getattr(proc, "model", None)
-        if not hasattr(model, "walk"):
-            continue
-        for i, node in enumerate(model.walk()):
-            names = [((node.id, p), f"{pipe_name}/{i}/{p}") for p in node.param_names]
-            for j, shim in enumerate(node.shims):
-                # thinc's PyTorchShim keys params so
-                torch_model: Any = getattr(shim, "_model", None)
-                if hasattr(torch_model, "named_parameters"):
-                    names += [((shim.id, p), f"{pipe_name}/{i}.{j}/{p}")
-                              for p, _ in torch_model.named_parameters()]
-            for key, stable in names:
-                if keys.setdefault(key, stable) != stable:
-                    raise ResumeError(f"Two parameters share the optimizer key {key}.")
-    return keys
-
-
-def _optimizer_state(optimizer: Optimizer, nlp: Language) -> Dict[str, Any]:
-    keys = _param_keys(nlp)
-    out: Dict[str, Any] = {}
-    for key, stable in keys.items():
-        if key not in optimizer.nr_update and key not in optimizer.mom1:
-            continue
-        entry: Dict[str, Any] = {"nr_update": int(optimizer.nr_update.get(key, 0))}
-        for field in ("mom1", "mom2"):
-            if key in getattr(optimizer, field):
-                entry[field] = _to_numpy(getattr(optimizer, field)[key])
-        if optimizer.averages is not None and key in optimizer.averages:
-            entry["averages"] = _to_numpy(optimizer.averages[key])
-        out[stable] = entry
-    known = {k for k in keys}
-    unknown = [k for k in optimizer.nr_update if k not in known]
-    if unknown:
-        raise ResumeError(
-            f"The optimizer holds state for {len(unknown)} parameters that no component owns "
-            f"(e.g. {unknown[0]}): cannot save it in a form that a new process can restore."
-        )
-    return out
-
-
-def _load_optimizer(optimizer: Optimizer, nlp: Language, saved: Dict[str, Any]) -> None:
-    from thinc.api import get_current_ops
-
-    ops = get_current_ops()
-    by_name = {stable: key for key, stable in _param_keys(nlp).items()}
-    missing = [name for name in saved if name not in by_name]
-    if missing:
-        raise ResumeError(
-            f"The checkpoint's optimizer state names parameters this pipeline does not have "
-            f"(e.g. {missing[0]!r}): was the config changed?"
-        )
-    for name, entry in saved.items():
-        key = by_name[name]
-        optimizer.nr_update[key] = int(entry["nr_update"])
-        for field in ("mom1", "mom2"):
-            if field in entry:
-                getattr(optimizer, field)[key] = ops.asarray(entry[field])
-        if "averages" in entry and optimizer.averages is not None:
-            optimizer.averages[key] = cast(FloatsXd, ops.asarray(entry["averages"]))
-
-
-def _to_numpy(array) -> numpy.ndarray:
-    return array.get() if hasattr(array, "get") else numpy.asarray(array)
-
-
-def _get_random_states() -> Dict[str, Any]:
-    import torch
-
-    version, internal, gauss = random.getstate()
-    kind, keys, pos, has_gauss, cached = numpy.random.get_state()
-    states = {
-        "python": [version, list(internal), gauss],
-        "numpy": [kind, numpy.asarray(keys), int(pos), int(has_gauss), float(cached)],
-        "torch": torch.get_rng_state().numpy().tobytes(),
-    }
-    if torch.cuda.is_available():
-        states["torch_cuda"] = [s.numpy().tobytes() for s in torch.cuda.get_rng_state_all()]
-    return states
-
-
-def _set_random_states(states: Dict[str, Any]) -> None:
-    import torch
-
-    version, internal, gauss = states["python"]
-    random.setstate((version, tuple(internal), gauss))
-    kind, keys, pos, has_gauss, cached = states["numpy"]
-    numpy.random.set_state((kind, numpy.asarray(keys, dtype=numpy.uint32), pos, has_gauss, cached))
-    torch.set_rng_state(torch.frombuffer(bytearray(states["torch"]), dtype=torch.uint8))
-    if "torch_cuda" in states and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(
-            [torch.frombuffer(bytearray(s), dtype=torch.uint8) for s in states["torch_cuda"]]
-        )
-
-
-def _config_diff(a: str, b: str) -> str:
-    left = Config().from_str(a, interpolate=False)
-    right = Config().from_str(b, interpolate=False)
-    flat_a, flat_b = _flatten(left), _flatten(right)
-    keys = sorted(k for k in set(flat_a) | set(flat_b) if flat_a.get(k) != flat_b.get(k))
-    return ", ".join(f"{k}: {flat_a.get(k)!r} -> {flat_b.get(k)!r}" for k in keys[:10])
-
-
-def _flatten(config: Dict[str, Any], prefix: str = "") -> Dict[str, Any]:
-    out: Dict[str, Any] = {}
-    for key, value in config.items():
-        if isinstance(value, dict):
-            out.update(_flatten(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = value
-    return out
