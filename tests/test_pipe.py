@@ -7,7 +7,8 @@ import spacy
 from spacy.tokens import Doc, Span
 from spacy.training import Example
 
-from spacy_bert_crf.tag_schemes import is_valid
+from spacy_bert_crf.layers.crf import viterbi_paths
+from spacy_bert_crf.tag_schemes import is_valid, tags_to_spans
 
 from .util import TRAIN_DATA, entities, make_examples, make_light_nlp, make_trf_nlp, train
 
@@ -69,18 +70,32 @@ def test_trf_multiprocess(trained_trf):
 
 
 def test_trf_long_document(trained_trf):
-    words = []
-    for _ in range(500):
-        words.extend(trained_trf.make_doc(TEXTS[0]).text.split())
-        words.extend(["Kenji", "met", "Olga", "."])
-    words = words[:5000]
+    unit = trained_trf.make_doc(TEXTS[0]).text.split() + ["Kenji", "met", "Olga", "."]
+    words = (unit * 500)[:5000]
     doc = trained_trf(Doc(trained_trf.vocab, words=words))
     assert len(doc) == 5000
-    tags = [f"{t.ent_iob_}-{t.ent_type_}" if t.ent_type_ else "O" for t in doc]
-    assert is_valid(tags, "BIO")
-    # Entities are found all the way to the end: nothing was truncated.
-    assert any(ent.start > 4500 for ent in doc.ents)
-    assert len(doc.ents) > 500
+    # The CRF's own best path over the whole doc (not tags rebuilt from doc.ents, which are
+    # valid by construction) obeys the scheme, and it is what the pipe wrote to the doc.
+    pipe = trained_trf.get_pipe("crf_ner")
+    emissions = pipe.model.predict([doc])
+    path = viterbi_paths(pipe.model, emissions, [None])[0]
+    tags = [pipe.tags[t] for t in path]
+    assert len(tags) == len(doc)
+    assert is_valid(tags, pipe.scheme)
+    assert [tuple(s) for s in tags_to_spans(tags, pipe.scheme)] == [
+        (ent.start, ent.end, ent.label_) for ent in doc.ents
+    ]
+    # Entities are found all the way to the end: nothing was truncated. The last whole unit
+    # gets the entities that the unit gets when decoded alone.
+    alone = trained_trf(Doc(trained_trf.vocab, words=unit))
+    expected = [(e.start, e.end, e.label_) for e in alone.ents]
+    assert expected[:2] == [(0, 2, "PER"), (4, 5, "LOC")]  # Maria Lopez, Lisbon: as trained
+    offset = (len(words) // len(unit) - 1) * len(unit)
+    last_unit = [
+        (e.start - offset, e.end - offset, e.label_)
+        for e in doc.ents if offset <= e.start < offset + len(unit)
+    ]
+    assert last_unit == expected
 
 
 def test_empty_and_whitespace_docs(trained_trf):
@@ -90,7 +105,7 @@ def test_empty_and_whitespace_docs(trained_trf):
     assert len(trained_trf("").ents) == 0
 
 
-def test_uninitialized_raises_e109(tiny_bert_dir):
+def test_uninitialized_raises_e109():
     nlp = make_light_nlp()
     with pytest.raises(ValueError, match="E109"):
         nlp("Maria Lopez flew to Lisbon.")

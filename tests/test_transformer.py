@@ -38,7 +38,7 @@ def _nlp(model_dir, architecture, **extra):
     return nlp
 
 
-def test_bucketed_inference_matches_spacy_transformers(tiny_bert_dir):
+def test_bucketed_inference_matches_spacy_transformers(tiny_bert_dir, monkeypatch):
     reference = _nlp(tiny_bert_dir, "spacy-transformers.TransformerModel.v3")
     bucketed = _nlp(tiny_bert_dir, "spacy-bert-crf.TransformerModel.v1", max_batch_pieces=40)
     bucketed.get_pipe("transformer").from_bytes(reference.get_pipe("transformer").to_bytes())
@@ -52,6 +52,15 @@ def test_bucketed_inference_matches_spacy_transformers(tiny_bert_dir):
         docs = [Doc(nlp.vocab, words=w) for w in texts]
         return [doc._.trf_data for doc in nlp.pipe(docs, batch_size=4)]
 
+    # observe the sub-batches the bucketed model really runs
+    inner = bucketed.get_pipe("transformer").model.layers[0]
+    run_inner, sub_batches = inner._func, []
+
+    def recording_forward(model, wordpieces, is_train):
+        sub_batches.append(numpy.asarray(wordpieces.attention_mask).copy())
+        return run_inner(model, wordpieces, is_train)
+
+    monkeypatch.setattr(inner, "_func", recording_forward)
     ref, got = outputs(reference), outputs(bucketed)
     for a, b in zip(ref, got):
         assert a.wordpieces.input_ids.shape == b.wordpieces.input_ids.shape
@@ -59,15 +68,24 @@ def test_bucketed_inference_matches_spacy_transformers(tiny_bert_dir):
         real_a = a.model_output.last_hidden_state[mask]
         real_b = b.model_output.last_hidden_state[mask]
         numpy.testing.assert_allclose(real_a, real_b, atol=1e-5)
-    # the long doc really was split into several sub-batches
-    lengths = ref[0].wordpieces.attention_mask.sum(1).tolist()
-    assert len(length_buckets(lengths, 40, 0.75)) > 1
+    # several sub-batches, together every window once, each padded only to its own longest
+    # window and within max_batch_pieces=40 and min_fill=0.75 (a lone window may be longer)
+    assert len(sub_batches) > 1
+    n_windows = sum(len(out.wordpieces.input_ids) for out in ref)
+    assert sum(len(mask) for mask in sub_batches) == n_windows
+    for mask in sub_batches:
+        rows, width = mask.shape
+        real = mask.sum(1)
+        assert width == real.max()
+        assert rows == 1 or rows * width <= 40
+        assert rows == 1 or real.sum() >= 0.75 * rows * width
 
 
 @pytest.mark.parametrize("bad", [{"max_batch_pieces": 0}, {"min_fill": 0.0}, {"min_fill": 1.5}])
-def test_invalid_settings_raise(tiny_bert_dir, bad):
+def test_invalid_settings_raise(bad):
+    # settings are checked when the model is built; the encoder is only loaded at initialize
     with pytest.raises(ValueError, match="max_batch_pieces|min_fill"):
-        build_transformer_model(str(tiny_bert_dir), lambda docs: [], **bad)
+        build_transformer_model("encoders/not-needed", lambda docs: [], **bad)
 
 
 def test_empty_and_whitespace_docs_in_a_batch(tiny_bert_dir):
