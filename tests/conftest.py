@@ -1,16 +1,12 @@
 import os
-from pathlib import Path
 
 import pytest
 from hypothesis import settings
 
+from .util import DATA_DIR
+
 settings.register_profile("default", deadline=None, max_examples=60)
 settings.load_profile("default")
-
-# ../shared/data beside the checkout (CI has it; a user's machine usually does not).
-DATA_DIR = Path(
-    os.environ.get("SPACY_BERT_CRF_DATA", Path(__file__).resolve().parents[2] / "shared" / "data")
-)
 
 
 def pytest_addoption(parser):

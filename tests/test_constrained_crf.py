@@ -334,3 +334,11 @@ def test_decoding_leaves_torch_threads_alone():
     crf.viterbi(em, mask)
     crf.span_log_probs(em, mask, [(0, 0, 1, [1])])
     assert torch.get_num_threads() == before
+
+
+def test_constraint_shapes_are_checked():
+    tags = make_tags(["PER"], "BIO")
+    trans, start, end = constraints(tags, "BIO")
+    for bad in ((trans[:2, :2], start, end), (trans, start[:2], end), (trans, start, end[:2])):
+        with pytest.raises(ValueError, match="Constraint shapes do not match"):
+            ConstrainedCRF(*bad)

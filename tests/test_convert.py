@@ -5,7 +5,6 @@ CoNLL-2003 and MSRA from ../shared/data (or $SPACY_BERT_CRF_DATA) and is skipped
 """
 
 import dataclasses
-import os
 from functools import lru_cache
 from pathlib import Path
 from typing import List, Tuple
@@ -32,10 +31,8 @@ from spacy_bert_crf.corpora import (
     split_docs,
 )
 
-DATA_DIR = Path(
-    os.environ.get("SPACY_BERT_CRF_DATA")
-    or Path(__file__).resolve().parents[1].parent / "shared" / "data"
-)
+from .util import DATA_DIR
+
 
 # Hand-written samples. IOB1: I- starts an entity unless it follows the same type, B- separates
 # two adjacent entities of one type ("Tom" and "Ann").

@@ -1,4 +1,5 @@
 """Test data written by hand for this project, and a tiny random BERT."""
+import os
 import string
 from pathlib import Path
 from typing import List, Optional, Tuple
@@ -18,6 +19,11 @@ TRAIN_DATA: List[Tuple[str, List[Tuple[int, int, str]]]] = [
 ]
 
 TRAIN_BLOCK = "\n".join(t for t, _ in TRAIN_DATA)
+
+# ../shared/data beside the checkout (CI has it; a user's machine usually does not).
+DATA_DIR = Path(
+    os.environ.get("SPACY_BERT_CRF_DATA", Path(__file__).resolve().parents[2] / "shared" / "data")
+)
 
 
 def make_examples(nlp: Language, data=TRAIN_DATA) -> List[Example]:

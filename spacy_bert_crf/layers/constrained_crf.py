@@ -73,7 +73,8 @@ class ConstrainedCRF(nn.Module):
         if objective not in OBJECTIVES:
             raise ValueError(f"Unknown objective {objective!r}: expected one of {OBJECTIVES}.")
         K = allowed_transitions.shape[0]
-        if allowed_transitions.shape != (K, K) or allowed_start.shape != (K,):
+        shapes = (allowed_transitions.shape, allowed_start.shape, allowed_end.shape)
+        if shapes != ((K, K), (K,), (K,)):
             raise ValueError(
                 f"Constraint shapes do not match: transitions {allowed_transitions.shape}, "
                 f"start {allowed_start.shape}, end {allowed_end.shape}."
