@@ -253,10 +253,11 @@ def test_run_speed_times_the_models_of_the_seed_it_is_given(tmp_path, monkeypatc
 
 
 def test_decode_load_report_reads_the_shared_machine_record():
+    """The committed report is rendered from its results; the machine line comes from the shared
+    machine record (benchmarks/machine.py), whatever it holds."""
     data = json.loads((RESULTS / "decode_load.json").read_text(encoding="utf8"))
-    legacy = decode_load.render(data).splitlines()
-    for key in ("python", "torch", "numpy", "cpus", "torch_threads"):
-        del data[key]
+    committed = (RESULTS / "decode_load.md").read_text(encoding="utf8")
+    assert decode_load.render(data).strip() == committed.strip()
     data["machine"] = {"cpu": "Some CPU", "cores": 4, "memory_gib": 8.0, "os": "Linux-x",
                        "torch_threads": 3, "device": "cpu"}
     data["versions"] = {"python": "3.11.0", "torch": "2.0.0", "numpy": "2.0.0"}
@@ -264,7 +265,6 @@ def test_decode_load_report_reads_the_shared_machine_record():
     assert made[2] == (f"Date {data['date']}; Some CPU, 4 cores, Linux-x; Python 3.11.0, torch "
                        "2.0.0 (3 intra-op threads), numpy 2.0.0.")
     assert "share of the 4 CPUs" in made[-1]
-    assert [a == b for a, b in zip(legacy, made)].count(False) == 2
 
 
 def test_prepare_data_records_how_dev_was_carved(tmp_path, monkeypatch):
