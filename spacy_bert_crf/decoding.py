@@ -18,8 +18,20 @@ Entity = Tuple[int, int, str, float]
 Decoded = List[List[Entity]]
 
 
+class TagInventory:
+    """What decoding needs to know about the tag inventory, computed once per batch rather than
+    once per doc: the tags, their ids, the outside tag's id and each tag's continuation."""
+
+    def __init__(self, tags: Sequence[str], scheme: str) -> None:
+        self.tags = list(tags)
+        self.scheme = scheme
+        self.index = {tag: i for i, tag in enumerate(self.tags)}
+        self.out = self.index[OUT]
+        self.continuation = continuations(self.tags, scheme)
+
+
 def allowed_tags(
-    doc: Doc, tags: Sequence[str], scheme: str, labels: Collection[str], *, overwrite_ents: bool
+    doc: Doc, inventory: TagInventory, labels: Collection[str], *, overwrite_ents: bool
 ) -> numpy.ndarray:
     """The tags each token may take, (len(doc), n_tags) bool.
 
@@ -31,26 +43,23 @@ def allowed_tags(
     the token after a preset entity may not continue it. Plain "O" tokens, which
     `doc.ents = [...]` writes on every token outside the given entities, stay free.
     """
-    tags = list(tags)
-    index = {tag: i for i, tag in enumerate(tags)}
-    cont = continuations(tags, scheme)
-    allowed = numpy.ones((len(doc), len(tags)), dtype=bool)
-    only_out = numpy.zeros(len(tags), dtype=bool)
-    only_out[index[OUT]] = True
+    index, cont = inventory.index, inventory.continuation
+    allowed = numpy.ones((len(doc), len(inventory.tags)), dtype=bool)
+    only_out = numpy.zeros(len(inventory.tags), dtype=bool)
+    only_out[inventory.out] = True
     for token in doc:
-        if token.is_space:
+        # whitespace; and, unless overwriting, tokens an earlier component blocked
+        blocked = not overwrite_ents and token.ent_iob == 3 and token.ent_type == 0
+        if token.is_space or blocked:
             allowed[token.i] = only_out
     if overwrite_ents:
         return allowed
-    for token in doc:
-        if token.ent_iob == 3 and token.ent_type == 0:  # blocked
-            allowed[token.i] = only_out
     for ent in doc.ents:
         known = ent.label_ in labels
-        ent_tags = span_tags(len(ent), ent.label_, scheme) if known else None
+        ent_tags = span_tags(len(ent), ent.label_, inventory.scheme) if known else None
         for k, i in enumerate(range(ent.start, ent.end)):
             allowed[i] = False
-            allowed[i, index[ent_tags[k]] if ent_tags else index[OUT]] = True
+            allowed[i, index[ent_tags[k]] if ent_tags else inventory.out] = True
         # the next token may not continue the entity (BIO: its I- tag)
         if ent_tags and ent.end < len(doc) and cont[index[ent_tags[-1]]] >= 0:
             allowed[ent.end, cont[index[ent_tags[-1]]]] = False
@@ -60,7 +69,7 @@ def allowed_tags(
 def hold_tokens_without_wordpieces(
     docs: List[Doc],
     allowed: List[numpy.ndarray],
-    tags: Sequence[str],
+    inventory: TagInventory,
     *,
     overwrite_ents: bool,
     name: str,
@@ -71,7 +80,7 @@ def hold_tokens_without_wordpieces(
     many there were. `allowed` (see allowed_tags) is changed in place."""
     from .layers.transformer import tokens_without_wordpieces
 
-    out = list(tags).index(OUT)
+    out = inventory.out
     n_tokens = n_docs = 0
     for doc, doc_allowed in zip(docs, allowed):
         gaps = tokens_without_wordpieces(doc)

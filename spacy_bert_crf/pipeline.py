@@ -15,7 +15,7 @@ from spacy.vocab import Vocab
 from thinc.api import Config, Model, Optimizer, set_dropout_rate
 from thinc.types import Floats2d
 
-from .decoding import Decoded, allowed_tags, check_upstream, decode
+from .decoding import Decoded, TagInventory, allowed_tags, check_upstream, decode
 from .decoding import hold_tokens_without_wordpieces
 from .layers.crf import CRFConstraints, set_constraints
 from .tag_schemes import OUT, biluo_to_scheme, constraints, continuations, make_tags
@@ -233,13 +233,14 @@ class CRFEntityRecognizer(TrainablePipe):
             return [[] for _ in docs]
         listens_to_transformer = check_upstream(self.model, docs, self.name)
         emissions = self.model.predict(docs)
-        allowed = [self._allowed_tags(doc) for doc in docs]
+        inventory = TagInventory(self.tags, self.scheme)  # once per batch, not per doc
+        allowed = [self._allowed_tags(doc, inventory) for doc in docs]
         if listens_to_transformer:
             hold_tokens_without_wordpieces(
-                docs, allowed, self.tags, overwrite_ents=self.overwrite_ents, name=self.name
+                docs, allowed, inventory, overwrite_ents=self.overwrite_ents, name=self.name
             )
         return decode(
-            self.model, emissions, allowed, self.tags, self.scheme,
+            self.model, emissions, allowed, inventory.tags, self.scheme,
             with_scores=self.spans_key is not None,
         )
 
@@ -250,10 +251,13 @@ class CRFEntityRecognizer(TrainablePipe):
             self.model, CRFConstraints(trans, start, end, continuations(self.tags, self.scheme))
         )
 
-    def _allowed_tags(self, doc: Doc) -> numpy.ndarray:
+    def _allowed_tags(
+        self, doc: Doc, inventory: Optional[TagInventory] = None
+    ) -> numpy.ndarray:
         """The tags each token may take, (len(doc), n_tags) bool: see decoding.allowed_tags."""
+        inventory = inventory or TagInventory(self.tags, self.scheme)
         return allowed_tags(
-            doc, self.tags, self.scheme, self.labels, overwrite_ents=self.overwrite_ents
+            doc, inventory, frozenset(self.labels), overwrite_ents=self.overwrite_ents
         )
 
     def set_annotations(self, docs: Iterable[Doc], decoded: Decoded) -> None:
