@@ -13,8 +13,8 @@ as "O":
     BILUO / BIOES / BMES: after B-X or I-X comes I-X or L-X; after O, L- or U- comes O, B- or U-.
     BIO / IOB2: I-X only follows B-X or I-X.
     IOB1: B-X only follows B-X or I-X (B- only separates two adjacent entities of one type).
-The CRF's constraints (`constraints`, `continuations`), `is_valid` and the converters' repairs
-all come from it.
+The CRF's constraints (`constraints`, `continuations`) and the converters' repairs all come
+from it.
 
 One decoder (`read_tags`): a tag goes on with the entity before it when it is an I-/M-/L-/E- tag
 right after a B-/I-/M- tag of its label; every other tag but "O" starts a new entity. On a valid
@@ -146,14 +146,6 @@ def spans_to_tags(length: int, spans: Iterable[Span], scheme: str) -> List[str]:
     return tags
 
 
-def spans_to_tag_ids(
-    length: int, spans: Iterable[Span], tags: Sequence[str], scheme: str
-) -> List[int]:
-    """Tag ids (positions in the inventory `tags`) for a sequence with the given entities."""
-    index = {tag: i for i, tag in enumerate(tags)}
-    return [index[tag] for tag in spans_to_tags(length, spans, scheme)]
-
-
 def biluo_to_scheme(tag: Optional[str], scheme: str) -> Optional[str]:
     """Map one spaCy BILUO tag (None/"-"/"" = missing) to the scheme's tag (None = missing)."""
     if tag is None or tag == "-" or tag == "":
@@ -165,7 +157,7 @@ def biluo_to_scheme(tag: Optional[str], scheme: str) -> Optional[str]:
 
 
 # ---------------------------------------------------------------------------------------------
-# Validity: one rule for the CRF's constraints, is_valid and the converters' repairs
+# Validity: one rule for the CRF's constraints and the converters' repairs
 # ---------------------------------------------------------------------------------------------
 
 
@@ -215,16 +207,6 @@ def continuations(tags: Sequence[str], scheme: str) -> numpy.ndarray:
         if prefix in _OPENS and _follows((prefix, label), _OUTSIDE, family):
             out[i] = index.get(f"I-{label}", -1)
     return out
-
-
-def is_valid(tags: Sequence[str], scheme: str) -> bool:
-    """Whether a tag sequence is valid under a model scheme: a path the CRF can decode."""
-    parsed = [split_tag(tag) for tag in tags]
-    try:
-        _check_prefixes(parsed, check_scheme(scheme), _MODEL_PREFIXES[scheme])
-    except TagSchemeError:
-        return False
-    return not _read(parsed, _FAMILIES[scheme])[1]
 
 
 def _check_prefixes(tags: Sequence[Tag], scheme: str, allowed: Iterable[str]) -> None:

@@ -13,11 +13,11 @@ from spacy_bert_crf.layers.constrained_crf import ConstrainedCRF
 from spacy_bert_crf.tag_schemes import (
     constraints,
     continuations,
-    is_valid,
     make_tags,
-    spans_to_tag_ids,
     tags_to_spans,
 )
+
+from .util import is_valid, spans_to_tag_ids
 
 # (scheme, labels) pairs with at most 6 tags: BIO with 1-2 labels (3/5 tags), BILUO with 1 (5).
 CASES = [("BIO", ["PER"]), ("BIO", ["PER", "LOC"]), ("BILUO", ["PER"])]

@@ -8,9 +8,17 @@ from spacy.tokens import Doc, Span
 from spacy.training import Example
 
 from spacy_bert_crf.layers.crf import viterbi_paths
-from spacy_bert_crf.tag_schemes import is_valid, tags_to_spans
+from spacy_bert_crf.tag_schemes import tags_to_spans
 
-from .util import TRAIN_DATA, entities, make_examples, make_light_nlp, make_trf_nlp, train
+from .util import (
+    TRAIN_DATA,
+    entities,
+    is_valid,
+    make_examples,
+    make_light_nlp,
+    make_trf_nlp,
+    train,
+)
 
 GOLD = [[tuple(e) for e in ents] for _, ents in TRAIN_DATA]
 TEXTS = [t for t, _ in TRAIN_DATA]

@@ -28,16 +28,16 @@ from spacy_bert_crf.tag_schemes import (
     continuations,
     detect_scheme,
     input_scheme,
-    is_valid,
     make_tags,
     read_tags,
     resolve_scheme,
     span_tags,
-    spans_to_tag_ids,
     spans_to_tags,
     split_tag,
     tags_to_spans,
 )
+
+from .util import is_valid, spans_to_tag_ids
 
 # Labels with "-" and labels that look like prefixes or "O": the tag is split at its first "-".
 LABELS = ["PER", "LOC-2", "creative-work", "B", "O-X", "U-L", "人名"]

@@ -2,11 +2,13 @@
 import os
 import string
 from pathlib import Path
-from typing import List, Optional, Tuple
+from typing import Iterable, List, Optional, Sequence, Tuple
 
 import spacy
 from spacy.language import Language
 from spacy.training import Example
+
+from spacy_bert_crf.tag_schemes import OUT, read_tags, split_tag, spans_to_tags
 
 # Hand-written sentences with character-offset entities.
 TRAIN_DATA: List[Tuple[str, List[Tuple[int, int, str]]]] = [
@@ -123,3 +125,21 @@ def train(nlp: Language, examples, steps: int, lr: float = 0.001):
     for _ in range(steps):
         losses = nlp.update(examples, sgd=optimizer, losses={})
     return losses
+
+
+def is_valid(tags: Sequence[str], scheme: str) -> bool:
+    """Whether a tag sequence is a path the model can decode, by reading it: only the model
+    scheme's prefixes, and no repair (the tests compare this with the CRF's constraints)."""
+    allowed = {"BILUO": "BILU", "BIO": "BI"}[scheme]
+    parsed = [split_tag(tag) for tag in tags]
+    if any(prefix != OUT and prefix not in allowed for prefix, _ in parsed):
+        return False
+    return not read_tags(parsed, scheme)[1]
+
+
+def spans_to_tag_ids(
+    length: int, spans: Iterable[Tuple[int, int, str]], tags: Sequence[str], scheme: str
+) -> List[int]:
+    """Tag ids (positions in the inventory `tags`) for a sequence with the given entities."""
+    index = {tag: i for i, tag in enumerate(tags)}
+    return [index[tag] for tag in spans_to_tags(length, spans, scheme)]
