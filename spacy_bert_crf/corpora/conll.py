@@ -1,5 +1,10 @@
 """CoNLL-2003 style column files (word first, NER tag last; IOB1, IOB2/BIO, BIOES/BILUO).
 
+A file of four columns is read as CoNLL-2003 lays them out, WORD POS CHUNK NER: the POS tags
+become ``token.tag_`` and the chunks (IOB1 or IOB2 tags such as I-NP, read like entities) the
+span group ``doc.spans["chunks"]``, for multi-task training (spaCy's ``tagger`` on the tags).
+Files of other column counts keep only the words and the NER tags.
+
 Columns are split on spaces or tabs. A wrong column count is an error naming file:line (the
 expected count is that of most token lines, so a token containing a space is the line blamed),
 as are an unknown tag prefix and a tag without a label. A file without any token is an error too.
@@ -12,7 +17,7 @@ from typing import Dict, List, Optional, Tuple, Union
 from spacy.tokens import Doc
 from spacy.vocab import Vocab
 
-from ..tag_schemes import Tag
+from ..tag_schemes import Tag, split_tag
 from .docs import (
     BLANK,
     COLUMNS,
@@ -29,6 +34,7 @@ from .docs import (
 
 DOCSTART = "-DOCSTART-"
 _DOCSTART = "<docstart>"  # parsed-line marker, compared by identity
+POS_CHUNK_COLUMNS = 4  # WORD POS CHUNK NER
 
 
 def read_conll(
@@ -57,7 +63,8 @@ def read_conll(
     label_map (Optional[Dict[str, str]]): Rename entity labels, e.g. {"NR": "PER"}.
     vocab (Optional[Vocab]): The vocab for the Docs.
     progress (bool): Show a progress bar for large files.
-    RETURNS (Tuple[List[Doc], ConversionStats]): The Docs (sentence starts set) and the statistics.
+    RETURNS (Tuple[List[Doc], ConversionStats]): The Docs (sentence starts set; with 4 columns also
+        token.tag_ and doc.spans["chunks"]) and the statistics.
     """
     check_grouping(docs, n_sents)
     return read_sentences_file(
@@ -99,9 +106,13 @@ def _parse_conll(
     words: List[str] = []
     tags: List[Tag] = []
     first = 0
+    pos: List[str] = []
+    chunks: List[Tag] = []
+    with_columns = n_cols == POS_CHUNK_COLUMNS
     tag_cache: Dict[str, Tag] = {}
-    # Parsed lines: (word, tag), BLANK or _DOCSTART. Only valid lines get in.
-    cache: Dict[str, Union[Tuple[str, Tag], str]] = {}
+    chunk_cache: Dict[str, Tag] = {}
+    # Parsed lines: (word, tag[, pos, chunk]), BLANK or _DOCSTART. Only valid lines get in.
+    cache: Dict[str, Union[Tuple, str]] = {}
     numbered = enumerate(iter_progress(lines, f"Reading {path.name}", " lines", progress), 1)
     for lineno, line in numbered:
         parsed = cache.get(line)
@@ -129,24 +140,54 @@ def _parse_conll(
                 tag = tag_cache.get(cols[-1])
                 if tag is None:
                     tag = parse_tag(cols[-1], label_map, path, lineno, stripped, tag_cache)
-                parsed = (cols[0], tag)
+                if with_columns:
+                    chunk = chunk_cache.get(cols[2])
+                    if chunk is None:
+                        chunk = _parse_chunk(cols[2], path, lineno, stripped, chunk_cache)
+                    parsed = (cols[0], tag, cols[1], chunk)
+                else:
+                    parsed = (cols[0], tag)
             cache[line] = parsed
         if parsed.__class__ is tuple:
             if not words:
                 first = lineno
             words.append(parsed[0])
             tags.append(parsed[1])
+            if with_columns:
+                pos.append(parsed[2])
+                chunks.append(parsed[3])
             continue
         if words:
-            documents[-1].append(Sentence(words, tags, first))
-            words, tags = [], []
+            documents[-1].append(_sentence(words, tags, first, pos, chunks, with_columns))
+            words, tags, pos, chunks = [], [], [], []
         if parsed is _DOCSTART and documents[-1]:
             documents.append([])
     if words:
-        documents[-1].append(Sentence(words, tags, first))
+        documents[-1].append(_sentence(words, tags, first, pos, chunks, with_columns))
     documents = [document for document in documents if document]
     if not documents:
         raise ConversionError(
             f"{path}: no tokens to convert: the file holds {describe_empty(lines)}"
         )
     return documents
+
+
+def _sentence(
+    words: List[str], tags: List[Tag], first: int, pos: List[str], chunks: List[Tag],
+    with_columns: bool,
+) -> Sentence:
+    if with_columns:
+        return Sentence(words, tags, first, pos=pos, chunks=chunks)
+    return Sentence(words, tags, first)
+
+
+def _parse_chunk(tag: str, path: Path, lineno: int, line: str, cache: Dict[str, Tag]) -> Tag:
+    """Parse a chunk tag (I-NP, B-VP, O) into (prefix, label)."""
+    try:
+        cache[tag] = split_tag(tag)
+    except ValueError as err:
+        raise ConversionError(
+            f"{path}:{lineno}: chunk column (the third of WORD POS CHUNK NER): {err}, "
+            f"in line {line!r}"
+        ) from None
+    return cache[tag]

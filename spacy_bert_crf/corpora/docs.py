@@ -43,6 +43,7 @@ PROGRESS_MIN_LINES = 50_000  # smaller files convert in a few seconds: no progre
 PROGRESS_STEPS = 10  # progress lines per pass when stderr is not a terminal
 
 COLUMNS = re.compile(r"[ \t]+")
+CHUNKS_KEY = "chunks"  # the span group of a chunk column (CoNLL-2003)
 BLANK = "<blank>"  # parsed-line markers, compared by identity
 
 PathLike = Union[str, Path]
@@ -86,11 +87,14 @@ class ConversionStats:
 
 @dataclass
 class Sentence:
-    """The tokens of one sentence; token i is on line first_line + i of the file."""
+    """The tokens of one sentence; token i is on line first_line + i of the file. pos (the POS
+    tags) and chunks (chunk tags, as (prefix, label)) are set when the file has those columns."""
 
     words: List[str]
     tags: List[Tag]
     first_line: int
+    pos: Optional[List[str]] = None
+    chunks: Optional[List[Tag]] = None
 
 
 def read_sentences_file(
@@ -228,6 +232,8 @@ def _to_docs(
     sequences = (sentence.tags for document in documents for sentence in document)
     name, detection, ambiguous = resolve_scheme(scheme, sequences)
     stats = ConversionStats(scheme=name, detection=detection, ambiguous=ambiguous)
+    chunk_sequences = [s.chunks for d in documents for s in d if s.chunks is not None]
+    chunk_scheme = resolve_scheme("auto", chunk_sequences)[0] if chunk_sequences else ""
     if docs:
         groups = documents
     else:
@@ -237,6 +243,8 @@ def _to_docs(
         words: List[str] = []
         sent_starts: List[Optional[Union[bool, int]]] = []  # the type Doc asks for
         spans: List[Tuple[int, int, str]] = []
+        pos: List[str] = []
+        chunks: List[Tuple[int, int, str]] = []
         for sentence in group:
             offset = len(words)
             sentence_spans, repairs = _read_sentence(sentence, name, path)
@@ -261,10 +269,26 @@ def _to_docs(
             sent_starts.append(True)
             sent_starts.extend([False] * (len(sentence.words) - 1))
             spans.extend((offset + s, offset + e, label) for s, e, label in sentence_spans)
+            if sentence.pos is not None:
+                pos.extend(sentence.pos)
+            if sentence.chunks is not None:
+                # chunks are auxiliary: an invalid sequence is repaired, never an error
+                try:
+                    chunk_spans, _ = read_tags(sentence.chunks, chunk_scheme)
+                except TagSchemeError as err:
+                    raise ConversionError(
+                        f"{path}:{sentence.first_line + err.index}: chunk column: {err}"
+                    ) from None
+                chunks.extend((offset + s, offset + e, label) for s, e, label in chunk_spans)
         token_spaces = [spaces] * len(words)
         token_spaces[-1] = False
-        doc = Doc(vocab, words=words, spaces=token_spaces, sent_starts=sent_starts)
+        doc = Doc(
+            vocab, words=words, spaces=token_spaces, sent_starts=sent_starts,
+            tags=pos if chunk_scheme else None,
+        )
         doc.set_ents([Span(doc, s, e, label=label) for s, e, label in spans], default="outside")
+        if chunk_scheme:
+            doc.spans[CHUNKS_KEY] = [Span(doc, s, e, label=label) for s, e, label in chunks]
         stats.entities.update(label for _, _, label in spans)
         stats.sentences += len(group)
         stats.tokens += len(words)
