@@ -3,19 +3,47 @@ CRF's tags: whitespace, blocked tokens, preset entities, tokens without wordpiec
 that the component it listens to ran on the docs, and the constrained Viterbi entities with
 their confidences."""
 import warnings
-from typing import Collection, List, Sequence, Tuple
+from typing import Collection, List, NamedTuple, Optional, Sequence, Tuple
 
 import numpy
-from spacy.tokens import Doc
+from spacy.tokens import Doc, Span
 from thinc.api import Model
 from thinc.types import Floats2d
 
-from .layers.crf import span_log_probs, viterbi_paths
-from .tag_schemes import OUT, continuations, span_tags, tags_to_spans
+from .layers.crf import ChainArrays, chain_arrays, viterbi_paths
+from .layers.crf_decode import NumpyChain, candidate_spans, entity_log_probs
+from .layers.crf_kbest import kbest_exact
+from .tag_schemes import OUT, check_scheme, continuations, span_tags, tags_to_spans
 
 # (start, end exclusive, label, probability) per predicted entity
 Entity = Tuple[int, int, str, float]
-Decoded = List[List[Entity]]
+
+
+class DocDecoding(NamedTuple):
+    """What decoding found in one doc: the entities of the best path (with P(exactly this span
+    and label), 1.0 when not asked for) and the candidate spans (None when not asked for)."""
+
+    entities: List[Entity]
+    candidates: Optional[List[Entity]] = None
+
+
+Decoded = List[DocDecoding]
+
+
+class Candidates(NamedTuple):
+    """Which candidate spans to find: every span of at most max_length tokens whose
+    P(exactly this span and label) >= threshold (and > 0)."""
+
+    threshold: float
+    max_length: int
+
+
+class Analysis(NamedTuple):
+    """One tag sequence of an n-best list: its entities (start, end exclusive, label) and its
+    probability."""
+
+    entities: List[Tuple[int, int, str]]
+    probability: float
 
 
 class TagInventory:
@@ -31,7 +59,12 @@ class TagInventory:
 
 
 def allowed_tags(
-    doc: Doc, inventory: TagInventory, labels: Collection[str], *, overwrite_ents: bool
+    doc: Doc,
+    inventory: TagInventory,
+    labels: Collection[str],
+    *,
+    overwrite_ents: bool,
+    ents: Optional[Sequence[Span]] = None,
 ) -> numpy.ndarray:
     """The tags each token may take, (len(doc), n_tags) bool.
 
@@ -42,6 +75,7 @@ def allowed_tags(
     held as "O" here and the entity is put back in set_annotations), and under BIO
     the token after a preset entity may not continue it. Plain "O" tokens, which
     `doc.ents = [...]` writes on every token outside the given entities, stay free.
+    ents: the preset entities, if not doc.ents (nbest leaves out the pipe's own ones).
     """
     index, cont = inventory.index, inventory.continuation
     allowed = numpy.ones((len(doc), len(inventory.tags)), dtype=bool)
@@ -54,7 +88,7 @@ def allowed_tags(
             allowed[token.i] = only_out
     if overwrite_ents:
         return allowed
-    for ent in doc.ents:
+    for ent in doc.ents if ents is None else ents:
         known = ent.label_ in labels
         ent_tags = span_tags(len(ent), ent.label_, inventory.scheme) if known else None
         for k, i in enumerate(range(ent.start, ent.end)):
@@ -140,17 +174,21 @@ def decode(
     scheme: str,
     *,
     with_scores: bool,
+    temperature: float = 1.0,
+    candidates: Optional[Candidates] = None,
 ) -> Decoded:
-    """Viterbi entities per doc, each with P(exactly this span and label) if with_scores.
+    """Viterbi entities per doc, each with P(exactly this span and label) if with_scores, and the
+    candidate spans if asked for.
 
     Empty docs give no entities. The tags never form an invalid sequence: invalid
-    transitions are -inf in the Viterbi recursion. The best path and the confidences alike
-    are conditioned on `allowed` (the tags each token may take, see allowed_tags).
+    transitions are -inf in the Viterbi recursion. The best path, the confidences and the
+    candidates alike are conditioned on `allowed` (the tags each token may take, see
+    allowed_tags); the probabilities are those of the CRF at `temperature` (see chain_arrays).
     """
-    out: Decoded = [[] for _ in emissions]
+    out: Decoded = [DocDecoding([]) for _ in emissions]
     rows = [i for i, e in enumerate(emissions) if len(e)]
     if not rows:
-        return out
+        return [DocDecoding([], [] if candidates else None) for _ in emissions]
     E = [emissions[i] for i in rows]
     A = [allowed[i] for i in rows]
     paths = viterbi_paths(model, E, A)
@@ -159,9 +197,129 @@ def decode(
         for start, end, label in tags_to_spans([tags[t] for t in path], scheme):
             found.append((r, start, end, label))
     probs = numpy.ones(len(found))
-    if with_scores and found:
-        queries = [(r, s, e, paths[r][s:e].tolist()) for r, s, e, _ in found]
-        probs = numpy.minimum(1.0, numpy.exp(span_log_probs(model, E, A, queries)))
+    spans: List[List[Entity]] = [[] for _ in rows]
+    if (with_scores and found) or candidates is not None:
+        arrays = chain_arrays(model, E, A, temperature)
+        log_alpha, log_beta, log_z = NumpyChain(
+            arrays.pot, arrays.mask, arrays.trans, arrays.start, arrays.end
+        ).log_alpha_beta()
+        scored = _Scored(log_alpha, log_beta, log_z, arrays.pot, arrays.trans,
+                         arrays.continuation, arrays.lengths)
+        if with_scores and found:
+            queries = [(r, s, e, paths[r][s:e].tolist()) for r, s, e, _ in found]
+            probs = numpy.minimum(1.0, numpy.exp(entity_log_probs(*scored, queries)))
+        if candidates is not None:
+            spans = _candidates(scored, tags, scheme, candidates)
     for (r, start, end, label), p in zip(found, probs):
-        out[rows[r]].append((start, end, label, float(p)))
+        out[rows[r]].entities.append((start, end, label, float(p)))
+    if candidates is not None:
+        for r, row_spans in zip(rows, spans):
+            out[r] = DocDecoding(out[r].entities, row_spans)
+        for i, decoding in enumerate(out):
+            if decoding.candidates is None:
+                out[i] = DocDecoding(decoding.entities, [])
     return out
+
+
+def label_patterns(tags: Sequence[str], scheme: str) -> Tuple[List[str], numpy.ndarray]:
+    """The labels, and for each the tag ids (single, first, middle, last) of its entities, as a
+    (4, n_labels) array: a one-token entity is `single`, a longer one first, middle..., last
+    (span_tags)."""
+    index = {tag: i for i, tag in enumerate(tags)}
+    labels = list(dict.fromkeys(tag.split("-", 1)[1] for tag in tags if tag != OUT))
+    patterns = numpy.zeros((4, len(labels)), dtype=numpy.int64)
+    for i, label in enumerate(labels):
+        one, three = span_tags(1, label, scheme), span_tags(3, label, scheme)
+        patterns[:, i] = [index[one[0]], index[three[0]], index[three[1]], index[three[2]]]
+    return labels, patterns
+
+
+class _Scored(NamedTuple):
+    """What span probabilities are computed from (see crf_decode.entity_log_probs)."""
+
+    log_alpha: numpy.ndarray
+    log_beta: numpy.ndarray
+    log_z: numpy.ndarray
+    pot: numpy.ndarray
+    trans: numpy.ndarray
+    continuation: numpy.ndarray
+    lengths: numpy.ndarray
+
+
+def _candidates(
+    scored: _Scored, tags: Sequence[str], scheme: str, options: Candidates
+) -> List[List[Entity]]:
+    """Every span of each row with P(exactly this span and label) >= the threshold (and > 0),
+    sorted by start, end and label: see candidate_spans (O(B T L n_labels) for spans of at most
+    L tokens)."""
+    labels, patterns = label_patterns(tags, scheme)
+    rows, starts, ends, label_ids, probs = candidate_spans(
+        scored.log_alpha, scored.log_beta, scored.log_z, scored.pot, scored.trans,
+        scored.continuation, scored.lengths, patterns, options.max_length, options.threshold,
+    )
+    found: List[List[Entity]] = [[] for _ in range(scored.pot.shape[0])]
+    for r, s, e, j, p in zip(rows.tolist(), starts.tolist(), ends.tolist(), label_ids.tolist(),
+                             probs.tolist()):
+        found[r].append((s, e, labels[j], p))
+    for row in found:
+        row.sort(key=lambda span: (span[0], span[1], span[2]))
+    return found
+
+
+def nbest(
+    model: Model,
+    emissions: List[Floats2d],
+    allowed: List[numpy.ndarray],
+    tags: Sequence[str],
+    scheme: str,
+    k: int,
+    *,
+    temperature: float = 1.0,
+) -> List[List[Analysis]]:
+    """The k most probable valid tag sequences of each doc among those `allowed` admits, by
+    k-best Viterbi, as entity lists with their exact probabilities (at `temperature`), most
+    probable first. A doc with fewer than k such sequences gets them all; an empty doc gets [].
+    """
+    out: List[List[Analysis]] = [[] for _ in emissions]
+    rows = [i for i, e in enumerate(emissions) if len(e)]
+    if not rows:
+        return out
+    arrays: ChainArrays = chain_arrays(
+        model, [emissions[i] for i in rows], [allowed[i] for i in rows], temperature
+    )
+    pot, trans, start, end = arrays.with_infinities()
+    paths, scores = kbest_exact(pot, arrays.mask, trans, start, end, k)
+    log_z = NumpyChain(arrays.pot, arrays.mask, arrays.trans, arrays.start, arrays.end).log_z()
+    log_p = numpy.minimum(scores - log_z[:, None], 0.0)
+    to_spans = _PathReader(tags, scheme)
+    for r, (length, row_paths, row_log_p) in enumerate(zip(arrays.lengths, paths, log_p)):
+        for path, lp in zip(row_paths, row_log_p):
+            if numpy.isfinite(lp):
+                out[rows[r]].append(Analysis(to_spans(path[:length]), float(numpy.exp(lp))))
+    return out
+
+
+class _PathReader:
+    """The entities of valid tag paths (tag ids) of a model scheme (BILUO, BIO), as
+    tags_to_spans reads them, with the tags parsed once: on a valid path an entity starts on a
+    B- or U- tag and goes on over the I- and L- tags after it."""
+
+    def __init__(self, tags: Sequence[str], scheme: str) -> None:
+        check_scheme(scheme)
+        self.labels = [None if tag == OUT else tag.split("-", 1)[1] for tag in tags]
+        self.starts = numpy.asarray(
+            [tag != OUT and tag.split("-", 1)[0] in ("B", "U") for tag in tags], dtype=bool
+        )
+
+    def __call__(self, path: numpy.ndarray) -> List[Tuple[int, int, str]]:
+        labels, starts = self.labels, self.starts
+        inside = numpy.asarray([label is not None for label in labels], dtype=bool)[path]
+        begins = numpy.flatnonzero(starts[path])
+        out = []
+        n = len(path)
+        for b in begins.tolist():
+            e = b + 1
+            while e < n and inside[e] and not starts[path[e]]:
+                e += 1
+            out.append((b, e, labels[path[b]]))
+        return out

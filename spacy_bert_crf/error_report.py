@@ -45,7 +45,7 @@ def render_errors(
     shown = flagged[: max(max_docs, 0)]
     omitted = len(flagged) - len(shown)
     summary = _summary_html(report, len(examples), len(flagged))
-    parts = [_HTML_HEAD, "<h1>NER error report</h1>", summary]
+    parts = [_HTML_HEAD, "<h1>NER error report</h1>", summary, plots_html(report)]
     if omitted:
         parts.append(
             f'<p class="omitted">Showing the first {len(shown)} of {len(flagged)} docs with errors '
@@ -147,6 +147,84 @@ def _summary_html(report: Optional[Dict[str, Any]], n_docs: int, n_flagged: int)
     return f'<table class="summary">{cells}</table>'
 
 
+def plots_html(report: Optional[Dict[str, Any]]) -> str:
+    """Inline SVG figures of a `score` report: the precision/recall curve over confidence
+    thresholds, and the reliability diagram of the confidences (before and after the fitted
+    temperature when the report has one). Empty when the report has neither."""
+    if not report:
+        return ""
+    figures = []
+    curve = report.get("pr_curve")
+    if curve:
+        points = [(c["r"], c["p"], c["threshold"]) for c in curve
+                  if c["p"] is not None and c["r"] is not None]
+        figures.append(_svg_figure(
+            "Precision / recall over confidence thresholds", "recall", "precision",
+            [("curve", "#1f77b4", [(r, p) for r, p, _ in points])],
+            labels=[(r, p, f"{t:g}") for r, p, t in points[:: max(1, len(points) // 5)]],
+        ))
+    series = []
+    fitted = report.get("temperature")
+    if fitted and fitted.get("test"):
+        for name, color in (("before", "#d62728"), ("after", "#2ca02c")):
+            table = fitted["test"].get(name)
+            if table:
+                t = fitted["previous_temperature" if name == "before" else "temperature"]
+                series.append((f"T={t:.2f} (ECE {table['ece']:.3f})", color, _reliability(table)))
+    elif report.get("confidence"):
+        conf = report["confidence"]
+        series.append((f"ECE {conf['ece']:.3f}", "#1f77b4", _reliability(conf)))
+    if series:
+        series.insert(0, ("perfect", "#999999", [(0.0, 0.0), (1.0, 1.0)]))
+        figures.append(_svg_figure(
+            "Reliability: accuracy per confidence bin", "confidence", "accuracy", series
+        ))
+    return f'<div class="figures">{"".join(figures)}</div>' if figures else ""
+
+
+def _reliability(table: Dict[str, Any]) -> List[Tuple[float, float]]:
+    return [(b["mean_confidence"], b["accuracy"]) for b in table["bins"] if b["count"]]
+
+
+def _svg_figure(title, x_label, y_label, series, labels=()) -> str:
+    """A small line chart over [0, 1] x [0, 1] as inline SVG (no plotting library needed)."""
+    size, pad = 260, 40
+
+    def xy(x: float, y: float) -> str:
+        return f"{pad + x * size:.1f},{pad + (1 - y) * size:.1f}"
+
+    parts = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{size + 2 * pad + 150}" '
+        f'height="{size + 2 * pad}" role="img"><title>{html.escape(title)}</title>',
+        f'<rect x="{pad}" y="{pad}" width="{size}" height="{size}" fill="none" stroke="#333"/>',
+        f'<text x="{pad}" y="{pad - 12}" font-size="13">{html.escape(title)}</text>',
+        f'<text x="{pad + size / 2}" y="{size + pad + 30}" font-size="11" '
+        f'text-anchor="middle">{html.escape(x_label)}</text>',
+        f'<text x="12" y="{pad + size / 2}" font-size="11" text-anchor="middle" '
+        f'transform="rotate(-90 12 {pad + size / 2})">{html.escape(y_label)}</text>',
+    ]
+    for tick in (0.0, 0.5, 1.0):
+        parts.append(f'<text x="{pad + tick * size}" y="{size + pad + 14}" font-size="10" '
+                     f'text-anchor="middle">{tick:g}</text>')
+        parts.append(f'<text x="{pad - 6}" y="{pad + (1 - tick) * size + 4}" font-size="10" '
+                     f'text-anchor="end">{tick:g}</text>')
+    for i, (name, color, points) in enumerate(series):
+        if points:
+            dash = ' stroke-dasharray="4 3"' if name == "perfect" else ""
+            line = " ".join(xy(x, y) for x, y in points)
+            parts.append(f'<polyline points="{line}" fill="none" stroke="{color}" '
+                         f'stroke-width="2"{dash}/>')
+            parts.extend(f'<circle cx="{xy(x, y).split(",")[0]}" cy="{xy(x, y).split(",")[1]}" '
+                         f'r="2.5" fill="{color}"/>' for x, y in points if name != "perfect")
+        parts.append(f'<text x="{size + pad + 10}" y="{pad + 14 + 16 * i}" font-size="11" '
+                     f'fill="{color}">{html.escape(name)}</text>')
+    for x, y, text in labels:
+        parts.append(f'<text x="{pad + x * size + 4}" y="{pad + (1 - y) * size - 4}" '
+                     f'font-size="9" fill="#555">{html.escape(text)}</text>')
+    parts.append("</svg>")
+    return "".join(parts)
+
+
 _HTML_HEAD = """<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>NER error report</title>
 <style>
@@ -159,4 +237,5 @@ ul.errors li.missed { color: #b35900; }
 ul.errors li.spurious { color: #a00; }
 ul.errors li.wrong { color: #5a2ca0; }
 p.omitted { color: #a00; }
+div.figures svg { margin: 1em 2em 0 0; }
 </style></head><body>"""

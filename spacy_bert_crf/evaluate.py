@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Set, Tuple, Union
 
+import numpy
 import spacy
 from spacy.language import Language
 from spacy.scorer import PRFScore
@@ -33,6 +34,8 @@ from spacy.training import Example
 
 DEFAULT_SPANS_KEY = "crf_ner"
 N_CALIBRATION_BINS = 10
+# Thresholds of the precision/recall curve: 0, 0.05, ..., 0.95, 0.99
+PR_THRESHOLDS = tuple(round(0.05 * i, 2) for i in range(20)) + (0.99,)
 FILE_TYPE = ".spacy"
 
 PathLike = Union[str, Path]
@@ -191,24 +194,7 @@ def predict(
     """
     if docbins is None:
         docbins = read_docbins(data_path)
-    examples: List[Example] = []
-    indices: List[int] = []
-    n_empty = 0
-    i = 0
-    for docbin in docbins:
-        for gold in docbin.get_docs(nlp.vocab):
-            if len(gold) == 0:
-                n_empty += 1
-            else:
-                if gold_preproc or gold.has_unknown_spaces:
-                    words = [t.text for t in gold]
-                    spaces = [bool(t.whitespace_) for t in gold]
-                    doc = Doc(nlp.vocab, words=words, spaces=spaces)
-                else:
-                    doc = nlp.make_doc(gold.text)
-                examples.append(Example(doc, gold))
-                indices.append(i)
-            i += 1
+    examples, indices, n_empty = make_examples(nlp, docbins, gold_preproc=gold_preproc)
     order = list(range(len(examples)))
     if sort_by_length:
         order.sort(key=lambda j: len(examples[j].predicted))
@@ -230,6 +216,37 @@ def predict(
         examples, indices, seconds, n_empty=n_empty, data_path=str(data_path), model=model,
         spans_keys=keys or [DEFAULT_SPANS_KEY],
     )
+
+
+def make_examples(
+    nlp: Language, docbins: Sequence[DocBin], *, gold_preproc: bool = False
+) -> Tuple[List[Example], List[int], int]:
+    """Examples (unprocessed doc, gold doc) of the non-empty gold docs, as spaCy's Corpus makes
+    them: the predicted doc is nlp.make_doc(text), or the gold tokens with gold_preproc (and
+    always for gold docs with unknown whitespace).
+
+    RETURNS (Tuple[List[Example], List[int], int]): The examples, the corpus index of each, and
+        the number of empty gold docs skipped.
+    """
+    examples: List[Example] = []
+    indices: List[int] = []
+    n_empty = 0
+    i = 0
+    for docbin in docbins:
+        for gold in docbin.get_docs(nlp.vocab):
+            if len(gold) == 0:
+                n_empty += 1
+            else:
+                if gold_preproc or gold.has_unknown_spaces:
+                    words = [t.text for t in gold]
+                    spaces = [bool(t.whitespace_) for t in gold]
+                    doc = Doc(nlp.vocab, words=words, spaces=spaces)
+                else:
+                    doc = nlp.make_doc(gold.text)
+                examples.append(Example(doc, gold))
+                indices.append(i)
+            i += 1
+    return examples, indices, n_empty
 
 
 def find_errors(eg: Example) -> Optional[DocErrors]:
@@ -286,6 +303,7 @@ def score(prediction: Prediction) -> Dict[str, Any]:
     n_error_docs = 0
     error_counts = {"missed": 0, "spurious": 0, "wrong_label": 0}
     confidences: List[Tuple[float, bool]] = []
+    thresholded: List[Tuple[Optional[float], bool]] = []
     for eg in prediction.examples:
         errors = find_errors(eg)
         if errors is None:
@@ -306,6 +324,7 @@ def score(prediction: Prediction) -> Dict[str, Any]:
         error_counts["wrong_label"] += len(errors.wrong_label)
         n_error_docs += int(errors.n_errors > 0)
         confidences.extend(_confidences(eg.predicted, errors, prediction.spans_keys))
+        thresholded.extend(_thresholdable(eg, errors, prediction.spans_keys))
     for label in predicted_labels - set(per_type):  # get_ner_prf lists them even if never counted
         per_type[label] = PRFScore()
     totals = PRFScore()
@@ -334,6 +353,7 @@ def score(prediction: Prediction) -> Dict[str, Any]:
         "seconds": prediction.seconds,
         "words_per_second": n_words / prediction.seconds if prediction.seconds > 0 else None,
         "confidence": calibration(confidences) if confidences else None,
+        "pr_curve": pr_curve(thresholded, totals.tp + totals.fn) if confidences else None,
         "tokens_without_wordpieces": wordpiece_gaps(eg.predicted for eg in prediction.examples),
     }
     return report
@@ -398,6 +418,37 @@ def calibration(
     }
 
 
+def pr_curve(
+    predictions: Sequence[Tuple[Optional[float], bool]],
+    n_gold: int,
+    thresholds: Sequence[float] = PR_THRESHOLDS,
+) -> List[Dict[str, Any]]:
+    """Precision and recall of the entities were those with a confidence below each threshold
+    left out (crf_ner's `threshold` setting). Entities without a confidence (set by another
+    component) are always kept.
+
+    predictions (Sequence[Tuple[Optional[float], bool]]): (confidence or None, correct) of every
+        counted predicted entity, those a threshold already took out of doc.ents included.
+    n_gold (int): Gold entities (the recall's denominator).
+    RETURNS (List[Dict[str, Any]]): threshold, p, r, f, predicted and tp per threshold (p and f
+        None where nothing is predicted).
+    """
+    conf = numpy.asarray([1.0 if c is None else c for c, _ in predictions], dtype="float64")
+    fixed = numpy.asarray([c is None for c, _ in predictions], dtype=bool)
+    ok = numpy.asarray([correct for _, correct in predictions], dtype=bool)
+    points = []
+    for threshold in thresholds:
+        kept = fixed | (conf >= threshold)
+        n_kept, tp = int(kept.sum()), int((kept & ok).sum())
+        p = tp / n_kept if n_kept else None
+        r = tp / n_gold if n_gold else None
+        f = 2 * p * r / (p + r) if p is not None and r is not None and p + r > 0 else None
+        points.append(
+            {"threshold": threshold, "p": p, "r": r, "f": f, "predicted": n_kept, "tp": tp}
+        )
+    return points
+
+
 def _mean(values: Sequence[float]) -> Optional[float]:
     return sum(values) / len(values) if values else None
 
@@ -422,3 +473,38 @@ def _confidences(doc: Doc, errors: DocErrors, keys: Sequence[str]) -> List[Tuple
         found = ((by_span.get((label, start, end)), ok) for label, start, end, ok in errors.scored)
         return [(conf, ok) for conf, ok in found if conf is not None]
     return []
+
+
+def _thresholdable(
+    eg: Example, errors: DocErrors, keys: Sequence[str]
+) -> List[Tuple[Optional[float], bool]]:
+    """(confidence or None, correct) of the counted predicted entities, and of the entities a
+    threshold took out of doc.ents (flagged attrs["below_threshold"] in the span group)."""
+    doc = eg.predicted
+    scores: Dict[Tuple[str, int, int], float] = {}
+    dropped: List[Tuple[str, int, int, float]] = []
+    for key in keys:
+        group = doc.spans.get(key) if key in doc.spans else None
+        values = None if group is None else group.attrs.get("scores")
+        if group is None or values is None or len(values) != len(group):
+            continue
+        below = group.attrs.get("below_threshold")
+        for i, (span, p) in enumerate(zip(group, values)):
+            scores[(span.label_, span.start, span.end)] = float(p)
+            if below is not None and len(below) == len(group) and below[i]:
+                dropped.append((span.label_, span.start, span.end, float(p)))
+        break
+    out: List[Tuple[Optional[float], bool]] = [
+        (scores.get((label, start, end)), ok) for label, start, end, ok in errors.scored
+    ]
+    if dropped:
+        golds = {(e.label_, e.start, e.end) for e in eg.reference.ents}
+        align = eg.alignment.x2y
+        for label, start, end, p in dropped:
+            indices = align[start:end]
+            if not len(indices):
+                continue
+            g_start, g_end = int(indices[0]), int(indices[-1]) + 1
+            if all(token.ent_iob != 0 for token in eg.reference[g_start:g_end]):
+                out.append((p, (label, g_start, g_end) in golds))
+    return out

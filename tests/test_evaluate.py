@@ -315,3 +315,47 @@ def test_evaluator_and_error_report_import_without_torch():
     # the check can fail: the component's layers do need torch
     result = _import_without_torch("spacy_bert_crf.layers.transformer")
     assert result.returncode == 1 and "torch" in result.stdout, result.stdout + result.stderr
+
+
+def test_pr_curve_over_thresholds_includes_flagged_entities():
+    """The curve counts every predicted entity kept at each threshold, those a threshold already
+    took out of doc.ents (flagged in the span group) included; entities without a confidence
+    are always kept."""
+    text = "Ann met Bob in Rome and Paris."
+    gold = [(0, 3, "PER"), (8, 11, "PER"), (15, 19, "LOC")]
+    eg = _example(text, gold, [(0, 3, "PER"), (8, 11, "ORG")])
+    pred = eg.predicted
+    rome = pred.char_span(15, 19, label="LOC")
+    group = [pred.ents[0], pred.ents[1], rome]
+    pred.spans["crf_ner"] = SpanGroup(pred, name="crf_ner", spans=group, attrs={
+        "scores": numpy.asarray([0.9, 0.6, 0.3], dtype="float32"),
+        "below_threshold": numpy.asarray([False, False, True]),
+    })
+    paris = _example("Paris.", [(0, 5, "LOC")], [(0, 5, "LOC")])  # no confidence: always kept
+    report = score(Prediction([eg, paris], [0, 1], 1.0))
+    curve = {round(c["threshold"], 2): c for c in report["pr_curve"]}
+    assert report["ents_gold"] == 4 and report["ents_tp"] == 2  # Rome is not in doc.ents
+    assert (curve[0.0]["predicted"], curve[0.0]["tp"]) == (4, 3)  # Rome back in: correct
+    assert curve[0.0]["p"] == pytest.approx(3 / 4) and curve[0.0]["r"] == pytest.approx(3 / 4)
+    assert (curve[0.35]["predicted"], curve[0.35]["tp"]) == (3, 2)  # as the pipe predicted
+    assert (curve[0.65]["predicted"], curve[0.65]["tp"]) == (2, 2)
+    assert curve[0.65]["p"] == 1.0 and curve[0.65]["r"] == pytest.approx(0.5)
+    assert (curve[0.95]["predicted"], curve[0.95]["tp"]) == (1, 1)  # Paris only
+    assert curve[0.95]["f"] == pytest.approx(2 * 1.0 * 0.25 / 1.25)
+    page = render_errors([eg, paris], report=report)
+    assert "Precision / recall over confidence thresholds" in page and "<svg" in page
+    assert "Reliability" in page
+
+
+def test_cli_predictions_jsonl_has_confidences(trained, tmp_path):
+    model, gold, _ = trained
+    out = tmp_path / "pred.jsonl"
+    result = _run(model, gold, "--predictions", out)
+    assert result.exit_code == 0, result.output
+    rows = [json.loads(line) for line in out.read_text(encoding="utf8").splitlines()]
+    assert len(rows) == len(TRAIN_DATA)
+    first = rows[0]
+    assert [(e["start"], e["end"], e["label"]) for e in first["ents"]] == TRAIN_DATA[0][1]
+    assert all(0.5 < e["score"] <= 1.0 for e in first["ents"])
+    assert [e["score"] for e in first["spans"]["crf_ner"]] == [e["score"] for e in first["ents"]]
+    assert all(e["below_threshold"] is False for e in first["spans"]["crf_ner"])

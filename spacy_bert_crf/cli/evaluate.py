@@ -5,6 +5,7 @@ from pathlib import Path
 from typing import Any, Dict, Optional
 
 import spacy
+import srsly
 import typer
 from wasabi import msg
 
@@ -18,20 +19,30 @@ def evaluate_cli(
     data_path: Path = typer.Argument(..., metavar="DATA_PATH", help=".spacy (DocBin) file, or a directory of them, with gold entities"),
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write the metrics JSON here", dir_okay=False),
     html_path: Optional[Path] = typer.Option(None, "--html", help="Write an HTML error report (displaCy) here", dir_okay=False),
+    predictions_path: Optional[Path] = typer.Option(None, "--predictions", help="Write the predicted docs here as JSONL (doc.to_json() with the entities' confidences, see confidences.doc_to_json)", dir_okay=False),
     gpu_id: int = typer.Option(-1, "--gpu-id", "-g", help="GPU id, or -1 for CPU"),
     batch_size: int = typer.Option(64, "--batch-size", "-b", min=1, help="Batch size of nlp.pipe"),
     max_docs: int = typer.Option(200, "--max-docs", min=0, help="At most this many docs with errors in the HTML report"),
     gold_preproc: bool = typer.Option(False, "--gold-preproc", "-G", help="Predict on the gold tokenization"),
     sort_by_length: bool = typer.Option(True, "--sort-by-length/--in-order", help="Feed docs to nlp.pipe sorted by length (less padding; scores are the same)"),
+    fit_temperature: Optional[Path] = typer.Option(None, "--fit-temperature", help="Fit crf_ner's confidence temperature on this .spacy corpus (dev data) first; the report shows the calibration before and after"),
+    save_model: Optional[Path] = typer.Option(None, "--save-model", help="With --fit-temperature: save the calibrated pipeline here (may be MODEL itself)", file_okay=False),
     # fmt: on
 ) -> None:
     """Evaluate a pipeline's entities on a .spacy corpus: P/R/F per type, speed, confidence
-    calibration; JSON metrics (P/R/F as 0-1 fractions) and an optional HTML error report."""
+    calibration and a precision/recall curve over confidence thresholds; JSON metrics (P/R/F as
+    0-1 fractions) and an optional HTML error report. With --fit-temperature, first fit the
+    temperature of crf_ner's confidences on dev data (and save the pipeline with --save-model)."""
+    if save_model is not None and fit_temperature is None:
+        msg.fail("--save-model saves a calibrated pipeline: give --fit-temperature too", exits=1)
+    fitted = None
     try:
         docbins = read_docbins(data_path)
         if gpu_id >= 0:
             _use_gpu(gpu_id)
         nlp = load_model(model)
+        if fit_temperature is not None:
+            fitted = _fit(nlp, fit_temperature, batch_size, gold_preproc, save_model)
         prediction = predict(
             nlp, data_path, batch_size=batch_size, gold_preproc=gold_preproc, docbins=docbins,
             sort_by_length=sort_by_length,
@@ -42,6 +53,16 @@ def evaluate_cli(
         msg.fail(f"No non-empty docs in {data_path}", exits=1)
     prediction.model["path"] = model
     report = score(prediction)
+    if fitted is not None:
+        from ..calibration import calibration_at
+
+        report["temperature"] = {
+            **fitted.to_dict(),
+            "test": {
+                "before": calibration_at(nlp, prediction, fitted.previous_temperature),
+                "after": report["confidence"],
+            },
+        }
     msg.good(
         f"Evaluated {report['n_docs']} docs ({report['n_tokens']} tokens) at "
         f"{report['words_per_second'] or 0:,.0f} words/s"
@@ -66,11 +87,26 @@ def evaluate_cli(
             f"Confidence: correct {_fmt(conf['mean_confidence_correct'])}, incorrect "
             f"{_fmt(conf['mean_confidence_incorrect'])}, ECE {_fmt(conf['ece'])}"
         )
+    if fitted is not None:
+        test = report["temperature"]["test"]
+        msg.text(
+            f"ECE on {data_path}: {_fmt((test['before'] or {}).get('ece'))} at T="
+            f"{fitted.previous_temperature:g}, {_fmt((test['after'] or {}).get('ece'))} at the "
+            f"fitted T={fitted.temperature:.3f}"
+        )
     try:
         if output is not None:
             output.parent.mkdir(parents=True, exist_ok=True)
             output.write_text(json.dumps(report, indent=2) + "\n", encoding="utf8")
             msg.good(f"Saved metrics to {output}")
+        if predictions_path is not None:
+            from ..confidences import doc_to_json
+
+            predictions_path.parent.mkdir(parents=True, exist_ok=True)
+            srsly.write_jsonl(
+                predictions_path, (doc_to_json(eg.predicted) for eg in prediction.examples)
+            )
+            msg.good(f"Saved the predicted docs to {predictions_path}")
         if html_path is not None:
             page = render_errors(
                 prediction.examples, indices=prediction.indices, max_docs=max_docs, report=report
@@ -80,6 +116,23 @@ def evaluate_cli(
             msg.good(f"Saved the error report to {html_path}")
     except OSError as err:
         msg.fail(str(err), exits=1)
+
+
+def _fit(nlp, dev_path: Path, batch_size: int, gold_preproc: bool, save_model: Optional[Path]):
+    """Fit and set the temperature of the pipeline's crf_ner on dev_path; save if asked."""
+    from ..calibration import find_pipe, fit_temperature
+
+    fitted = fit_temperature(nlp, dev_path, batch_size=batch_size, gold_preproc=gold_preproc)
+    find_pipe(nlp)[1].temperature = fitted.temperature
+    msg.good(
+        f"Fitted the confidence temperature on {dev_path} ({fitted.n_entities} entities): "
+        f"T={fitted.temperature:.3f}, ECE there {_fmt(fitted.before['ece'])} -> "
+        f"{_fmt(fitted.after['ece'])}"
+    )
+    if save_model is not None:
+        nlp.to_disk(save_model)
+        msg.good(f"Saved the calibrated pipeline to {save_model}")
+    return fitted
 
 
 def print_table(report: Dict[str, Any]) -> None:

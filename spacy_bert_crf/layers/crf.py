@@ -303,3 +303,86 @@ def span_log_probs(
     if not spans:
         return numpy.zeros((0,), dtype="float64")
     return model.get_ref("crf").predict(CRFInput(emissions, allowed, "span_log_probs", spans))
+
+
+class ChainArrays(NamedTuple):
+    """The CRF's scores for a batch as float64 numpy arrays, divided by a temperature, for the
+    numpy recursions (crf_decode): potentials (B, T, K) right-padded with zeros, with NEG where a
+    tag is not allowed; mask (B, T); transitions (K, K), start and end (K,) with NEG where not
+    allowed; and which of them are allowed, for the -inf versions k-best Viterbi needs."""
+
+    pot: numpy.ndarray
+    mask: numpy.ndarray
+    trans: numpy.ndarray
+    start: numpy.ndarray
+    end: numpy.ndarray
+    allowed: numpy.ndarray
+    allowed_trans: numpy.ndarray
+    allowed_start: numpy.ndarray
+    allowed_end: numpy.ndarray
+    continuation: numpy.ndarray
+
+    @property
+    def lengths(self) -> numpy.ndarray:
+        return self.mask.sum(1)
+
+    def with_infinities(self) -> Tuple[numpy.ndarray, ...]:
+        """pot, trans, start, end with -inf instead of NEG (no path through them at all)."""
+        inf = -numpy.inf
+        return (
+            numpy.where(self.allowed, self.pot, inf),
+            numpy.where(self.allowed_trans, self.trans, inf),
+            numpy.where(self.allowed_start, self.start, inf),
+            numpy.where(self.allowed_end, self.end, inf),
+        )
+
+
+def chain_arrays(
+    model: Model,
+    emissions: Sequence[Any],
+    allowed: Sequence[Optional[numpy.ndarray]],
+    temperature: float = 1.0,
+) -> ChainArrays:
+    """The scores the CRF of a tagger model decodes with, for non-empty emissions arrays and the
+    tags `allowed` at each position (None: all), scaled by 1 / temperature: P_T(path) is
+    proportional to exp(score(path) / T). T = 1 gives the CRF's own distribution; the best path
+    is the same at every T."""
+    import torch
+
+    from .constrained_crf import NEG
+
+    module = model.get_ref("crf").layers[0].shims[0]._model
+    ops = model.ops
+    arrays = [ops.to_numpy(e) for e in emissions]
+    lengths = [len(e) for e in arrays]
+    B, T, K = len(arrays), max(lengths), arrays[0].shape[1]
+    E = numpy.zeros((B, T, K), dtype="float32")
+    mask = numpy.zeros((B, T), dtype=bool)
+    A = numpy.ones((B, T, K), dtype=bool)
+    for i, (e, a) in enumerate(zip(arrays, allowed)):
+        E[i, : len(e)] = e
+        mask[i, : len(e)] = True
+        if a is not None:
+            A[i, : len(e)] = ops.to_numpy(a)
+    restricted = numpy.where(A, E, numpy.float32(NEG))
+    with torch.no_grad():
+        if module.objective == "crf":  # the potentials are the emissions
+            pot = restricted.astype("float64")
+        else:
+            pot = module.potentials(torch.from_numpy(restricted)).double().numpy()
+        trans, start, end = (x.detach().double().cpu().numpy() for x in module._scores(NEG))
+        allowed_trans, allowed_start, allowed_end = (
+            x.cpu().numpy().astype(bool)
+            for x in (module.allowed_transitions, module.allowed_start, module.allowed_end)
+        )
+        continuation = module.continuation.cpu().numpy()
+    scale = 1.0 / temperature
+    pot = numpy.where(A, pot * scale, NEG)
+    pot[~mask] = 0.0
+    return ChainArrays(
+        pot, mask,
+        numpy.where(allowed_trans, trans * scale, NEG),
+        numpy.where(allowed_start, start * scale, NEG),
+        numpy.where(allowed_end, end * scale, NEG),
+        A, allowed_trans, allowed_start, allowed_end, continuation,
+    )

@@ -1,4 +1,5 @@
-"""CRF decoding on the CPU in numpy: Viterbi and the forward-backward recursions.
+"""CRF decoding on the CPU in numpy: Viterbi, the forward-backward recursions, and from them the
+probabilities of entity spans (the confidences of the entities found, and candidate spans).
 
 A decoding step is a handful of ops on (batch, K, K) arrays, far too small for threads. torch
 would still hand each op to its intra-op thread pool, and on a machine whose cores are busy
@@ -6,9 +7,16 @@ every op then waits for a thread to be scheduled (milliseconds instead of micros
 runs them in the calling thread, and no global thread setting is touched. `viterbi_numpy` gives
 exactly the paths of the torch recursion in `constrained_crf` (same dtype, same additions, the
 first maximum on ties); the forward-backward pass runs in float64.
+
+What a step costs is mostly numpy's fixed cost per call, so the recursions keep the calls per
+step few and allocate nothing per step: the rows of a batch are processed longest first, so that
+the rows still running at a step are a prefix of the batch (a batch of short sentences costs its
+real tokens, not its padding), into buffers allocated once (`out=`); the best score of each
+(row, tag) is read at its argmax (`take`) rather than reduced a second time.
 """
 import functools
-from typing import Optional, Tuple
+import math
+from typing import List, NamedTuple, Optional, Tuple
 
 import numpy
 
@@ -20,6 +28,63 @@ TINY = 1.0e-30
 # the common BLAS libraries (OpenBLAS, numpy's, splits a GEMM across threads only above
 # 4 x 65536); larger batches use einsum, which never starts threads.
 _BLAS_ONE_THREAD = 65536
+
+
+class RowOrder(NamedTuple):
+    """The rows of a right-padded batch sorted longest first (stable), so that the rows still
+    running at step t are the first running[t] rows."""
+
+    order: Optional[numpy.ndarray]  # (B,) sorted row -> row; None: the rows are in order already
+    inverse: Optional[numpy.ndarray]  # (B,) row -> sorted row
+    lengths: numpy.ndarray  # (B,) per sorted row
+    running: List[int]  # (T,) rows with length > t
+
+    @classmethod
+    def of(cls, mask: numpy.ndarray) -> "RowOrder":
+        B, T = mask.shape
+        lengths = mask.sum(1)
+        order: Optional[numpy.ndarray] = None
+        inverse: Optional[numpy.ndarray] = None
+        if B > 1 and numpy.any(lengths[1:] > lengths[:-1]):
+            order = numpy.argsort(-lengths, kind="stable")
+            inverse = numpy.empty_like(order)
+            inverse[order] = numpy.arange(B)
+            lengths = lengths[order]
+        ended = numpy.bincount(numpy.minimum(lengths, T), minlength=T + 1)
+        running = (B - numpy.cumsum(ended)[:T]).tolist()
+        return cls(order, inverse, lengths, running)
+
+    def time_major(self, x: numpy.ndarray, *, copy: bool = False) -> numpy.ndarray:
+        """(B, T, ...) -> (T, B, ...) with the rows sorted, C-contiguous; a copy if `copy`, else
+        x itself where its layout already is that (one row)."""
+        if self.order is None:
+            return numpy.array(x.swapaxes(0, 1), order="C", copy=copy or None)
+        return numpy.ascontiguousarray(x[self.order].swapaxes(0, 1))
+
+    def rows(self, x: numpy.ndarray) -> numpy.ndarray:
+        """Per sorted row -> per row (along the first axis)."""
+        return x if self.inverse is None else x[self.inverse]
+
+    def reversed_index(self) -> numpy.ndarray:
+        """(T, B): flat index into (T, B) time-major sorted arrays of each row reversed within
+        its length (past its length, a position stays where it is)."""
+        T, B = len(self.running), len(self.lengths)
+        ts = numpy.arange(T)[:, None]
+        lengths = self.lengths[None, :]
+        rev = numpy.where(ts < lengths, lengths - 1 - ts, ts)
+        return rev * B + numpy.arange(B)[None, :]
+
+    def batch_major(self, x: numpy.ndarray, reversed_rows: bool = False) -> numpy.ndarray:
+        """(T, B, ...) time-major with the rows sorted (and reversed within their lengths if
+        reversed_rows) -> (B, T, ...) in the rows' own order and time: one take."""
+        T, B = x.shape[:2]
+        if reversed_rows:
+            index = self.reversed_index().T  # (B sorted, T)
+        else:
+            index = numpy.arange(T)[None, :] * B + numpy.arange(B)[:, None]
+        if self.inverse is not None:
+            index = index[self.inverse]
+        return numpy.take(x.reshape(T * B, *x.shape[2:]), index, 0)
 
 
 def viterbi_numpy(
@@ -34,37 +99,99 @@ def viterbi_numpy(
 
     Each step adds the same numbers in the same dtype and takes the first maximum on ties, as
     torch's max does. Candidates are laid out (batch, to, from) so that the reductions run over
-    the contiguous last axis.
+    the contiguous last axis; the rows run longest first (RowOrder), each step over the rows
+    still running.
     """
     B, T, K = pot.shape
-    steps = numpy.ascontiguousarray(pot.transpose(1, 0, 2))  # (T, B, K)
-    trans_to_from = numpy.ascontiguousarray(trans.T)
-    scores = numpy.empty_like(steps)
-    backpointers = numpy.empty((T, B, K), dtype=numpy.intp)
-    score = scores[0] = start + steps[0]
-    for t in range(1, T):
-        cand = score[:, None, :] + trans_to_from
-        backpointers[t] = cand.argmax(2)
-        score = scores[t] = cand.max(2) + steps[t]
-    rows = numpy.arange(B)
-    last = (scores[mask.sum(1) - 1, rows] + end).argmax(1)
-    backpointers[1:][~mask.T[1:]] = numpy.arange(K)  # padding: identity
-    path = numpy.empty((T, B), dtype=numpy.int64)
-    path[T - 1] = last
+    dtype = numpy.result_type(pot, trans, start, end)
+    pot, trans, start, end = (x.astype(dtype, copy=False) for x in (pot, trans, start, end))
+    rows = RowOrder.of(mask)
+    steps = rows.time_major(pot)  # (T, B, K)
+    scores, backpointers = max_product(steps, rows.running, trans, start, backpointers=True)
+    sorted_rows = numpy.arange(B)
+    last = (scores[rows.lengths - 1, sorted_rows] + end).argmax(1)
+    path = numpy.zeros((T, B), dtype=numpy.int64)
     if B == 1:  # one long document: Python's list indexing beats a numpy call per step
-        bps, tag, column = backpointers[:, 0].tolist(), int(last[0]), path[:, 0]
+        n = int(rows.lengths[0])
+        bps, tag = backpointers[:n, 0].tolist(), int(last[0])
         tags = [tag]
-        for t in range(T - 1, 0, -1):
+        for t in range(n - 1, 0, -1):
             tag = bps[t][tag]
             tags.append(tag)
-        column[:] = tags[::-1]
+        path[:n, 0] = tags[::-1]
     else:
         for t in range(T - 1, 0, -1):
-            last = backpointers[t, rows, last]
-            path[t - 1] = last
-    path = path.T
-    path[~mask] = 0
-    return numpy.ascontiguousarray(path)
+            n = rows.running[t]
+            if n:  # rows that end at t start from their last tag
+                path[t, :n] = last[:n]
+                last[:n] = backpointers[t, sorted_rows[:n], last[:n]]
+        path[0] = last
+    return numpy.ascontiguousarray(rows.rows(path.T))
+
+
+def max_product(
+    steps: numpy.ndarray,
+    running: List[int],
+    trans: numpy.ndarray,
+    start: numpy.ndarray,
+    *,
+    backpointers: bool,
+    before_steps: bool = False,
+) -> Tuple[numpy.ndarray, Optional[numpy.ndarray]]:
+    """The Viterbi scores (T, B, K) of steps (T, B, K) (time-major, the rows still running at t
+    the first running[t]), score[0] = start + steps[0], score[t][j] = max_i (score[t - 1][i] +
+    trans[i, j]) + steps[t][j], and with backpointers the first argmax i (T, B, K) intp. Past a
+    row's end: -inf (backpointers unset). before_steps: return the scores before steps[t] is
+    added (score[0] = start), as a backward pass wants them; the recursion is the same.
+
+    Per step: one broadcast add into a buffer, argmax into the backpointers, a take of the
+    maxima at the argmax (much cheaper than a second reduction over a short axis), an add.
+    """
+    T, B, K = steps.shape
+    trans_to_from = numpy.ascontiguousarray(trans.T)
+    scores = numpy.full_like(steps, -numpy.inf)
+    bps = numpy.empty((T, B, K), dtype=numpy.intp)
+    if before_steps:
+        maxima, scores = scores, numpy.empty_like(steps)
+        maxima[0, : running[0]] = start
+    numpy.add(start, steps[0], out=scores[0])
+    cand = numpy.empty((B, K, K), dtype=numpy.result_type(steps, trans))
+    flat = cand.reshape(-1)
+    # flat index of cand[b, j, i] is (b * K + j) * K + i
+    offsets = numpy.arange(B * K, dtype=numpy.intp).reshape(B, K) * K
+    index = numpy.empty((B, K), dtype=numpy.intp)
+    if B == 1:  # one long document: views made once, no slicing per step
+        cand_1, offsets_1, index_1 = cand[0], offsets[0], index[0]
+        score_rows, step_rows, bp_rows = list(scores[:, 0]), list(steps[:, 0]), list(bps[:, 0])
+        max_rows = list(maxima[:, 0]) if before_steps else score_rows
+        for t in range(1, T if running[T - 1] else running.index(0)):
+            numpy.add(trans_to_from, score_rows[t - 1], out=cand_1)
+            bp = bp_rows[t]
+            cand_1.argmax(1, out=bp)
+            numpy.add(bp, offsets_1, out=index_1)
+            score = score_rows[t]
+            if before_steps:
+                numpy.take(flat, index_1, out=max_rows[t], mode="clip")
+                numpy.add(max_rows[t], step_rows[t], out=score)
+            else:
+                numpy.take(flat, index_1, out=score, mode="clip")
+                numpy.add(score, step_rows[t], out=score)
+    else:
+        for t in range(1, T):
+            n = running[t]
+            if not n:
+                break
+            c, bp, ix, score = cand[:n], bps[t, :n], index[:n], scores[t, :n]
+            numpy.add(scores[t - 1, :n, None, :], trans_to_from, out=c)
+            c.argmax(2, out=bp)
+            numpy.add(bp, offsets[:n], out=ix)
+            if before_steps:
+                numpy.take(flat, ix, out=maxima[t, :n], mode="clip")
+                numpy.add(maxima[t, :n], steps[t, :n], out=score)
+            else:
+                numpy.take(flat, ix, out=score, mode="clip")
+                numpy.add(score, steps[t, :n], out=score)
+    return (maxima if before_steps else scores), (bps if backpointers else None)
 
 
 class NumpyChain:
@@ -72,9 +199,10 @@ class NumpyChain:
     the CPU.
 
     The same scaled probability space and shifts as `constrained_crf._Chain`, in the dtype of the
-    inputs
-    (float64 from the CRF). The per-step product uses BLAS only where the batch is small
-    enough for every BLAS to run it in the calling thread, and einsum's own loop otherwise.
+    inputs (float64 from the CRF). The rows run longest first (RowOrder), each step over the
+    rows still running; results are returned in the rows' own order. The per-step product uses
+    BLAS only where the batch is small enough for every BLAS to run it in the calling thread,
+    and einsum's own loop otherwise. Positions past a row's end hold finite values of no meaning.
     """
 
     def __init__(
@@ -91,12 +219,14 @@ class NumpyChain:
         self.T = T
         self.rows = numpy.arange(B)
         self.last = mask.sum(1) - 1
+        self.order = RowOrder.of(mask)
         self.trans_max = trans.max()
         self.exp_trans = numpy.exp(trans - self.trans_max)
-        shifted = pot.copy()
-        shifted[:, 0] += start
-        self.pot_max = shifted.max(2)  # (B, T)
-        self.exp_pot = numpy.exp(shifted - self.pot_max[:, :, None])
+        shifted = self.order.time_major(pot, copy=True)  # (T, B, K), rows sorted
+        shifted[0] += start
+        self.pot_max = shifted.max(2)  # (T, B)
+        shifted -= self.pot_max[:, :, None]
+        self.exp_pot = numpy.exp(shifted, out=shifted)
         self.end_max = end.max()
         self.exp_end = numpy.exp(end - self.end_max)
         if B * K * K <= _BLAS_ONE_THREAD:
@@ -106,91 +236,210 @@ class NumpyChain:
         self._forward: Optional[Tuple[numpy.ndarray, numpy.ndarray]] = None
         self._backward: Optional[Tuple[numpy.ndarray, numpy.ndarray]] = None
 
-    def _forward_steps(self, steps: numpy.ndarray) -> Tuple[numpy.ndarray, numpy.ndarray]:
-        """h_0 = steps[0], h_u = (h_{u-1} @ exp_trans) * steps[u], each normalised to sum 1.
+    def _recursion(
+        self, first: numpy.ndarray, steps: numpy.ndarray, backward: bool
+    ) -> Tuple[numpy.ndarray, numpy.ndarray]:
+        """forward: h_0 = first * steps[0], h_u = (h_{u-1} @ exp_trans) * steps[u]; backward:
+        h_0 = first, h_u = (steps[u - 1] * h_{u-1}) @ exp_trans.T; each h_u normalised to sum 1
+        (clamped at TINY, but for a backward h_0).
 
-        steps (T, B, K); returns the normalised h (T, B, K) and the normalisers (T, B, 1).
+        steps (T, B, K), rows sorted; returns h (T, B, K) and log of the normalisers (T, B),
+        each 0 / uniform past a row's end.
         """
-        out = numpy.empty_like(steps)
-        norms = numpy.empty((*steps.shape[:2], 1), dtype=steps.dtype)
-        h = out[0]
-        h[...] = steps[0]
-        _normalise(h, norms[0], clamp=True)
-        for u in range(1, len(steps)):
-            prev, h = h, out[u]
-            self.product(prev, self.exp_trans, out=h)
-            numpy.multiply(h, steps[u], out=h)
-            _normalise(h, norms[u], clamp=True)
-        return out, norms
+        T, B, K = steps.shape
+        running = self.order.running
+        out = numpy.full_like(steps, 1.0 / K)
+        norms = numpy.ones((T, B, 1), dtype=steps.dtype)
+        numpy.multiply(first, 1.0 if backward else steps[0], out=out[0])
+        out[0].sum(1, keepdims=True, out=norms[0])
+        if not backward:
+            numpy.maximum(norms[0], TINY, out=norms[0])
+        numpy.divide(out[0], norms[0], out=out[0])
+        matrix = self.exp_trans.T if backward else self.exp_trans
+        product = self.product
+        scaled = numpy.empty((B, K), dtype=steps.dtype)
+        for u in range(1, T):
+            n = running[u]
+            if not n:
+                break
+            h, norm = out[u, :n], norms[u, :n]
+            if backward:
+                x = scaled[:n]
+                numpy.multiply(steps[u - 1, :n], out[u - 1, :n], out=x)
+                product(x, matrix, out=h)
+            else:
+                product(out[u - 1, :n], matrix, out=h)
+                numpy.multiply(h, steps[u, :n], out=h)
+            h.sum(1, keepdims=True, out=norm)
+            numpy.maximum(norm, TINY, out=norm)
+            numpy.divide(h, norm, out=h)
+        return out, numpy.log(norms[:, :, 0])
 
-    def _backward_steps(self, steps: numpy.ndarray) -> Tuple[numpy.ndarray, numpy.ndarray]:
-        """h_0 = exp_end, h_u = (steps[u - 1] * h_{u-1}) @ exp_trans.T, each normalised."""
-        out = numpy.empty_like(steps)
-        norms = numpy.empty((*steps.shape[:2], 1), dtype=steps.dtype)
-        h = out[0]
-        h[...] = self.exp_end
-        _normalise(h, norms[0], clamp=False)
-        scaled = numpy.empty_like(h)
-        exp_trans_t = self.exp_trans.T
-        for u in range(1, len(steps)):
-            prev, h = h, out[u]
-            numpy.multiply(steps[u - 1], prev, out=scaled)
-            self.product(scaled, exp_trans_t, out=h)
-            _normalise(h, norms[u], clamp=True)
-        return out, norms
-
-    def forward(self) -> Tuple[numpy.ndarray, numpy.ndarray]:
-        """Normalised alphas (T, B, K) and log of their scale (B, T)."""
+    def _forward_sorted(self) -> Tuple[numpy.ndarray, numpy.ndarray]:
+        """Normalised alphas (T, B, K) and log of their scale (T, B), rows sorted."""
         if self._forward is None:
-            steps = numpy.ascontiguousarray(self.exp_pot.transpose(1, 0, 2))
-            a_hat, norms = self._forward_steps(steps)
-            log_norms = numpy.log(norms[:, :, 0]).cumsum(0).T
-            ts = numpy.arange(self.T)
-            log_a = log_norms + self.pot_max.cumsum(1) + ts * self.trans_max
+            a_hat, log_norms = self._recursion(numpy.ones(1), self.exp_pot, backward=False)
+            log_norms += self.pot_max
+            log_a = log_norms.cumsum(0)
+            log_a += (numpy.arange(self.T) * self.trans_max)[:, None]
             self._forward = a_hat, log_a
         return self._forward
 
-    def backward(self) -> Tuple[numpy.ndarray, numpy.ndarray]:
-        """Normalised betas (T, B, K) and log of their scale (B, T).
-
-        Runs over each row reversed within its length, as `_Chain.backward` does.
-        """
+    def _backward_sorted(self) -> Tuple[numpy.ndarray, numpy.ndarray]:
+        """Normalised betas (T, B, K) and log of their scale (T, B), rows sorted, each row
+        reversed within its length (position u holds the row's position length - 1 - u), as
+        `_Chain.backward` runs."""
         if self._backward is None:
-            ts = numpy.arange(self.T)
-            rev = numpy.where(self.mask, self.last[:, None] - ts, ts)  # (B, T)
-            exp_pot = numpy.take_along_axis(self.exp_pot, rev[:, :, None], 1)
-            pot_max = numpy.take_along_axis(self.pot_max, rev, 1)
-            steps = numpy.ascontiguousarray(exp_pot.transpose(1, 0, 2))
-            b_rev, norms = self._backward_steps(steps)
-            log_norms = numpy.log(norms[:, :, 0]).cumsum(0).T
-            shift = numpy.concatenate([numpy.zeros_like(pot_max[:, :1]), pot_max[:, :-1]], 1)
-            log_scale = log_norms + shift.cumsum(1) + ts * self.trans_max + self.end_max
-            b_hat = numpy.take_along_axis(b_rev, rev.T[:, :, None], 0)
-            self._backward = b_hat, numpy.take_along_axis(log_scale, rev, 1)
+            rev = self.order.reversed_index()
+            exp_pot = numpy.take(self.exp_pot.reshape(-1, self.exp_pot.shape[2]), rev, 0)
+            b_rev, log_norms = self._recursion(self.exp_end, exp_pot, backward=True)
+            pot_max = numpy.take(self.pot_max.reshape(-1), rev)
+            log_norms[1:] += pot_max[:-1]
+            log_scale = log_norms.cumsum(0)
+            log_scale += (numpy.arange(self.T) * self.trans_max + self.end_max)[:, None]
+            self._backward = b_rev, log_scale
         return self._backward
+
+    def _log_z_sorted(self) -> numpy.ndarray:
+        a_hat, log_a = self._forward_sorted()
+        last, rows = self.order.lengths - 1, self.rows
+        final = a_hat[last, rows]
+        total = numpy.maximum((final * self.exp_end).sum(1), TINY)
+        return numpy.log(total) + self.end_max + log_a[last, rows]
+
+    def log_z(self) -> numpy.ndarray:
+        """log Z (B,), from the forward pass alone."""
+        return self.order.rows(self._log_z_sorted())
 
     def log_alpha_beta(self) -> Tuple[numpy.ndarray, numpy.ndarray, numpy.ndarray]:
         """log alpha (B, T, K), log beta (B, T, K) and log Z (B,)."""
-        a_hat, log_a = self.forward()
-        b_hat, log_b = self.backward()
-        final = a_hat[self.last, self.rows]
-        total = numpy.maximum((final * self.exp_end).sum(1), TINY)
-        log_z = numpy.log(total) + self.end_max + log_a[self.rows, self.last]
+        a_hat, log_a = self._forward_sorted()
+        b_rev, log_b = self._backward_sorted()
         with numpy.errstate(divide="ignore"):  # a tag no valid path reaches: log 0 = -inf
-            log_alpha = numpy.log(a_hat.transpose(1, 0, 2)) + log_a[:, :, None]
-            log_beta = numpy.log(b_hat.transpose(1, 0, 2)) + log_b[:, :, None]
-        return log_alpha, log_beta, log_z
+            log_alpha = numpy.log(a_hat)
+            log_alpha += log_a[:, :, None]
+            log_beta = numpy.log(b_rev)
+            log_beta += log_b[:, :, None]
+        log_beta = self.order.batch_major(log_beta, reversed_rows=True)
+        return self.order.batch_major(log_alpha), log_beta, self.log_z()
 
     def marginals(self) -> numpy.ndarray:
         """P(y_t = k), (B, T, K), at real positions, 0 at padding."""
-        prod = (self.forward()[0] * self.backward()[0]).transpose(1, 0, 2)
+        a_hat = self.order.batch_major(self._forward_sorted()[0])
+        prod = self.order.batch_major(self._backward_sorted()[0], reversed_rows=True)
+        prod *= a_hat
         total = numpy.maximum(prod.sum(2, keepdims=True), TINY)
         return prod / total * self.mask[:, :, None]
 
 
-def _normalise(h: numpy.ndarray, norm: numpy.ndarray, *, clamp: bool) -> None:
-    """Divide each row of h (B, K) by its sum, written to norm (B, 1), in place."""
-    h.sum(1, keepdims=True, out=norm)
-    if clamp:
-        numpy.maximum(norm, TINY, out=norm)
-    numpy.divide(h, norm, out=h)
+def entity_log_probs(
+    log_alpha: numpy.ndarray,
+    log_beta: numpy.ndarray,
+    log_z: numpy.ndarray,
+    pot: numpy.ndarray,
+    trans: numpy.ndarray,
+    continuation: numpy.ndarray,
+    lengths: numpy.ndarray,
+    spans,
+) -> numpy.ndarray:
+    """log P(exactly this span, with these tags) for each (row, start, end, tag ids), as
+    `constrained_crf.ConstrainedCRF.span_log_probs` computes it, from precomputed log alphas and
+    betas (B, T, K), log Z (B,) and the potentials (B, T, K) and transitions (K, K)."""
+    out = numpy.empty(len(spans))
+    for n, (row, start, stop, tags) in enumerate(spans):
+        last = stop - 1
+        score = log_alpha[row, start, tags[0]] - log_z[row]
+        for t in range(start + 1, stop):
+            score += trans[tags[t - start - 1], tags[t - start]] + pot[row, t, tags[t - start]]
+        score += _tail(log_beta, pot, trans, continuation, lengths, row, last, tags[-1])
+        out[n] = score
+    return out
+
+
+def _tail(log_beta, pot, trans, continuation, lengths, row, last, tag) -> float:
+    """The log mass after an entity ending on `tag` at `last`, the entity not continued."""
+    cont = continuation[tag]
+    if cont < 0 or last == lengths[row] - 1:
+        return float(log_beta[row, last, tag])
+    nxt = trans[tag] + pot[row, last + 1] + log_beta[row, last + 1]
+    return float(numpy.logaddexp.reduce(numpy.delete(nxt, cont)))
+
+
+def candidate_spans(
+    log_alpha: numpy.ndarray,
+    log_beta: numpy.ndarray,
+    log_z: numpy.ndarray,
+    pot: numpy.ndarray,
+    trans: numpy.ndarray,
+    continuation: numpy.ndarray,
+    lengths: numpy.ndarray,
+    patterns: numpy.ndarray,
+    max_length: int,
+    threshold: float,
+) -> Tuple[numpy.ndarray, numpy.ndarray, numpy.ndarray, numpy.ndarray, numpy.ndarray]:
+    """Every entity span of at most max_length tokens, of every label, whose probability of
+    being exactly that entity is >= threshold (and > 0): rows, starts, ends, label indices and
+    probabilities, as arrays.
+
+    patterns (4, n_labels): per label the tag ids single, first, middle, last (a one-token
+    entity is `single`; longer ones are first, middle * (length - 2), last). Each length costs a
+    few array operations over (B, T, n_labels): the scores of an entity's first and middle tags
+    are carried from one length to the next, so the whole is O(B T max_length n_labels).
+    """
+    single, first, middle, last = patterns
+    B, T, _ = pot.shape
+    tail_single = _tails_per_label(log_beta, pot, trans, continuation, lengths, single)
+    tail_last = _tails_per_label(log_beta, pot, trans, continuation, lengths, last)
+    pot_middle, pot_last = pot[:, :, middle], pot[:, :, last]
+    log_z = log_z[:, None, None]
+    floor = math.log(threshold) if threshold > 0 else -numpy.inf
+    found = []
+    inner = numpy.empty((B, 0, len(single)))  # first and middle tags' scores, per length
+    for length in range(1, min(max_length, T) + 1):
+        n = T - length + 1
+        if length == 1:
+            log_p = log_alpha[:, :, single] + tail_single - log_z
+        else:
+            if length == 2:
+                inner = log_alpha[:, : T - 1, first]
+            else:
+                step = trans[first, middle] if length == 3 else trans[middle, middle]
+                inner = inner[:, :n] + step + pot_middle[:, length - 2 : length - 2 + n]
+            log_p = (inner[:, :n] + trans[middle if length > 2 else first, last]
+                     + pot_last[:, length - 1 :] + tail_last[:, length - 1 :] - log_z)
+        fits = numpy.arange(n)[None, :] + length <= lengths[:, None]
+        keep = (log_p >= floor) & (log_p > _LOG_TINY) & fits[:, :, None]
+        rows, starts, labels = numpy.nonzero(keep)
+        probs = numpy.exp(numpy.minimum(log_p[rows, starts, labels], 0.0))
+        found.append((rows, starts, starts + length, labels, probs))
+    if not found:
+        empty = numpy.zeros(0, dtype=numpy.int64)
+        return empty, empty, empty, empty, numpy.zeros(0)
+    return tuple(numpy.concatenate(parts) for parts in zip(*found))  # type: ignore
+
+
+# log of the least probability a candidate span may have (below: 0 after exp, or nearly)
+_LOG_TINY = math.log(TINY)
+
+
+def _tails_per_label(log_beta, pot, trans, continuation, lengths, tags) -> numpy.ndarray:
+    """_tails at every position for each of `tags`, (B, T, len(tags))."""
+    return numpy.stack(
+        [_tails(log_beta, pot, trans, continuation, lengths, tag) for tag in tags], 2
+    )
+
+
+def _tails(log_beta, pot, trans, continuation, lengths, tag) -> numpy.ndarray:
+    """_tail at every position for one tag, (B, T)."""
+    cont = continuation[tag]
+    base = log_beta[:, :, tag]
+    if cont < 0:
+        return base
+    keep = numpy.arange(len(continuation)) != cont
+    nxt = trans[tag, keep][None, None, :] + pot[:, 1:, keep] + log_beta[:, 1:, keep]
+    out = base.copy()
+    with numpy.errstate(invalid="ignore"):
+        out[:, :-1] = numpy.logaddexp.reduce(nxt, axis=2)
+    rows = numpy.arange(len(lengths))
+    out[rows, lengths - 1] = base[rows, lengths - 1]
+    return out
