@@ -167,6 +167,48 @@ class ConstrainedCRF(nn.Module):
         trans, start, end = self._scores(NEG)
         return _LogPartition.apply(self.potentials(emissions), trans, start, end, mask)
 
+    def token_log_probs(self, emissions: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """log P(y_t = k) of every position and tag under the model, (B, T, K), differentiable.
+
+        "crf": the marginals of the chain over valid paths by forward-backward, in the scaled
+        probability space of _Chain, with autograd through the recursions (this, not the
+        custom backward of log_partition, so that the marginals themselves have a gradient).
+        "softmax": the per-token log-softmax, the distribution that objective trains.
+        Positions with no probability (padding, tags no valid path reaches) hold log TINY, a
+        finite value, so that a zero target times it is zero and not NaN.
+        """
+        self._check(emissions, mask)
+        if self.objective == "softmax":
+            return emissions.log_softmax(-1)
+        chain = self._chain(emissions, mask)
+        marginals = chain.marginals(chain.forward()[0], chain.backward()[0])
+        return marginals.clamp_min(TINY).log()
+
+    def kl_to_targets(
+        self,
+        emissions: torch.Tensor,
+        mask: torch.Tensor,
+        targets: torch.Tensor,
+        target_mask: torch.Tensor,
+    ) -> torch.Tensor:
+        """KL(targets || model) summed over the positions of target_mask, per sequence (B,).
+
+        targets (B, T, K): a distribution over the tags at each position (e.g. a teacher's
+            marginals), not differentiated; target_mask (B, T) bool: the positions that have
+            one (a subset of mask). Each position contributes sum_k q_k (log q_k - log p_k)
+            with 0 log 0 = 0 and p from token_log_probs.
+        """
+        if targets.shape != emissions.shape or target_mask.shape != mask.shape:
+            raise ValueError(
+                f"targets {tuple(targets.shape)} / target_mask {tuple(target_mask.shape)} do not "
+                f"match emissions {tuple(emissions.shape)} / mask {tuple(mask.shape)}."
+            )
+        log_p = self.token_log_probs(emissions, mask)
+        q = targets.to(log_p.dtype)
+        log_q = torch.where(q > 0, q.clamp_min(TINY).log(), torch.zeros_like(q))
+        per_token = (q * (log_q - log_p)).sum(2)
+        return (per_token * (target_mask & mask).to(per_token.dtype)).sum(1)
+
     # ---------------------------------------------------------------- decoding
     @torch.no_grad()
     def viterbi(self, emissions: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
