@@ -1,0 +1,401 @@
+"""Throughput and memory of `annotate` (issue 17): local and Ray, 1 and 2 workers.
+
+    python -m benchmarks.annotate [--model PIPELINE] [--sentences N] [--big 10] [--out DIR]
+
+Input: the sentences of CoNLL-2003 test (../shared/data/conll2003/test.txt, read here and
+never written anywhere committed), as JSONL records {"id", "text"}, repeated to N sentences
+(1x) and to 10 x N (10x). Pipeline: --model, or else the English CoNLL architecture
+(configs/en_conll03.cfg: MiniLM-L6 + crf_ner, BILUO over PER/LOC/ORG/MISC) initialized without
+training from the offline encoder (--encoder); speed does not depend on the weights.
+
+Each run is a fresh child process (the driver), watched from here: the peak RSS (VmHWM) of the
+driver and of every worker process under it (local worker processes, Ray actors) is sampled
+from /proc twice a second. Reported: words/s end to end (the driver's wall clock from
+`annotate` called to summary, with the workers' start and the pipeline loads), and steady
+words/s (from the first shard written to the last, start-up excluded). The plain `nlp.pipe`
+reference runs in the same child as the local 1-worker run, on the same texts, before it.
+Writes annotate.json and annotate.md.
+"""
+import argparse
+import json
+import os
+import re
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+from .machine import machine_info, package_versions, today
+from .markdown import table
+from .paths import DATA_DIR, RESULTS, ROOT, WORK, portable, rel
+from .peers.common import write_json
+from .schema import machine_text, versions_text
+
+HERE = WORK / "annotate"
+CONFIG = ROOT / "configs" / "en_conll03.cfg"
+LABELS = ("LOC", "MISC", "ORG", "PER")
+RUNS = (("local", 1), ("local", 2), ("ray", 1), ("ray", 2))
+PACKAGES = ("spacy-bert-crf", "spacy", "spacy-transformers", "transformers", "torch", "ray",
+            "pyarrow")
+SHARD_SIZE = 250
+# steady words/s needs shards written one after another: with fewer, it is not reported
+MIN_SHARDS_STEADY = 4
+BATCH_SIZE = 64
+
+
+# ------------------------------------------------------------------------------ inputs
+def conll_sentences(path: Path) -> List[str]:
+    """The sentences of a CoNLL file, tokens joined by spaces."""
+    sentences, tokens = [], []
+    for line in path.read_text(encoding="utf8").splitlines():
+        if not line.strip() or line.startswith("-DOCSTART-"):
+            if tokens:
+                sentences.append(" ".join(tokens))
+            tokens = []
+        else:
+            tokens.append(line.split()[0])
+    if tokens:
+        sentences.append(" ".join(tokens))
+    return sentences
+
+
+def write_input(path: Path, sentences: List[str], n: int) -> int:
+    """n records cycling through the sentences; RETURNS the number of words."""
+    words = 0
+    with path.open("w", encoding="utf8") as file_:
+        for i in range(n):
+            text = sentences[i % len(sentences)]
+            words += len(text.split())
+            file_.write(json.dumps({"id": i, "text": text}) + "\n")
+    return words
+
+
+def build_model(path: Path, encoder: Path) -> None:
+    """The CoNLL architecture, initialized (not trained) from the offline encoder."""
+    import spacy
+    from spacy.training import Example
+    from spacy.util import load_config
+
+    config = load_config(CONFIG, overrides={"paths.transformer": str(encoder)}, interpolate=True)
+    nlp = spacy.util.load_model_from_config(config, auto_fill=True, validate=True)
+    doc = nlp.make_doc("Maria Lopez of Acme Corp flew to Lisbon for the Olympic games .")
+    ents = [(0, 11, "PER"), (15, 24, "ORG"), (33, 39, "LOC"), (48, 55, "MISC")]
+    examples = [Example.from_dict(doc, {"entities": ents})]  # one entity of each of LABELS
+    nlp.initialize(lambda: examples)
+    nlp.to_disk(path)
+
+
+# ------------------------------------------------------------------------ the child run
+def child(args: argparse.Namespace) -> None:
+    """One run in this (fresh) process; prints its result as the last line, JSON."""
+    import spacy
+
+    from spacy_bert_crf.annotate import annotate
+
+    result: Dict[str, Any] = {}
+    nlp = None
+    if args.engine == "local" and args.workers == 1:
+        nlp = spacy.load(args.model)
+        texts = [json.loads(line)["text"] for line in Path(args.input).open(encoding="utf8")]
+        start = time.perf_counter()
+        words = sum(len(doc) for doc in nlp.pipe(texts, batch_size=BATCH_SIZE))
+        seconds = time.perf_counter() - start
+        result["nlp_pipe"] = {"words": words, "seconds": seconds, "words_per_second":
+                              words / seconds}
+        del texts
+    shard_times: List[float] = []
+    start = time.perf_counter()
+    summary = annotate(
+        args.model, [args.input], args.output, shard_size=SHARD_SIZE, batch_size=BATCH_SIZE,
+        workers=args.workers, engine=args.engine, nlp=nlp, progress=False,
+        cpus_per_worker=max(1, (os.cpu_count() or 1) // args.workers),
+        on_shard=lambda _: shard_times.append(time.perf_counter()),
+    )
+    seconds = time.perf_counter() - start
+    run = summary["run"]
+    steady = None
+    if len(shard_times) >= MIN_SHARDS_STEADY:
+        # records after the first shard, over the time from the first shard to the last
+        steady = (run["words"] * (1 - 1 / len(shard_times))) / (shard_times[-1] - shard_times[0])
+    result["annotate"] = {
+        "in": summary["in"], "annotated": summary["annotated"], "failed": summary["failed"],
+        "words": run["words"], "seconds": seconds, "words_per_second": run["words"] / seconds,
+        "steady_words_per_second": steady, "first_shard_seconds": shard_times[0] - start,
+        "shards": len(shard_times),
+    }
+    if args.engine == "ray":
+        import ray
+
+        ray.shutdown()
+    print(json.dumps(result))
+
+
+# ---------------------------------------------------------------------- watching a child
+def _status(pid: int) -> Optional[Dict[str, str]]:
+    try:
+        text = Path(f"/proc/{pid}/status").read_text()
+        cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(
+            errors="replace")
+    except OSError:
+        return None
+    fields = dict(line.split(":", 1) for line in text.splitlines() if ":" in line)
+    fields = {k: v.strip() for k, v in fields.items()}
+    fields["cmdline"] = cmd
+    return fields
+
+
+def _descendants(root: int) -> List[int]:
+    parents: Dict[int, int] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            status = _status(int(entry))
+            if status is not None:
+                parents[int(entry)] = int(status.get("PPid", "0"))
+    found, frontier = [], [root]
+    while frontier:
+        pid = frontier.pop()
+        children = [p for p, parent in parents.items() if parent == pid]
+        found += children
+        frontier += children
+    return found
+
+
+def _is_worker(cmdline: str, engine: str) -> bool:
+    if engine == "ray":
+        return cmdline.startswith("ray::") and ("Annotator" in cmdline or "MapWorker" in cmdline)
+    return "multiprocessing" in cmdline and "spawn_main" in cmdline
+
+
+def run_child(model: Path, input_path: Path, engine: str, workers: int) -> Dict[str, Any]:
+    output = HERE / "out" / f"{input_path.stem}-{engine}-{workers}"
+    subprocess.run(["rm", "-rf", str(output)], check=True)
+    cmd = [sys.executable, "-m", "benchmarks.annotate", "--child", "--model", str(model),
+           "--input", str(input_path), "--output", str(output), "--engine", engine,
+           "--workers", str(workers)]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    peaks = {"driver": 0, "worker": 0}
+    stop = threading.Event()
+
+    def sample() -> None:
+        while not stop.is_set():
+            status = _status(proc.pid)
+            if status and "VmHWM" in status:
+                peaks["driver"] = max(peaks["driver"], int(status["VmHWM"].split()[0]))
+            for pid in _descendants(proc.pid):
+                status = _status(pid)
+                if status and "VmHWM" in status and _is_worker(status["cmdline"], engine):
+                    peaks["worker"] = max(peaks["worker"], int(status["VmHWM"].split()[0]))
+            stop.wait(0.5)
+
+    thread = threading.Thread(target=sample, daemon=True)
+    thread.start()
+    out, err = proc.communicate()
+    stop.set()
+    thread.join()
+    if proc.returncode != 0:
+        raise RuntimeError(f"{engine} x{workers} failed:\n{err[-3000:]}")
+    result = json.loads(out.strip().splitlines()[-1])
+    result["driver_peak_rss_mib"] = round(peaks["driver"] / 1024, 1)
+    result["worker_peak_rss_mib"] = (
+        round(peaks["worker"] / 1024, 1) if peaks["worker"] else result["driver_peak_rss_mib"]
+    )
+    return result
+
+
+def load_average() -> List[float]:
+    return [round(x, 2) for x in os.getloadavg()]
+
+
+# ----------------------------------------------------------------------------- report
+def _steady(run: Dict[str, Any]) -> Optional[float]:
+    annotated = run["annotate"]
+    if annotated.get("shards", 0) < MIN_SHARDS_STEADY:
+        return None
+    return annotated["steady_words_per_second"]
+
+
+def render(results: Dict[str, Any]) -> str:
+    m = results["machine"]
+    lines = [
+        "# annotate: throughput and memory, local and Ray (issue 17)",
+        "",
+        f"Date {results['date']}; {machine_text(m)}; {versions_text(results['versions'])}.",
+        f"Command: `{results['command']}` (from the repository root). Pipeline: "
+        f"{results['pipeline']}. Input: {results['input']}.",
+        f"1-minute load average at the start {results['load_average']['start'][0]}, at the end "
+        f"{results['load_average']['end'][0]}. {results['note']}",
+        "",
+        "words/s: end to end (the driver's wall clock, with start-up: workers, pipeline "
+        "loads, Ray); steady: from the first shard written to the last. RSS: peak (VmHWM) of "
+        "the driver process and of the largest worker process (local 1 worker: the driver "
+        "is the worker).",
+        "",
+    ]
+    rows = []
+    for size, runs in results["runs"].items():
+        for key, run in runs.items():
+            a = run["annotate"]
+            rows.append((
+                size, key, f"{a['words']:,}", f"{a['words_per_second']:,.0f}",
+                "-" if _steady(run) is None else f"{_steady(run):,.0f}",
+                f"{a['first_shard_seconds']:.1f}",
+                f"{run['driver_peak_rss_mib']:,.0f}", f"{run['worker_peak_rss_mib']:,.0f}",
+            ))
+    lines += table(
+        ("input", "engine x workers", "words", "words/s", "steady words/s",
+         "first shard (s)", "driver RSS (MiB)", "worker RSS (MiB)"),
+        rows, align="llrrrrrr",
+    )
+    lines += ["", "## Against the targets", ""]
+    lines += [f"- {line}" for line in results["summary"]]
+    return "\n".join(lines) + "\n"
+
+
+def summarize(results: Dict[str, Any]) -> List[str]:
+    """The comparisons the issue asks for, each on the largest input where both runs exist."""
+    out = []
+    sizes = [f"{results['big']}x", "1x"]
+
+    def pair(a: str, b: str) -> Optional[str]:
+        return next((size for size in sizes if {a, b} <= set(results["runs"].get(size, {}))),
+                    None)
+
+    def rate(size: str, key: str) -> float:
+        return results["runs"][size][key]["annotate"]["words_per_second"]
+
+    def steady(size: str, key: str) -> Optional[float]:
+        return _steady(results["runs"][size][key])
+
+    for size in sizes:
+        run = results["runs"].get(size, {}).get("local x1", {})
+        plain = run.get("nlp_pipe")
+        if plain:
+            ratio = rate(size, "local x1") / plain["words_per_second"]
+            out.append(
+                f"{size}: local x1 / plain nlp.pipe (same process, same texts, pipeline loaded "
+                f"before both): {ratio:.2f} ({rate(size, 'local x1'):,.0f} vs "
+                f"{plain['words_per_second']:,.0f} words/s; target >= 0.90: "
+                f"{'met' if ratio >= 0.9 else 'NOT met'})"
+            )
+    for a, b, target in (("local x2", "local x1", ">= 1.7 with >= 2 free cores"),
+                         ("ray x2", "ray x1", ">= 1.7 with >= 2 free cores"),
+                         ("ray x1", "local x1", "Ray overhead <= 15%: >= 0.85"),
+                         ("ray x2", "local x2", "Ray overhead <= 15%: >= 0.85")):
+        size = pair(a, b)
+        if size is None:
+            continue
+        text = f"{size}: {a} / {b} words/s: end to end {rate(size, a) / rate(size, b):.2f}"
+        x, y = steady(size, a), steady(size, b)
+        if x is not None and y is not None:
+            text += f", steady {x / y:.2f}"
+        out.append(text + f" (target {target})")
+    big = results["runs"].get(f"{results['big']}x", {})
+    for key, run in big.items():
+        small = results["runs"]["1x"].get(key)
+        if small is None:
+            continue
+        out.append(
+            f"RSS {key}, 1x -> {results['big']}x input: driver {small['driver_peak_rss_mib']:,.0f}"
+            f" -> {run['driver_peak_rss_mib']:,.0f} MiB, worker "
+            f"{small['worker_peak_rss_mib']:,.0f} -> {run['worker_peak_rss_mib']:,.0f} MiB"
+        )
+    best_key, best_size = max(((k, s) for s in results["runs"] for k in results["runs"][s]),
+                              key=lambda ks: rate(ks[1], ks[0]))
+    best = rate(best_size, best_key)
+    out.append(
+        f"CPU cost here: {1e6 / best / 3600:.2f} machine-hours per million words at the best "
+        f"end-to-end rate ({best:,.0f} words/s, {best_key} on {best_size}, this loaded 2-core "
+        f"machine)"
+    )
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--model", type=Path, default=None)
+    parser.add_argument("--encoder", type=Path, default=ROOT / "encoders" / "minilm-l6")
+    parser.add_argument("--sentences", type=int, default=3453, help="records in the 1x input")
+    parser.add_argument("--big", type=int, default=10, help="the larger input, times 1x")
+    parser.add_argument("--big-runs", default="local x1,local x2,ray x2")
+    parser.add_argument("--runs", default=",".join(f"{e} x{w}" for e, w in RUNS))
+    parser.add_argument("--note", default="The machine was shared with other work while this ran.")
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--append", action="store_true",
+                        help="add these runs to the runs already in annotate.json")
+    parser.add_argument("--render", action="store_true",
+                        help="only render annotate.md (and the summary) from annotate.json")
+    # the child run
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--input", help=argparse.SUPPRESS)
+    parser.add_argument("--output", help=argparse.SUPPRESS)
+    parser.add_argument("--engine", default="local", help=argparse.SUPPRESS)
+    parser.add_argument("--workers", type=int, default=1, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        child(args)
+        return
+    if args.render:
+        results = json.loads((args.out / "annotate.json").read_text(encoding="utf8"))
+        results["summary"] = summarize(results)
+        write_json(args.out / "annotate.json", results)
+        (args.out / "annotate.md").write_text(render(results), encoding="utf8")
+        print(render(results))
+        return
+    HERE.mkdir(parents=True, exist_ok=True)
+    model = args.model
+    if model is None:
+        model = HERE / "model"
+        if not (model / "config.cfg").exists():
+            build_model(model, args.encoder)
+    sentences = conll_sentences(DATA_DIR / "conll2003" / "test.txt")
+    inputs = {}
+    for name, n in (("1x", args.sentences), (f"{args.big}x", args.sentences * args.big)):
+        path = HERE / f"input-{name}.jsonl"
+        inputs[name] = (path, write_input(path, sentences, n), n)
+    load_start = load_average()
+    wanted = {"1x": args.runs.split(","), f"{args.big}x": args.big_runs.split(",")}
+    runs: Dict[str, Dict[str, Any]] = {}
+    previous: Dict[str, Any] = {}
+    if args.append and (args.out / "annotate.json").exists():
+        previous = json.loads((args.out / "annotate.json").read_text(encoding="utf8"))
+        runs = previous["runs"]
+        load_start = previous["load_average"]["start"]
+    for size, keys in wanted.items():
+        for key in keys:
+            if not key:
+                continue
+            engine, workers = re.fullmatch(r"(\w+) x(\d+)", key.strip()).groups()  # type: ignore
+            print(f"{size} {key} ...", file=sys.stderr, flush=True)
+            run = run_child(model, inputs[size][0], engine, int(workers))
+            run["load_average"] = load_average()
+            runs.setdefault(size, {})[key.strip()] = run
+            print(json.dumps(run), file=sys.stderr, flush=True)
+    results = {
+        "date": today(),
+        "machine": machine_info(os.cpu_count() or 1, -1),
+        "versions": package_versions(PACKAGES),
+        "command": (previous["command"] + "`, then `" if previous else "") + portable(
+            "python -m benchmarks.annotate " + " ".join(sys.argv[1:])),
+        "pipeline": (rel(model) if args.model else
+                     "configs/en_conll03.cfg, initialized from encoders/minilm-l6, untrained"),
+        "input": (f"CoNLL-2003 test sentences (JSONL, one per record), 1x = {inputs['1x'][2]:,}"
+                  f" records ({inputs['1x'][1]:,} words), {args.big}x = "
+                  f"{inputs[f'{args.big}x'][2]:,} records ({inputs[f'{args.big}x'][1]:,} words); "
+                  f"shard size {SHARD_SIZE}, batch size {BATCH_SIZE}"),
+        "note": args.note,
+        "big": args.big,
+        "load_average": {"start": load_start, "end": load_average()},
+        "runs": runs,
+    }
+    results["summary"] = summarize(results)
+    args.out.mkdir(parents=True, exist_ok=True)
+    write_json(args.out / "annotate.json", results)
+    (args.out / "annotate.md").write_text(render(results), encoding="utf8")
+    print(render(results))
+
+
+if __name__ == "__main__":
+    main()
