@@ -27,12 +27,17 @@ class Dataset:
     format: str  # the converter: python -m spacy_bert_crf convert FORMAT
     files: Sequence[str]  # what DATA_DIR must hold (msra: dev is carved from train)
     encoder: str  # the offline encoder its config is meant for
+    assets: bool = True  # project.yml has assets for it (`spacy project assets --extra`)
 
 
 DATASETS = {
     "sample": Dataset("en", "conll", ("train.txt", "dev.txt", "test.txt"), "minilm-l6"),
     "conll03": Dataset("en", "conll", ("train.txt", "dev.txt", "test.txt"), "minilm-l6"),
     "msra": Dataset("zh", "msra", ("train.txt", "test.txt"), "e5-small-zh"),
+    # any Chinese character-per-line corpus: CHAR, a tab or spaces, TAG (BMES, BIOES, BIO)
+    "zh_chars": Dataset(
+        "zh", "zh_chars", ("train.txt", "dev.txt", "test.txt"), "e5-small-zh", assets=False
+    ),
 }
 MSRA_DEV_SIZE = 3000
 SEED = 0
@@ -73,7 +78,7 @@ def check_data(dataset: str, data_dir: Path) -> List[Path]:
             where = "it is not a folder"
         else:
             where = f"it lacks {', '.join(missing)}"
-        fetch = ("" if dataset == "sample"
+        fetch = ("" if dataset == "sample" or not info.assets
                  else " (`spacy project assets --extra` fetches or checks them)")
         raise ProjectError(
             f"No {dataset} data in {data_dir}: {where}. Dataset {dataset!r} needs "

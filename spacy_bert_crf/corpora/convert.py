@@ -1,4 +1,4 @@
-"""One input file -> one .spacy (DocBin) file, in either format; the label map option."""
+"""One input file -> one .spacy (DocBin) file, in any of the formats; the label map option."""
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
@@ -8,9 +8,10 @@ from ..tag_schemes import OUT
 from .conll import read_conll
 from .docs import ConversionStats, PathLike
 from .msra import read_msra
+from .zh_chars import read_zh_chars
 
-FORMATS = ("conll", "msra")
-DEFAULT_LANGS = {"conll": "en", "msra": "zh"}
+FORMATS = ("conll", "msra", "zh_chars")
+DEFAULT_LANGS = {"conll": "en", "msra": "zh", "zh_chars": "zh"}
 
 
 def convert_file(
@@ -24,15 +25,17 @@ def convert_file(
     strict: bool = False,
     lang: Optional[str] = None,
     label_map: Optional[Dict[str, str]] = None,
+    dash: str = "auto",
     progress: bool = False,
 ) -> Tuple[Path, ConversionStats]:
     """Convert one file and write output_dir/<input stem>.spacy (the directory is created).
 
-    input_format (str): "conll" or "msra".
+    input_format (str): "conll", "msra" or "zh_chars".
     input_path (str / Path): The file to convert.
     output_dir (str / Path): Where to write the .spacy file.
-    lang (Optional[str]): Vocab language; None means "en" for conll and "zh" for msra.
-    The other arguments are those of read_conll / read_msra (docs is conll only).
+    lang (Optional[str]): Vocab language; None means "en" for conll, "zh" for msra and zh_chars.
+    dash (str): What a "-" tag means in a zh_chars file: "auto", "outside" or "missing".
+    The other arguments are those of read_conll / read_msra / read_zh_chars (docs is conll only).
     RETURNS (Tuple[Path, ConversionStats]): The written file and the statistics.
     """
     if input_format not in FORMATS:
@@ -45,7 +48,16 @@ def convert_file(
             label_map=label_map, progress=progress,
         )
     elif docs:
-        raise ValueError("docs (--docs) is only for conll: msra files have no documents.")
+        raise ValueError(
+            f"docs (--docs) is only for conll: {input_format} files have no documents."
+        )
+    elif dash != "auto" and input_format != "zh_chars":
+        raise ValueError(f"dash (--dash) is only for zh_chars, not {input_format}.")
+    elif input_format == "zh_chars":
+        doc_list, stats = read_zh_chars(
+            input_path, scheme=scheme, dash=dash, n_sents=n_sents, strict=strict, lang=lang,
+            label_map=label_map, progress=progress,
+        )
     else:
         doc_list, stats = read_msra(
             input_path, scheme=scheme, n_sents=n_sents, strict=strict, lang=lang,

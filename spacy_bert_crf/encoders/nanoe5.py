@@ -234,3 +234,39 @@ def e5_bert_config(image: E5Image, dtype: str = "fp32") -> Dict[str, Any]:
         "tokenizer_class": "XLMRobertaTokenizer",
         "torch_dtype": torch_dtype_name(dtype),
     }
+
+
+def prune_e5_image(image: E5Image, keep: numpy.ndarray) -> E5Image:
+    """The image with only the pieces in `keep` (and their word embedding rows, still 4-bit).
+
+    The kept pieces keep their order, so ids shift down past the pieces left out; the special
+    pieces must be kept. Embedding rows past the last piece (multilingual-e5-small has 35,
+    which no piece uses) are left out too. The other tensors are shared with `image`.
+
+    image (E5Image): The parsed image.
+    keep (numpy.ndarray): A bool mask over image.pieces (see `producible_pieces`).
+    RETURNS (E5Image): The pruned image.
+    """
+    keep = numpy.asarray(keep, dtype=bool)
+    n_pieces, n_rows, hidden = len(image.pieces), image.header["vocab"], image.header["hidden"]
+    if keep.shape != (n_pieces,):
+        raise EncoderError(f"A mask of {keep.shape} for {n_pieces} pieces: one per piece needed.")
+    if not all(keep[i] for i in image.special.values()):
+        raise EncoderError("The special pieces (<s>, </s>, <pad>, <unk>) must be kept.")
+    word_dtype, word_count, word_raw = image.raw_tensor("emb.word")
+    if word_dtype != DTYPE_Q4 or word_count != n_rows * hidden or hidden % QK or n_rows < n_pieces:
+        raise EncoderError("Unexpected layout of the word embeddings in the e5 model image.")
+    rows = numpy.frombuffer(word_raw, dtype=numpy.uint8).reshape(n_rows, -1)
+    keep_rows = numpy.concatenate([keep, numpy.zeros(n_rows - n_pieces, dtype=bool)])
+    new_ids = numpy.cumsum(keep) - 1
+    n_kept = int(keep.sum())
+    tensors = dict(image.tensors)
+    tensors["emb.word"] = (DTYPE_Q4, n_kept * hidden, memoryview(rows[keep_rows].tobytes()))
+    return E5Image(
+        header={**image.header, "vocab": n_kept},
+        pieces=[p for p, k in zip(image.pieces, keep) if k],
+        scores=image.scores[keep],
+        special={name: int(new_ids[i]) for name, i in image.special.items()},
+        norm=image.norm,
+        tensors=tensors,
+    )

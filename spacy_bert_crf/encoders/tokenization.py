@@ -324,3 +324,68 @@ def save_e5_tokenizer(image: E5Image, output_dir: Path, isolate_cjk: bool) -> Li
     written = ["tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"]
     written.append(spm_path.name)
     return written
+
+
+def producible_pieces(image: E5Image, *, isolate_cjk: bool) -> numpy.ndarray:
+    """Which pieces the tokenizer of `build_e5_tokenizer` can produce, on any text.
+
+    A piece is left out only when one of these proves that no text gives it:
+    - it holds a character the normalizer never outputs (one it replaces, such as full-width
+      letters or U+2581 itself), a space, or a metaspace after its first character (the
+      metaspace only comes from a space, and the pre-tokenizer splits before it);
+    - it has several characters, one of which has no piece of its own (the pre-tokenizer
+      isolates those characters);
+    - isolate_cjk: it holds a CJK character (`CJK_RANGES`) and is more than that character
+      with an optional metaspace before it (the pre-tokenizer isolates CJK characters);
+    - another segmentation of its own text scores higher (by more than rounding): a unigram
+      Viterbi path that holds a piece also holds the best segmentation of that piece's text,
+      so a piece that is not the best segmentation of its own text is never on a best path.
+    Special pieces and "<mask>" are always kept. Leaving out pieces that never occur changes no
+    segmentation: the Viterbi path only compares pieces it can use.
+
+    image (E5Image): The parsed image.
+    isolate_cjk (bool): As for `build_e5_tokenizer`.
+    RETURNS (numpy.ndarray): A bool mask over image.pieces: True for the pieces to keep.
+    """
+    specials = set(image.special.values())
+    replaced = set(image.norm) - {c for out in image.norm.values() for c in out}
+    replaced.add(ord(CLUSTER_GUARD))
+    known = {p for i, p in enumerate(image.pieces) if len(p) == 1 and i not in specials}
+    scores = {p: float(s) for i, (p, s) in enumerate(zip(image.pieces, image.scores))
+              if i not in specials}
+    keep = numpy.ones(len(image.pieces), dtype=bool)
+    for i, piece in enumerate(image.pieces):
+        if i in specials or piece == "<mask>":
+            continue
+        body = piece[1:] if piece.startswith(META) else piece
+        if (
+            META in body
+            or " " in piece
+            or any(ord(c) in replaced for c in body)
+            or (len(piece) > 1 and any(c not in known for c in piece))
+            or (isolate_cjk and len(body) > 1 and any(_is_cjk(c) for c in body))
+            or _best_other_score(piece, scores) > scores[piece] + 1e-9
+        ):
+            keep[i] = False
+    return keep
+
+
+def _is_cjk(char: str) -> bool:
+    code = ord(char)
+    return any(lo <= code <= hi for lo, hi in CJK_RANGES)
+
+
+def _best_other_score(text: str, scores: Mapping[str, float]) -> float:
+    """The best unigram score of `text` as two or more pieces (-inf if it has no such
+    segmentation)."""
+    n = len(text)
+    best = [-numpy.inf] * (n + 1)
+    best[0] = 0.0
+    for end in range(1, n + 1):
+        for start in range(end):
+            if start == 0 and end == n:
+                continue
+            score = scores.get(text[start:end])
+            if score is not None and best[start] + score > best[end]:
+                best[end] = best[start] + score
+    return best[n]

@@ -1,0 +1,244 @@
+"""Generic Chinese character-per-line corpora (format "zh_chars").
+
+One character per line, its tag after it, separated by a tab or by ASCII spaces; a blank line
+ends a sentence:
+
+    北 B-LOC          北<TAB>B-LOC       北  B-NS
+    京 E-LOC          京<TAB>I-LOC       京  E-NS
+
+Schemes: BMES (B/M/E/S), BIOES, BIO (IOB2), IOB1 or auto-detected, as for the other formats
+(tag_schemes.py). "O" is outside. A "-" tag is read according to `dash`: "outside", "missing"
+(spaCy's meaning of "-": the token is not annotated, so training leaves it out; partial
+annotation) or "auto": outside when the file has no "O" tag, else missing.
+
+Bad input is an error naming file:line: a separator that is not a tab or ASCII spaces (an
+ideographic space U+3000, a no-break space), a space as the character, a line of spaces other
+than ASCII spaces and tabs, a byte-order mark after the first line (files joined together), a
+malformed tag ("B-" alone), and an empty line inside an entity (an entity tag that goes on
+after a blank line: with any scheme but IOB1, where "I-X" may start an entity, the blank line
+is taken as a stray line inside a sentence). A blank line between two tags that could end and
+start sentences is a sentence break: nothing tells it from one. A BOM at the start of the file
+and CRLF line ends are accepted.
+"""
+import re
+import unicodedata
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, List, Optional, Tuple
+
+from spacy.tokens import Doc
+from spacy.vocab import Vocab
+
+from ..tag_schemes import OUT, Tag, join_tag, resolve_scheme
+from .docs import (
+    ConversionError,
+    ConversionStats,
+    PathLike,
+    Sentence,
+    check_grouping,
+    describe_empty,
+    iter_progress,
+    parse_tag,
+    read_sentences_file,
+)
+from .msra import _is_one_character
+
+DASH = "-"
+DASH_MEANINGS = ("auto", "outside", "missing")
+_LINE = re.compile(r"(\S+?)([ \t]+)(\S+)[ \t]*")
+_SEPARATOR_SPACE = re.compile(r"[^\S \t]")  # whitespace that is neither a space nor a tab
+_OPENS = frozenset("BIM")  # an entity may go on after these prefixes
+_CONTINUES = frozenset("IMLE")  # these prefixes go on with the entity before
+
+
+@dataclass
+class CharCorpusStats(ConversionStats):
+    """ConversionStats of a zh_chars file, plus how "-" tags were read.
+
+    missing (int): Characters whose tag is "-" read as missing (not annotated).
+    dash (str): How "-" tags were read ("outside" or "missing") and why; "" without any.
+    """
+
+    missing: int = 0
+    dash: str = ""
+
+
+def read_zh_chars(
+    path: PathLike,
+    *,
+    scheme: str = "auto",
+    dash: str = "auto",
+    n_sents: int = 1,
+    strict: bool = False,
+    lang: str = "zh",
+    label_map: Optional[Dict[str, str]] = None,
+    vocab: Optional[Vocab] = None,
+    progress: bool = False,
+) -> Tuple[List[Doc], CharCorpusStats]:
+    """Read a character-per-line file (CHAR, a tab or spaces, TAG) into Docs of characters.
+
+    path (str / Path): The file (UTF-8, BOM and CRLF tolerated).
+    scheme (str): "auto", "IOB1", "IOB2"/"BIO" or "BIOES"/"BILUO"/"BMES".
+    dash (str): What a "-" tag means: "outside", "missing" (not annotated: the token's entity
+        annotation is missing, as "-" means in spaCy) or "auto" (outside when the file has no
+        "O" tag, else missing).
+    n_sents (int): Sentences per Doc.
+    strict (bool): Raise on the first invalid tag sequence instead of repairing it.
+    lang (str): Language of the blank vocab (ignored when vocab is given).
+    label_map (Optional[Dict[str, str]]): Rename entity labels, e.g. {"NR": "PER"}.
+    vocab (Optional[Vocab]): The vocab for the Docs.
+    progress (bool): Show a progress bar for large files.
+    RETURNS (Tuple[List[Doc], CharCorpusStats]): The Docs (no spaces, one token per character;
+        "-" read as missing leaves its token's entity annotation missing) and the statistics.
+    """
+    check_grouping(False, n_sents)
+    if dash not in DASH_MEANINGS:
+        raise ValueError(f"Invalid dash {dash!r}: expected one of {', '.join(DASH_MEANINGS)}.")
+    parsed: Dict[str, object] = {}
+
+    def parse(
+        path: Path, lines: List[str], label_map: Dict[str, str], progress: bool
+    ) -> List[List[Sentence]]:
+        sentences, missing, dash_reading = _parse_zh_chars(path, lines, label_map, progress, dash)
+        _check_blank_lines(path, sentences, scheme)
+        parsed.update(missing=missing, dash=dash_reading)
+        return [sentences]
+
+    docs, base = read_sentences_file(
+        path, parse, label_map or {}, vocab, lang, progress,
+        scheme=scheme, docs=False, n_sents=n_sents, strict=strict, spaces=False,
+    )
+    stats = CharCorpusStats(**vars(base), dash=str(parsed["dash"]))
+    missing: List[List[int]] = parsed["missing"]  # type: ignore[assignment]
+    for doc, chunk in zip(docs, _chunks(missing, n_sents)):
+        indices: List[int] = []
+        for sentence_missing, sent in zip(chunk, doc.sents):
+            indices.extend(sent.start + i for i in sentence_missing)
+        if indices:
+            doc.set_ents([], missing=[doc[i : i + 1] for i in indices], default="unmodified")
+            stats.missing += len(indices)
+    return docs, stats
+
+
+def _chunks(items: List[List[int]], size: int) -> List[List[List[int]]]:
+    return [items[start : start + size] for start in range(0, len(items), size)]
+
+
+def _parse_zh_chars(
+    path: Path, lines: List[str], label_map: Dict[str, str], progress: bool, dash: str
+) -> Tuple[List[Sentence], List[List[int]], str]:
+    """The sentences of a character-per-line file, the positions of "-" tags read as missing in
+    each, and how "-" was read."""
+    sentences: List[Sentence] = []
+    missing: List[List[int]] = []
+    words: List[str] = []
+    tags: List[Tag] = []
+    dashes: List[int] = []
+    first = 0
+    tag_cache: Dict[str, Tag] = {}
+    has_out = has_dash = False
+    numbered = enumerate(iter_progress(lines, f"Reading {path.name}", " lines", progress), 1)
+    for lineno, line in numbered:
+        if not line.strip(" \t"):
+            if words:
+                sentences.append(Sentence(words, tags, first))
+                missing.append(dashes)
+                words, tags, dashes = [], [], []
+            continue
+        char, tag_text = _split_line(path, lineno, line)
+        if not words:
+            first = lineno
+        if tag_text == DASH:
+            has_dash = True
+            dashes.append(len(words))
+            tag: Tag = (OUT, "")
+        else:
+            has_out = has_out or tag_text == OUT
+            cached = tag_cache.get(tag_text)
+            tag = cached if cached is not None else parse_tag(
+                tag_text, label_map, path, lineno, line, tag_cache
+            )
+        words.append(char)
+        tags.append(tag)
+    if words:
+        sentences.append(Sentence(words, tags, first))
+        missing.append(dashes)
+    if not sentences:
+        raise ConversionError(
+            f"{path}: no characters to convert: the file holds {describe_empty(lines)}"
+        )
+    reading = ""
+    if has_dash:
+        meaning = dash
+        why = "given"
+        if dash == "auto":
+            meaning = "missing" if has_out else "outside"
+            why = "the file also has 'O' tags" if has_out else "the file has no 'O' tag"
+        reading = f"{meaning} ({why})"
+        if meaning == "outside":
+            missing = [[] for _ in sentences]
+    return sentences, missing, reading
+
+
+def _split_line(path: Path, lineno: int, line: str) -> Tuple[str, str]:
+    """(character, tag) of a token line; a ConversionError naming file:line for anything else."""
+    where = f"{path}:{lineno}"
+    if line.startswith("\ufeff"):
+        raise ConversionError(
+            f"{where}: byte-order mark (U+FEFF) at the start of a line after the first: were "
+            f"files joined together? Remove it. In line {line!r}"
+        )
+    if not line.strip():
+        raise ConversionError(
+            f"{where}: a line of spaces other than ASCII spaces and tabs "
+            f"({_describe_spaces(line)}): a blank line (sentence break) must be empty"
+        )
+    if line[0].isspace():
+        raise ConversionError(
+            f"{where}: the character is a space ({_describe_spaces(line[0])}): spaces are not "
+            f"tokens of a character corpus (or the character is missing). In line {line!r}"
+        )
+    match = _LINE.fullmatch(line)
+    if match is None:
+        odd = _SEPARATOR_SPACE.search(line)
+        if odd is not None:
+            raise ConversionError(
+                f"{where}: {_describe_spaces(odd.group())} at column {odd.start() + 1}: "
+                f"separate the character and its tag with a tab or ASCII spaces (mixed-width "
+                f"spaces?). In line {line!r}"
+            )
+        raise ConversionError(
+            f"{where}: expected CHAR TAG (one character, a tab or spaces, the tag), found "
+            f"{line!r}"
+        )
+    char, tag_text = match.group(1), match.group(3)
+    if not _is_one_character(char):
+        raise ConversionError(
+            f"{where}: expected one character per line, found {char!r} ({len(char)} characters) "
+            f"in {line!r}"
+        )
+    return char, tag_text
+
+
+def _describe_spaces(text: str) -> str:
+    names = dict.fromkeys(f"U+{ord(c):04X} {unicodedata.name(c, '?')}" for c in text)
+    return ", ".join(names)
+
+
+def _check_blank_lines(path: Path, sentences: List[Sentence], scheme: str) -> None:
+    """Raise on a blank line inside an entity: a sentence that ends on a tag after which its
+    entity may go on (B-X, I-X, M-X), followed by one that starts with a tag that goes on with
+    an entity of that type (I-X, M-X, E-X, L-X). Under IOB1 an I- tag may start an entity, so
+    nothing is checked."""
+    name, _, _ = resolve_scheme(scheme, (sentence.tags for sentence in sentences))
+    if name == "IOB1":
+        return
+    for before, after in zip(sentences, sentences[1:]):
+        last, head = before.tags[-1], after.tags[0]
+        if last[0] in _OPENS and head[0] in _CONTINUES and last[1] == head[1]:
+            blank = before.first_line + len(before.words)
+            raise ConversionError(
+                f"{path}:{blank}: empty line inside a sentence: the entity tagged "
+                f"{join_tag(last)!r} on line {blank - 1} goes on with {join_tag(head)!r} on line "
+                f"{after.first_line}. Remove the empty line (blank lines end sentences)"
+            )
