@@ -26,12 +26,13 @@ from .util import TRAIN_DATA, make_examples
 
 ROOT = Path(__file__).resolve().parents[1]
 LABELS = {"PER", "LOC", "ORG", "MISC"}
-WORKFLOW = ["check", "encoder", "convert", "train", "evaluate", "package"]
+WORKFLOW = ["check", "encoder", "convert", "train", "evaluate", "annotate", "package"]
 # What a user of each dataset passes (README); everything else is project.yml's defaults.
 DATASET_VARS = {
     "sample": {},
     "conll03": {"vars.dataset": "conll03"},
     "msra": {"vars.dataset": "msra", "vars.lang": "zh", "vars.encoder": "e5-small-zh"},
+    "zh_chars": {"vars.dataset": "zh_chars", "vars.lang": "zh", "vars.encoder": "e5-small-zh"},
 }
 SENTENCE = "Maria Lopez flew to Lisbon on Monday ."
 PREDICT = (
@@ -144,11 +145,17 @@ def test_project_workflow_deps_and_outputs(dataset):
     assert set(commands["train"]["deps"]) == {v["config"], f"{corpus}/train.spacy",
                                               f"{corpus}/dev.spacy", f"encoders/{v['encoder']}"}
     assert set(commands["evaluate"]["deps"]) == {f"training/{dataset}/model-best",
-                                                 f"{corpus}/test.spacy"}
+                                                 f"{corpus}/dev.spacy", f"{corpus}/test.spacy"}
+    calibrated = f"training/{dataset}/model-calibrated"  # what annotate and package use
+    assert calibrated in commands["evaluate"]["outputs"]
+    assert commands["annotate"]["deps"][0] == commands["package"]["deps"][0] == calibrated
     wheel = f"packages/wheels/{v['lang']}_bert_crf_{dataset}-{v['version']}-py3-none-any.whl"
     assert commands["package"]["outputs"] == [wheel]
     assert any(line.startswith("python -m pip wheel --no-deps . --wheel-dir packages/wheels")
                for line in commands["package"]["script"])
+
+
+SHIPPED_ASSETS = ("assets/sample/", "assets/annotate/")  # the project's own, committed
 
 
 def test_project_assets_not_fetched_by_default():
@@ -156,10 +163,10 @@ def test_project_assets_not_fetched_by_default():
     assets = srsly.read_yaml(ROOT / "project.yml")["assets"]
     for asset in assets:
         assert "optional" not in asset, asset["dest"]
-        if not asset["dest"].startswith("assets/sample/"):
+        if not asset["dest"].startswith(SHIPPED_ASSETS):
             assert asset.get("extra") is True, asset["dest"]
-    sample = [a for a in assets if a["dest"].startswith("assets/sample/")]
-    assert len(sample) == 3
+    sample = [a for a in assets if a["dest"].startswith(SHIPPED_ASSETS)]
+    assert len(sample) == 4
     for asset in sample:
         assert "url" not in asset
         assert get_checksum(ROOT / asset["dest"]) == asset["checksum"], asset["dest"]
@@ -291,6 +298,15 @@ def test_sample_workflow_learns(sample_workflow):
     assert metrics["ents_predicted"] > 0.5 * metrics["ents_gold"] > 0
     assert metrics["ents_f"] >= 0.5, metrics["ents_f"]  # the test names are unseen in train
     assert (project / "metrics" / "sample_errors.html").read_text().startswith("<")
+    # evaluate fitted a temperature on dev and reports calibration before and after
+    assert metrics["temperature"]["temperature"] > 0, metrics["temperature"]
+    # annotate: every record of the shipped JSONL is accounted for, with entities found
+    summary = json.loads((project / "annotated" / "sample" / "summary.json").read_text())
+    assert summary["in"] == summary["annotated"] + summary["failed"] == 272, summary
+    records = [json.loads(line) for path in sorted((project / "annotated" / "sample").glob(
+        "shard-*.jsonl")) for line in path.read_text(encoding="utf8").splitlines()]
+    assert len(records) == summary["annotated"]
+    assert sum(len(r["entities"]) for r in records) > 0
     # names seen in training: the trained model finds both
     assert sample_workflow["predicted"]["ents"] == [["Maria Lopez", "PER"], ["Lisbon", "LOC"]]
     # weasel skips what is up to date: a second run of convert does nothing.
