@@ -25,8 +25,9 @@ from spacy.language import Language
 from spacy.tokens import Doc
 from spacy.training import Example
 
-from .evaluate import EvaluationError, PathLike, calibration, find_errors, make_examples
-from .evaluate import read_docbins
+from .annotation import MAX_TEMPERATURE, MIN_TEMPERATURE, decoding_inputs, merge
+from .confidence_metrics import calibration
+from .evaluate import EvaluationError, PathLike, find_errors, make_examples, read_docbins
 
 # Golden-section search steps over log T: the bracket shrinks by 0.618 a step, so 40 steps end
 # within 1e-8 of the optimum in log T.
@@ -56,7 +57,7 @@ class ScoredEntities:
 
 @dataclass
 class TemperatureFit:
-    """The fitted temperature and the calibration (see evaluate.calibration) of the corpus it
+    """The fitted temperature and the calibration (confidence_metrics.calibration) of the corpus it
     was fitted on, before (at the pipe's temperature then) and after."""
 
     temperature: float
@@ -107,7 +108,6 @@ def score_entities(
     RETURNS (ScoredEntities): The emissions, allowed tags and entity queries, with correctness.
     """
     from .decoding import decode
-    from .pipeline import _merge
 
     pipe_name, pipe = find_pipe(nlp, name)
     before = []
@@ -122,7 +122,7 @@ def score_entities(
         docs = [eg.predicted.copy() for eg in batch]
         for proc in before:
             docs = list(proc.pipe(docs)) if hasattr(proc, "pipe") else [proc(d) for d in docs]
-        inputs = pipe._decoding_inputs(docs)
+        inputs = decoding_inputs(pipe, docs)
         out.n_docs += len(docs)
         if inputs is None:
             continue
@@ -133,7 +133,7 @@ def score_entities(
         index = inventory.index
         for doc, eg, e, a, decoding in zip(docs, batch, emissions, allowed, decoded):
             preset = pipe._presets(doc)
-            own, _ = _merge(doc, preset, decoding.entities)
+            own, _ = merge(doc, preset, decoding.entities)
             doc.ents = sorted(preset + [span for span, _ in own], key=lambda s: s.start)
             errors = find_errors(Example(doc, eg.reference))
             if errors is None:
@@ -199,8 +199,6 @@ def log_loss(pairs: Sequence[Tuple[float, bool]]) -> float:
 
 def fit_scored(pipe, scored: ScoredEntities) -> float:
     """The temperature minimising the log loss of the scored entities' confidences."""
-    from .pipeline import MAX_TEMPERATURE, MIN_TEMPERATURE
-
     if not scored.n_entities:
         raise EvaluationError("No predicted entity to fit a temperature on.")
     flags = [ok for doc_flags in scored.correct for ok in doc_flags]
@@ -274,7 +272,7 @@ def rescore(pipe, docs: Sequence[Doc], temperature: float) -> List[numpy.ndarray
     rows = [i for i, doc in enumerate(docs) if len(doc) and len(doc.spans.get(key, []))]
     if not rows:
         return out
-    inputs = pipe._decoding_inputs([docs[i] for i in rows], own_spans=True)
+    inputs = decoding_inputs(pipe, [docs[i] for i in rows], own_spans=True)
     if inputs is None:
         return out
     emissions, allowed, inventory = inputs
@@ -304,7 +302,7 @@ def calibration_at(
     nlp: Language, prediction, temperature: float, *, name: Optional[str] = None,
     batch_size: int = 64,
 ) -> Optional[Dict[str, Any]]:
-    """The calibration (evaluate.calibration) of a Prediction's entities had the crf_ner
+    """The calibration (confidence_metrics.calibration) of a Prediction's entities had the crf_ner
     component `name` reported their confidences at `temperature`, from the docs as predicted
     (their upstream output is reused: nothing upstream runs again).
 

@@ -28,10 +28,16 @@ def entity_confidences(doc: Doc, spans_key: str = DEFAULT_SPANS_KEY) -> List[Tup
     RETURNS (List[Tuple[Span, float]]): (span, score) in the group's order; [] when the doc has no
         such group or it has no scores.
     """
+    return scored_spans(doc, spans_key) or []
+
+
+def scored_spans(doc: Doc, spans_key: str) -> Optional[List[Tuple[Span, float]]]:
+    """As entity_confidences, but None (not []) when the doc has no span group `spans_key` or
+    the group has no scores (attrs["scores"], one per span)."""
     group = doc.spans.get(spans_key) if spans_key in doc.spans else None
     scores = None if group is None else group.attrs.get("scores")
     if group is None or scores is None or len(scores) != len(group):
-        return []
+        return None
     return [(span, float(p)) for span, p in zip(group, scores)]
 
 

@@ -1,7 +1,7 @@
 """The ``crf_ner`` pipeline component: named entities from a constrained linear-chain CRF."""
 from itertools import islice
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Set, Tuple, Union
+from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 import numpy
 import srsly
@@ -9,17 +9,21 @@ from spacy import util
 from spacy.errors import Errors
 from spacy.language import Language
 from spacy.pipeline import TrainablePipe
-from spacy.tokens import Doc, Span, SpanGroup
+from spacy.tokens import Doc, Span
 from spacy.training import Example, validate_examples, validate_get_examples
 from spacy.vocab import Vocab
 from thinc.api import Config, Model, Optimizer, set_dropout_rate
 from thinc.types import Floats2d
 
-from .decoding import Candidates, Decoded, DocDecoding, TagInventory, allowed_tags, check_upstream
-from .decoding import decode, hold_tokens_without_wordpieces, nbest
-from .distillation.loss import check_distill_weight, distillation_loss
+from .annotation import MAX_TEMPERATURE, MIN_TEMPERATURE, analyses_as_spans, check_max_length
+from .annotation import check_probability, check_temperature, decoding_inputs, preset_entities
+from .annotation import write_annotations
+from .decoding import Candidates, Decoded, DocDecoding, TagInventory, allowed_tags, decode, nbest
+from .distillation.loss import check_distill_weight
 from .layers.crf import CRFConstraints, set_constraints
-from .tag_schemes import OUT, biluo_to_scheme, constraints, continuations, make_tags
+from .loss import crf_loss
+from .serialization import load_model_bytes
+from .tag_schemes import OUT, constraints, continuations, make_tags
 from .threads import single_thread_in_forked_children
 
 # fmt: off
@@ -41,6 +45,8 @@ upstream = "*"
 """
 # fmt: on
 DEFAULT_CRF_NER_MODEL = Config().from_str(DEFAULT_MODEL_CONFIG)["model"]
+# MIN_TEMPERATURE, MAX_TEMPERATURE: the bounds of the temperature setting (see annotation.py)
+__all__ = ["CRFEntityRecognizer", "make_crf_ner", "MIN_TEMPERATURE", "MAX_TEMPERATURE"]
 
 
 @Language.factory(
@@ -134,15 +140,7 @@ class CRFEntityRecognizer(TrainablePipe):
         vocab (Vocab): The shared vocabulary.
         model (Model): The tagger model.
         name (str): The component instance name, used to add entries to the losses.
-        spans_key (Optional[str]): Key of the span group with the entity confidences.
-        overwrite_ents (bool): Whether to replace entities set by earlier components instead of
-            keeping them as constraints.
-        threshold (float): Least confidence of an entity in doc.ents, in [0, 1].
-        candidates_key (Optional[str]): Key of the span group of candidate spans (None: none).
-        candidates_threshold (float): Least probability of a candidate span, in [0, 1].
-        candidates_max_length (int): Most tokens of a candidate span, >= 1.
-        distill_weight (float): Weight of KL(teacher || model) in the loss, >= 0 (0: gold only).
-        scorer (Optional[Callable]): The scoring method.
+        The settings after `*` are those of the factory: see make_crf_ner.
         """
         if "scheme" not in model.attrs or not model.has_ref("crf"):
             raise ValueError(
@@ -156,20 +154,12 @@ class CRFEntityRecognizer(TrainablePipe):
         self.name = name
         self.spans_key = spans_key
         self.overwrite_ents = overwrite_ents
-        self.threshold = _check_probability(threshold, "threshold", name)
+        self.threshold = check_probability(threshold, "threshold", name)
         self.candidates_key = candidates_key
-        self.candidates_threshold = _check_probability(
+        self.candidates_threshold = check_probability(
             candidates_threshold, "candidates_threshold", name
         )
-        if (
-            not isinstance(candidates_max_length, int) or isinstance(candidates_max_length, bool)
-            or candidates_max_length < 1
-        ):
-            raise ValueError(
-                f"Invalid candidates_max_length {candidates_max_length!r} for {name!r}: expected "
-                "an integer >= 1."
-            )
-        self.candidates_max_length = candidates_max_length
+        self.candidates_max_length = check_max_length(candidates_max_length, name)
         self.distill_weight = check_distill_weight(distill_weight, name)
         self.scorer = scorer
         # temperature: set by calibration.fit_temperature, saved with the pipe (cfg)
@@ -196,15 +186,7 @@ class CRFEntityRecognizer(TrainablePipe):
 
     @temperature.setter
     def temperature(self, value: float) -> None:
-        if (
-            isinstance(value, bool) or not isinstance(value, (int, float))
-            or not MIN_TEMPERATURE <= value <= MAX_TEMPERATURE
-        ):
-            raise ValueError(
-                f"Invalid temperature {value!r} for {self.name!r}: expected a number in "
-                f"[{MIN_TEMPERATURE}, {MAX_TEMPERATURE}]."
-            )
-        self.cfg["temperature"] = float(value)
+        self.cfg["temperature"] = check_temperature(value, self.name)
 
     @property
     def scheme(self) -> str:
@@ -340,40 +322,16 @@ class CRFEntityRecognizer(TrainablePipe):
             self.model, emissions, allowed, inventory.tags, self.scheme, k,
             temperature=self.temperature,
         )
-        out: List[List[Tuple[List[Span], float]]] = []
-        for doc, analyses in zip(docs, found):
-            presets = self._presets(doc, own_spans=True)
-            doc_out = []
-            for ents, p in analyses:
-                own, _ = _merge(doc, presets, [(s, e, label, p) for s, e, label in ents])
-                spans = presets + [span for span, _ in own]
-                doc_out.append((sorted(spans, key=lambda span: span.start), p))
-            out.append(doc_out)
-        return out
+        return [
+            analyses_as_spans(doc, analyses, self._presets(doc, own_spans=True))
+            for doc, analyses in zip(docs, found)
+        ]
 
     def _decoding_inputs(
         self, docs: List[Doc], *, own_spans: bool = False
     ) -> Optional[Tuple[List[Floats2d], List[numpy.ndarray], TagInventory]]:
-        """The emissions and the allowed tags of the docs (None when no doc has a token).
-
-        own_spans: entities in this pipe's span group are its own output, not restrictions.
-        """
-        if not self._is_initialized():
-            raise ValueError(Errors.E109.format(name=self.name))
-        if not any(len(doc) for doc in docs):
-            return None
-        listens_to_transformer = check_upstream(self.model, docs, self.name)
-        emissions = self.model.predict(docs)
-        inventory = TagInventory(self.tags, self.scheme)  # once per batch, not per doc
-        allowed = [
-            self._allowed_tags(doc, inventory, ents=self._presets(doc, own_spans=own_spans))
-            for doc in docs
-        ]
-        if listens_to_transformer:
-            hold_tokens_without_wordpieces(
-                docs, allowed, inventory, overwrite_ents=self.overwrite_ents, name=self.name
-            )
-        return emissions, allowed, inventory
+        """The emissions and the allowed tags of the docs: see annotation.decoding_inputs."""
+        return decoding_inputs(self, docs, own_spans=own_spans)
 
     def _set_constraints(self) -> None:
         """Derive the CRF's constraints from the tags and hand them to the model's CRF layer."""
@@ -396,16 +354,11 @@ class CRFEntityRecognizer(TrainablePipe):
         )
 
     def _presets(self, doc: Doc, *, own_spans: bool = False) -> List[Span]:
-        """The entities set by earlier components, which this pipe keeps (none if
-        overwrite_ents). own_spans: leave out the entities of this pipe's own span group (a doc
-        this pipe already annotated)."""
-        if self.overwrite_ents:
-            return []
-        ents = list(doc.ents)
-        if own_spans and self.spans_key is not None and self.spans_key in doc.spans:
-            own = {(s.start, s.end, s.label) for s in doc.spans[self.spans_key]}
-            ents = [e for e in ents if (e.start, e.end, e.label) not in own]
-        return ents
+        """The entities set by earlier components, which this pipe keeps: see
+        annotation.preset_entities."""
+        return preset_entities(
+            doc, overwrite_ents=self.overwrite_ents, spans_key=self.spans_key, own_spans=own_spans
+        )
 
     def set_annotations(self, docs: Iterable[Doc], decoded: Decoded) -> None:
         """Write doc.ents (and the span groups with confidences) from predict's output.
@@ -417,28 +370,10 @@ class CRFEntityRecognizer(TrainablePipe):
         the preset entities, with attrs["scores"].
         """
         for doc, decoding in zip(docs, decoded):
-            preset = self._presets(doc)
-            own, taken = _merge(doc, preset, decoding.entities)
-            below = numpy.asarray([p < self.threshold for _, p in own], dtype=bool)
-            doc.ents = sorted(
-                preset + [span for (span, _), low in zip(own, below) if not low],
-                key=lambda span: span.start,
+            write_annotations(
+                doc, decoding, self._presets(doc), threshold=self.threshold,
+                spans_key=self.spans_key, candidates_key=self.candidates_key,
             )
-            if self.spans_key is not None:
-                doc.spans[self.spans_key] = SpanGroup(
-                    doc, name=self.spans_key, spans=[span for span, _ in own],
-                    attrs={
-                        "scores": numpy.asarray([p for _, p in own], dtype="float32"),
-                        "below_threshold": below,
-                    },
-                )
-            if self.candidates_key is not None and decoding.candidates is not None:
-                found = [c for c in decoding.candidates if c[:3] not in taken]
-                doc.spans[self.candidates_key] = SpanGroup(
-                    doc, name=self.candidates_key,
-                    spans=[Span(doc, start, end, label=label) for start, end, label, _ in found],
-                    attrs={"scores": numpy.asarray([c[3] for c in found], dtype="float32")},
-                )
 
     # ------------------------------------------------------------------------- update
     def update(
@@ -485,81 +420,9 @@ class CRFEntityRecognizer(TrainablePipe):
         RETURNS (Tuple[float, List[Floats2d]]): The summed loss and d_emissions per doc,
             normalised by the number of tokens in the batch.
         """
-        examples = list(examples)
-        ops = self.model.ops
-        tags = self.tags
-        index = {tag: i for i, tag in enumerate(tags)}
-        rows, allowed = [], []
-        for i, eg in enumerate(examples):
-            if len(eg.predicted):
-                rows.append(i)
-                allowed.append(self._gold_allowed(eg, i, index))
-        d_emissions = [ops.alloc2f(*e.shape) for e in emissions]
-        if not rows:
-            return 0.0, d_emissions
-        crf = self.model.get_ref("crf")
-        nll, backprop = crf.begin_update(([emissions[i] for i in rows], allowed))
-        n_tokens = sum(len(emissions[i]) for i in rows)
-        d_rows = backprop(ops.alloc1f(len(rows)) + 1.0 / n_tokens)
-        for i, d in zip(rows, d_rows):
-            d_emissions[i] = d
-        loss = float(nll.sum())
-        # + distill_weight x KL(teacher || model) where the reference docs carry soft targets
-        loss += distillation_loss(self, examples, emissions, d_emissions, n_tokens)
-        if not numpy.isfinite(loss):
-            raise ValueError(f"{self.name}: the loss is not finite ({loss}).")
-        return loss, d_emissions
-
-    def _gold_allowed(self, eg: Example, i: int, index: Dict[str, int]) -> numpy.ndarray:
-        xp = self.model.ops.xp
-        allowed = numpy.zeros((len(eg.predicted), len(index)), dtype=bool)
-        for j, biluo in enumerate(eg.get_aligned_ner()):
-            tag = biluo_to_scheme(biluo, self.scheme)
-            if tag is None:
-                allowed[j] = True
-            elif tag in index:
-                allowed[j, index[tag]] = True
-            else:
-                token = eg.predicted[j]
-                raise ValueError(
-                    f"{self.name}: doc {i} of the batch ({eg.predicted.text[:50]!r}...) has the "
-                    f"gold tag {tag!r} on token {j} ({token.text!r}), but its label is not one of "
-                    f"{list(self.labels)}. Add it to the labels before initialize."
-                )
-        return xp.asarray(allowed)
+        return crf_loss(self, list(examples), emissions)
 
     # -------------------------------------------------------------------- serialization
-    def _initialize_before_deserializing(self) -> None:
-        """Build the lazy PyTorch layers from cfg so the saved weights have somewhere to go."""
-        if not self.labels:
-            return
-        if not self.cfg.get("nI"):
-            raise ValueError(f"Cannot load {self.name!r}: its cfg has no 'nI' (tok2vec width).")
-        self.model.set_dim("nO", len(self.tags), force=True)
-        self.model.set_dim("nI", self.cfg["nI"], force=True)
-        self._set_constraints()
-        self.model.initialize()
-
-    def _load_model(self, data: bytes, source: str) -> None:
-        self._initialize_before_deserializing()
-        try:
-            srsly.msgpack_loads(data)
-        except Exception as err:
-            raise ValueError(
-                f"Cannot load the model of {self.name!r}: {source} is damaged or incomplete "
-                f"({type(err).__name__}: {err}). If it comes from an interrupted training run, "
-                "use the run's model-last, or train again."
-            ) from err
-        try:
-            self.model.from_bytes(data)
-        except ValueError as err:
-            raise ValueError(
-                f"Cannot load the model of {self.name!r}: it does not match its cfg (labels "
-                f"{list(self.labels)}, {len(self.tags)} {self.scheme} tags, "
-                f"nI={self.cfg.get('nI')}). "
-                f"Were the labels or the model config changed? ({err})"
-            ) from err
-
     def from_bytes(self, bytes_data: bytes, *, exclude: Iterable[str] = tuple()):
         """Load the pipe from a bytestring.
 
@@ -569,7 +432,7 @@ class CRFEntityRecognizer(TrainablePipe):
         deserialize = {
             "cfg": lambda b: self.cfg.update(srsly.json_loads(b)),
             "vocab": lambda b: self.vocab.from_bytes(b, exclude=exclude),
-            "model": lambda b: self._load_model(b, "its serialized model bytes"),
+            "model": lambda b: load_model_bytes(self, b, "its serialized model bytes"),
         }
         util.from_bytes(bytes_data, deserialize, exclude)
         return self
@@ -584,7 +447,7 @@ class CRFEntityRecognizer(TrainablePipe):
         def load_model(p: Path) -> None:
             with p.open("rb") as file_:
                 data = file_.read()
-            self._load_model(data, f"the file {p}")
+            load_model_bytes(self, data, f"the file {p}")
 
         deserialize: Dict[str, Callable[[Path], Any]] = {
             "cfg": lambda p: self.cfg.update(srsly.read_json(p)),
@@ -593,36 +456,3 @@ class CRFEntityRecognizer(TrainablePipe):
         }
         util.from_disk(path, deserialize, exclude)
         return self
-
-
-# Temperatures outside this range are rejected: confidences would all be 0/1 or uniform, and at
-# T > 10 the large finite penalty (-1e4) of the forbidden tags no longer underflows to 0.
-MIN_TEMPERATURE = 0.01
-MAX_TEMPERATURE = 10.0
-
-
-def _check_probability(value: Any, setting: str, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
-        raise ValueError(
-            f"Invalid {setting} {value!r} for {name!r}: expected a number in [0, 1]."
-        )
-    return float(value)
-
-
-def _merge(
-    doc: Doc, preset: List[Span], entities: Iterable[Tuple[int, int, str, float]]
-) -> Tuple[List[Tuple[Span, float]], Set[Tuple[int, int, str]]]:
-    """The decoded entities that are not preset ones nor overlap one, as (Span, probability),
-    and the (start, end, label) of the presets. (Known-label presets are decoded as themselves;
-    presets with a label the pipe does not know are decoded as "O", so nothing overlaps them.)
-    """
-    taken = {(e.start, e.end, e.label_) for e in preset}
-    occupied = numpy.zeros(len(doc), dtype=bool)
-    for ent in preset:
-        occupied[ent.start : ent.end] = True
-    own = [
-        (Span(doc, start, end, label=label), p)
-        for start, end, label, p in entities
-        if (start, end, label) not in taken and not occupied[start:end].any()
-    ]
-    return own, taken

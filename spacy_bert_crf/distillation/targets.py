@@ -104,6 +104,7 @@ class Teacher:
     def marginals(self, docs: Sequence[Doc]) -> List[numpy.ndarray]:
         """P(tag) per token of each doc, (len(doc), len(self.tags)) float32, read from the
         doc's words and spaces (the docs themselves are not changed)."""
+        from ..annotation import decoding_inputs
         from ..layers.crf import chain_arrays
         from ..layers.crf_decode import NumpyChain
 
@@ -121,7 +122,7 @@ class Teacher:
         ]
         for _, proc in self.before:
             own = list(proc.pipe(own)) if hasattr(proc, "pipe") else [proc(d) for d in own]
-        inputs = self.pipe._decoding_inputs(own)
+        inputs = decoding_inputs(self.pipe, own)
         if inputs is None:  # no tokens: cannot happen for the rows kept
             return out
         emissions, allowed, _ = inputs

@@ -20,8 +20,8 @@ Two objectives share the module:
 
 Decoding (Viterbi, forward-backward, marginals, span probabilities) on the CPU runs its time
 recursions in numpy (``crf_decode``), so that a busy CPU cannot stall it; tensors on another
-device, or in a dtype numpy lacks, take the torch path here. Training (the autograd path) stays
-in torch.
+device, or in a dtype numpy lacks, take the torch path. Training (the autograd path) stays in
+torch. The torch recursions themselves are in ``crf_chain``.
 
 The module is called through thinc's PyTorchWrapper (``layers/crf.py``): ``forward`` computes the
 loss, or with ``task="viterbi"`` / ``task="span_log_probs"`` decodes.
@@ -33,6 +33,7 @@ import numpy
 import torch
 from torch import nn
 
+from .crf_chain import LogPartition, TorchChain, viterbi_torch
 from .crf_decode import TINY, NumpyChain, viterbi_numpy
 
 # Differentiable paths use a large finite penalty instead of -inf so gradients stay finite
@@ -162,16 +163,16 @@ class ConstrainedCRF(nn.Module):
         """log Z over valid paths by the forward algorithm, shape (batch,).
 
         Differentiable: the gradient is computed from forward-backward marginals (see
-        _LogPartition), not by backpropagating through every step of the recursion.
+        LogPartition), not by backpropagating through every step of the recursion.
         """
         trans, start, end = self._scores(NEG)
-        return _LogPartition.apply(self.potentials(emissions), trans, start, end, mask)
+        return LogPartition.apply(self.potentials(emissions), trans, start, end, mask)
 
     def token_log_probs(self, emissions: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """log P(y_t = k) of every position and tag under the model, (B, T, K), differentiable.
 
         "crf": the marginals of the chain over valid paths by forward-backward, in the scaled
-        probability space of _Chain, with autograd through the recursions (this, not the
+        probability space of TorchChain, with autograd through the recursions (this, not the
         custom backward of log_partition, so that the marginals themselves have a gradient).
         "softmax": the per-token log-softmax, the distribution that objective trains.
         Positions with no probability (padding, tags no valid path reaches) hold log TINY, a
@@ -222,7 +223,7 @@ class ConstrainedCRF(nn.Module):
         pot = self.potentials(emissions)
         dtype = functools.reduce(torch.promote_types, [x.dtype for x in (pot, trans, start, end)])
         if not _in_numpy(pot) or dtype not in _NUMPY_DTYPES:
-            return _viterbi_torch(pot, mask, trans, start, end)
+            return viterbi_torch(pot, mask, trans, start, end)
         np_pot, np_trans, np_start, np_end = (
             x.detach().to(dtype).numpy() for x in (pot, trans, start, end)
         )
@@ -266,10 +267,10 @@ class ConstrainedCRF(nn.Module):
         chain = self._chain(emissions, mask)
         return chain.marginals(chain.forward()[0], chain.backward()[0])
 
-    def _chain(self, emissions: torch.Tensor, mask: torch.Tensor) -> "_Chain":
+    def _chain(self, emissions: torch.Tensor, mask: torch.Tensor) -> TorchChain:
         self._check(emissions, mask)
         trans, start, end = self._scores(NEG)
-        return _Chain(self.potentials(emissions), mask, trans, start, end)
+        return TorchChain(self.potentials(emissions), mask, trans, start, end)
 
     @torch.no_grad()
     def _numpy_chain(self, emissions: torch.Tensor, mask: torch.Tensor) -> NumpyChain:
@@ -332,163 +333,6 @@ class ConstrainedCRF(nn.Module):
             raise ValueError("Every sequence must have at least one position (mask[:, 0]).")
 
 
-class _Chain:
-    """Forward and backward recursions in scaled probability space.
-
-    Each step is a (B, K) x (K, K) matrix product with exp(trans), a product with the position's
-    exp(potentials) and a renormalisation: four or five small ops a step, where logsumexp over a
-    (B, K, K) tensor takes about ten. Shifts keep every exponent <= 0 (the potentials by their
-    maximum per position, the transitions by their global maximum) and the logs of the shifts and
-    normalisers are accumulated outside the loop, so nothing overflows and log Z is exact.
-    Right-padded rows need no masking inside the loop: the forward pass is causal (each row is
-    read at its own last position) and the backward pass runs over each row reversed within its
-    length.
-    """
-
-    def __init__(self, pot, mask, trans, start, end):
-        B, T, K = pot.shape
-        self.mask = mask
-        self.T = T
-        self.rows = torch.arange(B, device=pot.device)
-        self.last = mask.sum(1) - 1
-        self.trans_max = trans.max()
-        self.exp_trans = (trans - self.trans_max).exp()
-        first = pot[:, :1] + start
-        shifted = torch.cat([first, pot[:, 1:]], 1) if T > 1 else first
-        self.pot_max = shifted.amax(2)  # (B, T)
-        self.exp_pot = (shifted - self.pot_max.unsqueeze(2)).exp()
-        self.end_max = end.max()
-        self.exp_end = (end - self.end_max).exp()
-        # log of the scalar factors pulled out of alpha[t]: potential shifts and transition shifts
-        ts = torch.arange(T, device=pot.device, dtype=pot.dtype)
-        self.alpha_shift = self.pot_max.cumsum(1) + ts * self.trans_max
-
-    def forward(self) -> Tuple[torch.Tensor, torch.Tensor]:
-        """Normalised alphas (B, T, K) and log of their scale (B, T)."""
-        steps = self.exp_pot.unbind(1)
-        a = steps[0]
-        norm = a.sum(1, keepdim=True).clamp_min(TINY)
-        a = a / norm
-        alphas, norms = [a], [norm]
-        for t in range(1, self.T):
-            a = (a @ self.exp_trans) * steps[t]
-            norm = a.sum(1, keepdim=True).clamp_min(TINY)
-            a = a / norm
-            alphas.append(a)
-            norms.append(norm)
-        log_scale = torch.cat(norms, 1).log().cumsum(1) + self.alpha_shift
-        return torch.stack(alphas, 1), log_scale
-
-    def backward(self) -> Tuple[torch.Tensor, torch.Tensor]:
-        """Normalised betas (B, T, K) and log of their scale (B, T)."""
-        B, T = self.mask.shape
-        ts = torch.arange(T, device=self.mask.device)
-        # reverse each row within its length (an involution; padding stays in place)
-        rev = torch.where(self.mask, self.last.unsqueeze(1) - ts, ts)
-        idx = rev.unsqueeze(2).expand_as(self.exp_pot)
-        exp_pot = self.exp_pot.gather(1, idx)
-        pot_max = self.pot_max.gather(1, rev)
-        steps = exp_pot.unbind(1)
-        b = self.exp_end.expand(B, -1)
-        norm = b.sum(1, keepdim=True)
-        b = b / norm
-        betas, norms = [b], [norm]
-        trans_t = self.exp_trans.t()
-        for u in range(1, T):
-            b = (steps[u - 1] * b) @ trans_t
-            norm = b.sum(1, keepdim=True).clamp_min(TINY)
-            b = b / norm
-            betas.append(b)
-            norms.append(norm)
-        # reversed position u holds beta of position last - u; its scale adds the potential
-        # shifts of positions last - u + 1 .. last and one transition shift per step
-        us = ts.to(self.pot_max.dtype)
-        shift = torch.cat([torch.zeros_like(pot_max[:, :1]), pot_max[:, :-1]], 1).cumsum(1)
-        log_scale = torch.cat(norms, 1).log().cumsum(1) + shift + us * self.trans_max + self.end_max
-        beta = torch.stack(betas, 1).gather(1, idx)
-        return beta, log_scale.gather(1, rev)
-
-    def log_z(self, a_hat: torch.Tensor, log_a: torch.Tensor) -> torch.Tensor:
-        final = a_hat[self.rows, self.last]
-        total = (final * self.exp_end).sum(1).clamp_min(TINY)
-        return total.log() + self.end_max + log_a[self.rows, self.last]
-
-    def marginals(self, a_hat: torch.Tensor, b_hat: torch.Tensor) -> torch.Tensor:
-        """P(y_t = k) at real positions, 0 at padding: alpha * beta renormalised per position."""
-        prod = a_hat * b_hat
-        return prod / prod.sum(2, keepdim=True).clamp_min(TINY) * self.mask.unsqueeze(2)
-
-
-class _LogPartition(torch.autograd.Function):
-    """log Z with its gradient from the marginals (the classic CRF gradient).
-
-    d logZ / d pot[b, t, k] = P(y_t = k), d logZ / d trans[i, j] = expected count of i -> j,
-    d start / d end: the first / last marginals. One backward recursion plus a few batched ops,
-    instead of autograd through every small op of every time step.
-    """
-
-    @staticmethod
-    def forward(ctx, pot, trans, start, end, mask):
-        chain = _Chain(pot, mask, trans, start, end)
-        a_hat, log_a = chain.forward()
-        ctx.chain = chain
-        ctx.a_hat = a_hat
-        return chain.log_z(a_hat, log_a)
-
-    @staticmethod
-    def backward(ctx, grad):
-        chain, a_hat = ctx.chain, ctx.a_hat
-        b_hat, _ = chain.backward()
-        marg = chain.marginals(a_hat, b_hat)
-        d_pot = marg * grad[:, None, None]
-        d_trans = d_start = d_end = None
-        if ctx.needs_input_grad[1] and chain.T > 1:
-            # xi_t(i, j) ~ a_hat[t, i] E[i, j] P[t+1, j] b_hat[t+1, j], normalised per (b, t)
-            nxt = chain.exp_pot[:, 1:] * b_hat[:, 1:]
-            norm = ((a_hat[:, :-1] @ chain.exp_trans) * nxt).sum(2).clamp_min(TINY)
-            weight = chain.mask[:, 1:].to(norm.dtype) * grad[:, None] / norm
-            K = a_hat.shape[2]
-            left = (a_hat[:, :-1] * weight.unsqueeze(2)).reshape(-1, K)
-            d_trans = chain.exp_trans * (left.t() @ nxt.reshape(-1, K))
-        elif ctx.needs_input_grad[1]:
-            d_trans = torch.zeros_like(chain.exp_trans)
-        if ctx.needs_input_grad[2]:
-            d_start = d_pot[:, 0].sum(0)
-        if ctx.needs_input_grad[3]:
-            d_end = d_pot[chain.rows, chain.last].sum(0)
-        return d_pot, d_trans, d_start, d_end, None
-
-
 def _in_numpy(tensor: torch.Tensor) -> bool:
     """Whether decoding runs in numpy (tensors on the CPU) rather than in torch."""
     return tensor.device.type == "cpu"
-
-
-def _viterbi_torch(pot, mask, trans, start, end) -> torch.Tensor:
-    """Viterbi in torch, for tensors that are not on the CPU (the backtrace stays on device).
-
-    The recursion runs unmasked over the padded length (three ops a step); each row's end
-    score is then read at its own last position, and padded backpointers are made the
-    identity so the backtrace passes through them unchanged.
-    """
-    B, T, K = pot.shape
-    steps = pot.unbind(1)
-    score = start + steps[0]
-    scores, backpointers = [score], []
-    for t in range(1, T):
-        best, idx = (score.unsqueeze(2) + trans).max(dim=1)
-        score = best + steps[t]
-        scores.append(score)
-        backpointers.append(idx)
-    last_pos = mask.sum(1) - 1
-    final = torch.stack(scores, 1)[torch.arange(B, device=pot.device), last_pos]
-    last = (final + end).argmax(dim=1, keepdim=True)  # (B, 1)
-    path = [last]
-    if T > 1:
-        identity = torch.arange(K, device=pot.device).expand(B, T - 1, K)
-        bps = torch.where(mask[:, 1:, None], torch.stack(backpointers, 1), identity)
-        for bp in reversed(bps.unbind(1)):
-            last = bp.gather(1, last)
-            path.append(last)
-    path.reverse()
-    return torch.cat(path, dim=1).masked_fill(~mask, 0)

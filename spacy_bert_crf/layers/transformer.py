@@ -130,7 +130,7 @@ class BoundedTransformerModel(TransformerModel):
         self.attrs["min_fill"] = min_fill
         # attention maps have no single sequence axis to re-pad: keep spacy-transformers' pass
         self.attrs["bucketed"] = not transformer_config.get("output_attentions", False)
-        self._func = _forward
+        self._func = bucketed_forward
         self.init = _init
 
     def bounded_spans(self, docs: Iterable[Doc]) -> List[List[Span]]:
@@ -312,9 +312,13 @@ def tokens_without_wordpieces(doc: Doc) -> numpy.ndarray:
 # ---------------------------------------------------------------------------------------------
 
 
-def _forward(
+def bucketed_forward(
     model: TransformerModel, docs: List[Doc], is_train: bool
 ) -> Tuple[FullTransformerBatch, Callable]:
+    """The forward pass of BoundedTransformerModel (and of the ONNX model, onnx/model.py): at
+    inference, the windows run in sub-batches of similar wordpiece length (see the module
+    docstring); in training, or when the encoder outputs attention maps, spacy-transformers'
+    own forward pass over the bounded windows."""
     if is_train or not model.attrs["bucketed"]:
         return trf_forward(model, docs, is_train)  # through bounded_spans
     tokenizer = model.tokenizer

@@ -24,8 +24,7 @@ from thinc.util import convert_recursive, is_xp_array
 from transformers import AutoConfig, AutoTokenizer
 from transformers.utils import ModelOutput
 
-from ..layers.transformer import BoundedTransformerModel
-from ..layers.transformer import _forward as bucketed_forward
+from ..layers.transformer import BoundedTransformerModel, bucketed_forward
 from ..layers.transformer_loading import (
     LoadProblem,
     TransformerLoadError,
