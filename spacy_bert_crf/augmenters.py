@@ -303,24 +303,18 @@ def token_mask_augmenter(
     mask: List[Optional[str]],
     rng: Optional[random.Random] = None,
 ) -> Iterator[Example]:
-    rng = _rng(rng)
-    reference = example.reference
-    if not len(reference) or rng.random() >= level:
-        yield example
-        return
-    mask_text = mask[0]
-    if mask_text is None:
-        mask_text = mask[0] = transformer_mask_token(nlp)
-    masked = [
-        i for i, token in enumerate(reference) if not token.is_space and rng.random() < mask_prob
-    ]
-    if not masked:
-        yield example
-        return
-    words = [t.text for t in reference]
-    for i in masked:
-        words[i] = mask_text
-    yield _with_words(nlp, reference, words)
+    def mask_words(reference: Doc, words: List[str], rng: random.Random) -> bool:
+        mask_text = mask[0]
+        if mask_text is None:
+            mask_text = mask[0] = transformer_mask_token(nlp)
+        masked = [
+            i for i, t in enumerate(reference) if not t.is_space and rng.random() < mask_prob
+        ]
+        for i in masked:
+            words[i] = mask_text
+        return bool(masked)
+
+    yield _augment_words(nlp, example, level, _rng(rng), mask_words)
 
 
 # ------------------------------------------------------------------------------ case variation
@@ -345,25 +339,38 @@ def case_variation_augmenter(
     token_prob: float,
     rng: Optional[random.Random] = None,
 ) -> Iterator[Example]:
-    rng = _rng(rng)
+    def vary_case(reference: Doc, words: List[str], rng: random.Random) -> bool:
+        changed = False
+        for i, word in enumerate(words):
+            if rng.random() < token_prob:
+                case = rng.choice(CASES)
+                new = {"lower": word.lower, "upper": word.upper, "title": word.title}[case]()
+                # only case changes of the same length keep every character offset
+                if new != word and len(new) == len(word):
+                    words[i] = new
+                    changed = True
+        return changed
+
+    yield _augment_words(nlp, example, level, _rng(rng), vary_case)
+
+
+def _augment_words(
+    nlp: Language,
+    example: Example,
+    level: float,
+    rng: random.Random,
+    change_words: Callable[[Doc, List[str], random.Random], bool],
+) -> Example:
+    """The example with words changed in place by change_words(reference, words, rng), which
+    returns whether it changed any, for a fraction `level` of the non-empty examples (the
+    example as it is for the others, and when nothing changed)."""
     reference = example.reference
     if not len(reference) or rng.random() >= level:
-        yield example
-        return
+        return example
     words = [t.text for t in reference]
-    changed = False
-    for i, word in enumerate(words):
-        if rng.random() < token_prob:
-            case = rng.choice(CASES)
-            new = {"lower": word.lower, "upper": word.upper, "title": word.title}[case]()
-            # only case changes of the same length keep every character offset
-            if new != word and len(new) == len(word):
-                words[i] = new
-                changed = True
-    if not changed:
-        yield example
-        return
-    yield _with_words(nlp, reference, words)
+    if not change_words(reference, words, rng):
+        return example
+    return _with_words(nlp, reference, words)
 
 
 def _with_words(nlp: Language, reference: Doc, words: Iterable[str]) -> Example:

@@ -24,7 +24,7 @@ import time
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, Iterable, List, Optional, Sequence, Set, Tuple, Union
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Set, Tuple, Type, Union
 
 import spacy
 from spacy.language import Language
@@ -125,23 +125,29 @@ def evaluate(
     return score(prediction)
 
 
-def load_model(name_or_path: PathLike) -> Language:
+def load_model(
+    name_or_path: PathLike, *, error: Type[Exception] = EvaluationError
+) -> Language:
     """spacy.load with an error that names what was not found.
 
+    name_or_path (Union[str, Path]): A pipeline folder or an installed pipeline package.
+    error (Type[Exception]): The exception class raised (the annotate command passes its own).
     RETURNS (Language): The pipeline.
-    RAISES (EvaluationError): Neither an existing directory nor an installed pipeline package.
+    RAISES (error): Neither an existing folder nor an installed pipeline package, or the
+        pipeline can't be loaded.
     """
     path = Path(name_or_path)
     if not path.exists() and not spacy.util.is_package(str(name_or_path)):
-        raise EvaluationError(
-            f"Model not found: {name_or_path} (neither a directory nor an installed package)"
+        raise error(
+            f"Model not found: {name_or_path} (neither a pipeline folder nor an installed "
+            f"package)"
         )
     if path.exists() and not path.is_dir():
-        raise EvaluationError(f"Model path is not a directory: {path}")
+        raise error(f"Model path is not a folder: {path}")
     try:
         return spacy.load(name_or_path)
-    except (OSError, ValueError) as err:
-        raise EvaluationError(f"Can't load the pipeline {name_or_path}: {err}") from err
+    except (OSError, ValueError, KeyError) as err:
+        raise error(f"Can't load the pipeline {name_or_path}: {err}") from err
 
 
 def read_docbins(data_path: PathLike) -> List[DocBin]:

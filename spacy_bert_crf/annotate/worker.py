@@ -43,17 +43,9 @@ def load_pipeline(model: Union[str, Path], gpu_id: int = -1, threads: Optional[i
             torch.set_num_threads(threads)
         except ImportError:
             pass
-    path = Path(model)
-    if not path.exists() and not spacy.util.is_package(str(model)):
-        raise AnnotateError(
-            f"Model not found: {model} (neither a pipeline folder nor an installed package)"
-        )
-    if path.exists() and not path.is_dir():
-        raise AnnotateError(f"Model path is not a folder: {path}")
-    try:
-        return spacy.load(model)
-    except (OSError, ValueError, KeyError) as err:
-        raise AnnotateError(f"Can't load the pipeline {model}: {err}") from err
+    from ..evaluate import load_model
+
+    return load_model(model, error=AnnotateError)
 
 
 def annotate_chunk(

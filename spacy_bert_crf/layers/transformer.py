@@ -24,11 +24,9 @@ files or run code (tokenizer file names that are not plain names, `trust_remote_
 path-like model name that is not a local folder is an error, never a Hub query.
 """
 import copy
-import sys
-from typing import Any, Callable, Iterable, List, Optional, Sequence, Tuple, cast
+from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple, cast
 
 import numpy
-import srsly
 import torch
 from spacy.tokens import Doc, Span
 from spacy.util import SimpleFrozenDict, registry
@@ -47,10 +45,8 @@ from transformers.utils import ModelOutput
 
 from ..threads import single_thread_in_forked_children
 from .transformer_loading import (
-    LoadProblem,
-    TransformerLoadError,
     check_saved_transformer,
-    loading_context,
+    read_saved_model,
     remote_code_keys,
     resolve_transformer_name,
 )
@@ -169,31 +165,20 @@ class BoundedTransformerModel(TransformerModel):
         RAISES (TransformerLoadError): The data is damaged or incomplete, or unsafe; the message
             names the component and the file when they are known.
         """
-        caller = sys._getframe(1)
-        try:
-            msg = srsly.msgpack_loads(bytes_data)
-            if not isinstance(msg, dict) or not {"nodes", "attrs", "params", "shims"} <= set(msg):
-                raise LoadProblem("it is not a saved transformer model", damaged=True)
+        def check_shims(msg: Dict[str, Any]) -> Dict[str, Any]:
             for node, shims_data in zip(self.walk(), msg["shims"]):
                 for i, shim in enumerate(node.shims[: len(shims_data)]):
                     if isinstance(shim, HFShim):
                         shims_data[i] = check_saved_transformer(shims_data[i])
-        except (ValueError, TypeError) as err:  # msgpack's errors, and LoadProblem
-            damaged = not isinstance(err, LoadProblem) or err.damaged
-            where = loading_context(caller, self)
-            if damaged:
-                raise TransformerLoadError(
-                    f"Can't load {where}: it is damaged or incomplete ({err}). If training "
-                    f"stopped while it was written (spaCy rewrites model-best at every new best "
-                    f"score), use model-last, which is intact, or train again."
-                ) from err
-            raise TransformerLoadError(
-                f"Refusing to load {where}: {err}. A pipeline saved by spacy-bert-crf never "
-                f"contains this, so it may have been tampered with; load only pipelines from "
-                f"sources you trust."
-            ) from None
-        finally:
-            del caller
+            return msg
+
+        msg = read_saved_model(
+            self, bytes_data, check_shims,
+            kind="transformer model",
+            damaged_hint="If training stopped while it was written (spaCy rewrites model-best at "
+            "every new best score), use model-last, which is intact, or train again.",
+            written_by="saved",
+        )
         loaded = self.from_dict(convert_recursive(is_xp_array, self.ops.asarray, msg))
         return cast(BoundedTransformerModel, loaded)  # from_dict returns self
 

@@ -10,9 +10,10 @@ the data before the shim sees it.
 """
 import io
 import json
+import sys
 from pathlib import Path, PurePosixPath, PureWindowsPath
 from types import FrameType
-from typing import Any, List, Optional
+from typing import Any, Callable, Dict, List, Optional, TypeVar
 
 import srsly
 from thinc.api import Model
@@ -20,6 +21,9 @@ from thinc.api import Model
 # The only tokenizer argument spacy-transformers saves (HFShim.to_bytes).
 SAVED_TOKENIZER_KWARGS = frozenset({"use_fast"})
 ENCODER_BUILD_HINT = "python -m spacy_bert_crf encoders build minilm-l6 encoders/minilm-l6"
+SAVED_MODEL_KEYS = frozenset({"nodes", "attrs", "params", "shims"})  # thinc's Model.to_dict
+
+T = TypeVar("T")
 
 
 class TransformerLoadError(ValueError):
@@ -142,6 +146,51 @@ def loading_context(frame: Optional[FrameType], model: Model) -> str:
         "the transformer model"
     )
     return f"{what} ({file_name})" if file_name else what
+
+
+def read_saved_model(
+    model: Model,
+    bytes_data: bytes,
+    read: Callable[[Dict[str, Any]], T],
+    *,
+    kind: str,
+    damaged_hint: str,
+    written_by: str,
+) -> T:
+    """Unpack the bytes of a transformer model and pass them to `read`, for the model's
+    `from_bytes` (call it from there: the component and file named in errors are found from
+    the frame of from_bytes' caller).
+
+    model (Model): The model being loaded.
+    bytes_data (bytes): What its from_bytes received.
+    read (Callable[[Dict[str, Any]], T]): Checks and loads the unpacked data; a ValueError or
+        TypeError from it is damaged data, a LoadProblem with damaged=False unsafe data.
+    kind (str): The model's kind in the error for data that is not a model at all.
+    damaged_hint (str): What to do about damaged data, ending the error's message.
+    written_by (str): What writes this model, e.g. "saved" or "exported".
+    RETURNS (T): What read returns.
+    RAISES (TransformerLoadError): The data is damaged or incomplete, or unsafe.
+    """
+    caller = sys._getframe(2)
+    try:
+        msg = srsly.msgpack_loads(bytes_data)
+        if not isinstance(msg, dict) or not SAVED_MODEL_KEYS <= set(msg):
+            raise LoadProblem(f"it is not a saved {kind}", damaged=True)
+        return read(msg)
+    except (ValueError, TypeError) as err:  # msgpack's errors, and LoadProblem
+        damaged = not isinstance(err, LoadProblem) or err.damaged
+        where = loading_context(caller, model)
+        if damaged:
+            raise TransformerLoadError(
+                f"Can't load {where}: it is damaged or incomplete ({err}). {damaged_hint}"
+            ) from err
+        raise TransformerLoadError(
+            f"Refusing to load {where}: {err}. A pipeline {written_by} by spacy-bert-crf never "
+            f"contains this, so it may have been tampered with; load only pipelines from "
+            f"sources you trust."
+        ) from None
+    finally:
+        del caller
 
 
 # ---------------------------------------------------------------------------------------------

@@ -10,7 +10,6 @@ graph saved inside the component's `model` file with the tokenizer and the encod
 initializing or updating it raises `ExportedModelError`.
 """
 import copy
-import sys
 from typing import Any, Callable, Dict, List, Optional, Tuple, cast
 
 import numpy
@@ -27,9 +26,8 @@ from transformers.utils import ModelOutput
 from ..layers.transformer import BoundedTransformerModel, bucketed_forward
 from ..layers.transformer_loading import (
     LoadProblem,
-    TransformerLoadError,
     check_saved_transformer,
-    loading_context,
+    read_saved_model,
 )
 from ..threads import single_thread_in_forked_children
 
@@ -304,29 +302,18 @@ class OnnxTransformerModel(BoundedTransformerModel):
         RAISES (TransformerLoadError): The data is damaged, incomplete or unsafe; the message
             names the component and the file when they are known.
         """
-        caller = sys._getframe(1)
-        try:
-            msg = srsly.msgpack_loads(bytes_data)
-            if not isinstance(msg, dict) or not {"nodes", "attrs", "params", "shims"} <= set(msg):
-                raise LoadProblem("it is not a saved ONNX transformer model", damaged=True)
+        def load(msg: Dict[str, Any]) -> Model:  # onnxruntime's errors are damaged data too
             threads = self.attrs["threads"]  # the config's setting, not the saved one
             loaded = self.from_dict(convert_recursive(is_xp_array, self.ops.asarray, msg))
-        except (ValueError, TypeError) as err:  # msgpack's errors, LoadProblem, onnxruntime's
-            damaged = not isinstance(err, LoadProblem) or err.damaged
-            where = loading_context(caller, self)
-            if damaged:
-                raise TransformerLoadError(
-                    f"Can't load {where}: it is damaged or incomplete ({err}). Export the "
-                    f"pipeline again with `python -m spacy_bert_crf export`."
-                ) from err
-            raise TransformerLoadError(
-                f"Refusing to load {where}: {err}. A pipeline exported by spacy-bert-crf never "
-                f"contains this, so it may have been tampered with; load only pipelines from "
-                f"sources you trust."
-            ) from None
-        finally:
-            del caller
-        self.attrs["threads"] = threads  # the shim made its session with the config's threads
+            self.attrs["threads"] = threads  # the shim made its session with the config's threads
+            return loaded
+
+        loaded = read_saved_model(
+            self, bytes_data, load,
+            kind="ONNX transformer model",
+            damaged_hint="Export the pipeline again with `python -m spacy_bert_crf export`.",
+            written_by="exported",
+        )
         return cast(OnnxTransformerModel, loaded)
 
 
