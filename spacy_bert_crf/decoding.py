@@ -292,10 +292,11 @@ def nbest(
     log_z = NumpyChain(arrays.pot, arrays.mask, arrays.trans, arrays.start, arrays.end).log_z()
     log_p = numpy.minimum(scores - log_z[:, None], 0.0)
     to_spans = _PathReader(tags, scheme)
-    for r, (length, row_paths, row_log_p) in enumerate(zip(arrays.lengths, paths, log_p)):
-        for path, lp in zip(row_paths, row_log_p):
-            if numpy.isfinite(lp):
-                out[rows[r]].append(Analysis(to_spans(path[:length]), float(numpy.exp(lp))))
+    found, probs = numpy.isfinite(log_p).tolist(), numpy.exp(log_p).tolist()
+    for r, length in enumerate(arrays.lengths.tolist()):
+        for path, ok, p in zip(paths[r, :, :length].tolist(), found[r], probs[r]):
+            if ok:
+                out[rows[r]].append(Analysis(to_spans(path), p))
     return out
 
 
@@ -307,19 +308,21 @@ class _PathReader:
     def __init__(self, tags: Sequence[str], scheme: str) -> None:
         check_scheme(scheme)
         self.labels = [None if tag == OUT else tag.split("-", 1)[1] for tag in tags]
-        self.starts = numpy.asarray(
-            [tag != OUT and tag.split("-", 1)[0] in ("B", "U") for tag in tags], dtype=bool
-        )
+        self.starts = [tag != OUT and tag.split("-", 1)[0] in ("B", "U") for tag in tags]
+        self.breaks = [tag == OUT or start for tag, start in zip(tags, self.starts)]
 
-    def __call__(self, path: numpy.ndarray) -> List[Tuple[int, int, str]]:
-        labels, starts = self.labels, self.starts
-        inside = numpy.asarray([label is not None for label in labels], dtype=bool)[path]
-        begins = numpy.flatnonzero(starts[path])
-        out = []
-        n = len(path)
-        for b in begins.tolist():
-            e = b + 1
-            while e < n and inside[e] and not starts[path[e]]:
-                e += 1
-            out.append((b, e, labels[path[b]]))
+    def __call__(self, path: List[int]) -> List[Tuple[int, int, str]]:
+        """One pass over the path (a list of tag ids): an entity ends where O or a new start
+        comes, or at the end."""
+        out: List[Tuple[int, int, str]] = []
+        begin, label = -1, ""
+        for i, tag in enumerate(path):
+            if self.breaks[tag]:
+                if begin >= 0:
+                    out.append((begin, i, label))
+                    begin = -1
+                if self.starts[tag]:
+                    begin, label = i, self.labels[tag] or ""
+        if begin >= 0:
+            out.append((begin, len(path), label))
         return out

@@ -8,7 +8,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from spacy_bert_crf.layers import constrained_crf, crf_decode
+from spacy_bert_crf.layers import constrained_crf, crf_decode, crf_viterbi
 from spacy_bert_crf.layers.constrained_crf import ConstrainedCRF
 from spacy_bert_crf.tag_schemes import (
     constraints,
@@ -297,6 +297,65 @@ def test_numpy_chain_large_batch_without_blas(torch_path):
     with torch_path:
         expected = crf.marginals(em, mask)
     assert torch.allclose(got, expected, atol=1e-10)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_numpy_decoding_fast_paths_equal_torch(dtype, torch_path):
+    """The numpy recursions' fast paths give the torch recursions' results: one long row (one
+    row: views made once, potentials folded into the transitions chunk by chunk) with padding
+    after it, and a batch of many rows in no order of length (run longest first, each step over
+    the rows still running) whose padding outlasts every row."""
+    tags = make_tags(["LOC", "MISC", "ORG", "PER"], "BILUO")
+    crf = crf_for(tags, "BILUO").to(dtype)
+    gen = torch.Generator().manual_seed(3)
+    with torch.no_grad():
+        for p in (crf.transitions, crf.start, crf.end):
+            p.copy_(torch.randn(p.shape, generator=gen, dtype=dtype))
+    long_row = torch.arange(1300)[None, :] < torch.tensor([[1250]])
+    lengths = torch.randint(1, 30, (41,), generator=gen)
+    lengths[7] = 1
+    many_rows = torch.arange(33)[None, :] < lengths[:, None]
+    assert not (lengths[1:] <= lengths[:-1]).all()
+    for mask in (long_row, many_rows):
+        em = torch.randn(*mask.shape, len(tags), generator=gen, dtype=dtype) * 3
+        em[:, :, 0] += 2.0
+        em[torch.rand(em.shape, generator=gen) < 0.1] = -1.0e4  # tags the pipe rules out
+        got = (crf.viterbi(em, mask), crf.marginals(em, mask), crf.forward_backward(em, mask))
+        crf64, em64 = copy.deepcopy(crf).double(), em.double()
+        with torch_path:
+            paths = crf.viterbi(em, mask)
+            marg = crf64.marginals(em64, mask)
+            alpha, beta, log_z = crf64.forward_backward(em64, mask)
+        assert torch.equal(got[0], paths)
+        real = mask.unsqueeze(2).expand_as(marg)
+        tol = 1e-9 if dtype == torch.float64 else 1e-5
+        assert torch.allclose(got[1][real].double(), marg[real], atol=tol)
+        for x, ref in zip(got[2][:2], (alpha, beta)):
+            finite = ref.isfinite() & real
+            assert torch.allclose(x[finite].double(), ref[finite], rtol=tol, atol=tol)
+        assert torch.allclose(got[2][2].double(), log_z, rtol=tol, atol=tol)
+
+
+def test_row_order_runs_rows_longest_first():
+    """RowOrder: the rows still running at step t are the first running[t] after sorting, and
+    the time-major and batch-major layouts are each other's inverse (also reversed rows)."""
+    lengths = numpy.array([3, 5, 1, 5, 2])
+    mask = numpy.arange(6)[None, :] < lengths[:, None]
+    rows = crf_viterbi.RowOrder.of(mask)
+    assert rows.running == [5, 4, 3, 2, 2, 0]
+    assert rows.lengths.tolist() == [5, 5, 3, 2, 1]
+    x = numpy.arange(5 * 6 * 2, dtype=float).reshape(5, 6, 2)
+    tm = rows.time_major(x)
+    assert tm.shape == (6, 5, 2) and tm.flags.c_contiguous
+    assert numpy.array_equal(tm[:, 0], x[1]) and numpy.array_equal(tm[:, 4], x[2])
+    assert numpy.array_equal(rows.batch_major(tm), x)
+    flat = tm.reshape(-1, 2)
+    reversed_rows = flat[rows.reversed_index()]  # each row reversed within its length
+    assert numpy.array_equal(reversed_rows[:3, 2], x[0, 2::-1])
+    assert numpy.array_equal(reversed_rows[3:, 2], x[0, 3:])
+    assert numpy.array_equal(rows.batch_major(reversed_rows, reversed_rows=True), x)
+    in_order = crf_viterbi.RowOrder.of(mask[[1, 3, 0, 4, 2]])
+    assert in_order.order is None and in_order.running == rows.running
 
 
 class CountTorchCalls(torch.overrides.TorchFunctionMode):

@@ -9,7 +9,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from spacy_bert_crf.layers.crf import chain_arrays
-from spacy_bert_crf.layers.crf_kbest import kbest_exact, kbest_numpy
+from spacy_bert_crf.layers.crf_kbest import (_rank_of_kth_path, kbest_exact, kbest_numpy,
+                                             max_marginals)
 from spacy_bert_crf.tag_schemes import constraints, make_tags, tags_to_spans
 
 from .util import TRAIN_DATA, entities, is_valid, make_examples, make_light_nlp, train
@@ -135,6 +136,73 @@ def test_kbest_numpy_matches_brute_force(case, lengths, k, seed):
     for kbest in (kbest_numpy, kbest_exact):
         check_kbest(kbest(pot, mask, trans, start, end, k), pot, trans, start, end, lengths,
                     tags, scheme, k)
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    st.sampled_from([("BIO", ["PER", "LOC"]), ("BILUO", ["PER"])]),
+    st.lists(st.integers(1, 4), min_size=1, max_size=5),
+    st.integers(0, 10_000),
+)
+def test_max_marginals_match_brute_force(case, lengths, seed):
+    """The best path through each (position, tag), from the two max-product passes (rows run
+    longest first; the backward pass over each row reversed): the brute-force maximum over the
+    valid paths through it, -inf where none passes, and -inf at padding."""
+    scheme, labels = case
+    tags = make_tags(labels, scheme)
+    K, T, B = len(tags), max(lengths), len(lengths)
+    rng = numpy.random.default_rng(seed)
+    allowed_t, allowed_s, allowed_e = constraints(tags, scheme)
+    trans = numpy.where(allowed_t, rng.normal(size=(K, K)), -numpy.inf)
+    start = numpy.where(allowed_s, rng.normal(size=K), -numpy.inf)
+    end = numpy.where(allowed_e, rng.normal(size=K), -numpy.inf)
+    pot = numpy.where(rng.random((B, T, K)) < 0.7, rng.normal(size=(B, T, K)) * 2, -numpy.inf)
+    mask = numpy.arange(T)[None, :] < numpy.asarray(lengths)[:, None]
+    got = max_marginals(pot, mask, trans, start, end)
+    for b, n in enumerate(lengths):
+        expected = numpy.full((T, K), -numpy.inf)
+        for p in itertools.product(range(K), repeat=n):
+            s = start[p[0]] + end[p[-1]] + sum(pot[b, t, j] for t, j in enumerate(p))
+            s += sum(trans[i, j] for i, j in zip(p, p[1:]))
+            for t, j in enumerate(p):
+                expected[t, j] = max(expected[t, j], s)
+        numpy.testing.assert_allclose(got[b], expected, atol=1e-9)
+
+
+def rank_per_row(gaps, n_finite, tol, k):
+    """_rank_of_kth_path as a loop over the rows (what kbest_exact ran before it was vectorised)."""
+    rank = numpy.empty(len(gaps), dtype=numpy.int64)
+    for b in range(len(gaps)):
+        row = gaps[b, : n_finite[b]]
+        positive = numpy.flatnonzero(row > tol[b])
+        distinct = positive[numpy.diff(row[positive], prepend=0.0) > tol[b]]
+        rank[b] = distinct[k - 2] if 1 < k <= len(distinct) + 1 else (
+            n_finite[b] - 1 if k > 1 else 0
+        )
+    return rank
+
+
+def test_rank_of_kth_path_matches_the_per_row_loop():
+    """Sorted gaps with repeats, near-ties within the tolerance, values just above it, rows with
+    few or no finite gaps: the vectorised rank is the per-row loop's."""
+    rng = numpy.random.default_rng(11)
+    B, N = 300, 40
+    values = numpy.round(rng.exponential(1.0, size=(B, N)), 1)  # many exact repeats
+    values[rng.random((B, N)) < 0.2] = 0.0
+    values[::7, 1::2] = values[::7, ::2] + 1e-12  # near-ties (one gap within tol)
+    # the first gap above tol (1e-9 in these rows) lies within tol of a gap below it: distinct
+    values[::11, :2] = [0.6e-9, 1.5e-9]
+    n_finite = rng.integers(0, N + 1, size=B)
+    n_finite[:4] = [0, 1, 2, N]
+    gaps = numpy.sort(values, 1)
+    gaps[numpy.arange(N)[None, :] >= n_finite[:, None]] = numpy.inf
+    gaps.sort(1)
+    tol = 1e-9 * numpy.maximum(1.0, rng.uniform(0, 3, size=B))
+    tol[::11] = 1e-9
+    for k in (1, 2, 3, 5, 12, 60):
+        numpy.testing.assert_array_equal(
+            _rank_of_kth_path(gaps, n_finite, tol, k), rank_per_row(gaps, n_finite, tol, k)
+        )
 
 
 def check_kbest(found, pot, trans, start, end, lengths, tags, scheme, k):
@@ -292,6 +360,33 @@ def test_pruned_kbest_is_exact_on_long_ragged_rows(peak):
                 own = start[p[0]] + end[p[-1]] + pot[b, numpy.arange(n), p].sum()
                 assert own + trans[p[:-1], p[1:]].sum() == pytest.approx(scores[b, i], abs=1e-7)
             assert len({tuple(paths[b, i, :n]) for i in range(k)}) == k
+
+
+def test_kbest_numpy_with_local_tags_equals_global_tags():
+    """kbest_numpy over local tags (each position's tags in its own order, as kbest_exact hands
+    them) finds the paths and scores of the plain recursion, over rows of many steps (the
+    local transitions are looked up a chunk of steps at a time) in no order of length."""
+    tags = make_tags(["PER", "LOC"], "BILUO")
+    K = len(tags)
+    rng = numpy.random.default_rng(5)
+    allowed_t, allowed_s, allowed_e = constraints(tags, "BILUO")
+    trans = numpy.where(allowed_t, rng.normal(size=(K, K)), -numpy.inf)
+    start = numpy.where(allowed_s, rng.normal(size=K), -numpy.inf)
+    end = numpy.where(allowed_e, rng.normal(size=K), -numpy.inf)
+    lengths = numpy.array([90, 301, 1, 300, 64])
+    B, T = len(lengths), 301
+    pot = rng.normal(size=(B, T, K)) * 2
+    pot[:, :, 0] += 2.0
+    mask = numpy.arange(T)[None, :] < lengths[:, None]
+    tag_ids = numpy.argsort(rng.random((B, T, K)), axis=2)  # a permutation per position
+    local_pot = numpy.take_along_axis(pot, tag_ids, 2)
+    for k in (1, 4):
+        paths, scores = kbest_numpy(pot, mask, trans, start, end, k)
+        local = kbest_numpy(local_pot, mask, trans, start, end, k, tag_ids=tag_ids)
+        numpy.testing.assert_allclose(local[1], scores, rtol=1e-12)
+        found = numpy.isfinite(scores)  # the one-token row has 3 paths only
+        assert found.sum() == found.size - (k > 3)
+        numpy.testing.assert_array_equal(local[0][found], paths[found])
 
 
 def test_confidences_into_json(light):

@@ -34,7 +34,8 @@ import torch
 from torch import nn
 
 from .crf_chain import LogPartition, TorchChain, viterbi_torch
-from .crf_decode import TINY, NumpyChain, viterbi_numpy
+from .crf_decode import TINY, NumpyChain
+from .crf_viterbi import viterbi_numpy
 
 # Differentiable paths use a large finite penalty instead of -inf so gradients stay finite
 # (logsumexp of all -inf has a NaN gradient). exp(-1e4) underflows to exactly 0 in float32 and
@@ -277,7 +278,10 @@ class ConstrainedCRF(nn.Module):
         self._check(emissions, mask)
         trans, start, end = self._scores(NEG)
         args = (self.potentials(emissions), trans, start, end)
-        pot, np_trans, np_start, np_end = (x.detach().cpu().double().numpy() for x in args)
+        # numpy's float64 copy: torch's .double() splits the copy across its busy thread pool
+        pot, np_trans, np_start, np_end = (
+            x.detach().cpu().numpy().astype(numpy.float64) for x in args
+        )
         return NumpyChain(pot, mask.cpu().numpy().astype(bool), np_trans, np_start, np_end)
 
     @torch.no_grad()

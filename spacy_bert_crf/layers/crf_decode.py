@@ -5,8 +5,8 @@ A decoding step is a handful of ops on (batch, K, K) arrays, far too small for t
 would still hand each op to its intra-op thread pool, and on a machine whose cores are busy
 every op then waits for a thread to be scheduled (milliseconds instead of microseconds). numpy
 runs them in the calling thread, and no global thread setting is touched. `viterbi_numpy` gives
-exactly the paths of the torch recursion in `constrained_crf` (same dtype, same additions, the
-first maximum on ties); the forward-backward pass runs in float64.
+exactly the paths of the torch recursion in `crf_chain` (same dtype, same additions, the
+first maximum on ties; in crf_viterbi.py); the forward-backward pass runs in float64.
 
 What a step costs is mostly numpy's fixed cost per call, so the recursions keep the calls per
 step few and allocate nothing per step: the rows of a batch are processed longest first, so that
@@ -16,9 +16,11 @@ real tokens, not its padding), into buffers allocated once (`out=`); the best sc
 """
 import functools
 import math
-from typing import List, NamedTuple, Optional, Tuple
+from typing import Optional, Tuple
 
 import numpy
+
+from .crf_viterbi import RowOrder
 
 # Sums of probabilities below this are treated as this (log -69): keeps log() finite where no
 # valid path reaches a position (an impossible partial annotation); such sequences get a huge but
@@ -30,175 +32,11 @@ TINY = 1.0e-30
 _BLAS_ONE_THREAD = 65536
 
 
-class RowOrder(NamedTuple):
-    """The rows of a right-padded batch sorted longest first (stable), so that the rows still
-    running at step t are the first running[t] rows."""
-
-    order: Optional[numpy.ndarray]  # (B,) sorted row -> row; None: the rows are in order already
-    inverse: Optional[numpy.ndarray]  # (B,) row -> sorted row
-    lengths: numpy.ndarray  # (B,) per sorted row
-    running: List[int]  # (T,) rows with length > t
-
-    @classmethod
-    def of(cls, mask: numpy.ndarray) -> "RowOrder":
-        B, T = mask.shape
-        lengths = mask.sum(1)
-        order: Optional[numpy.ndarray] = None
-        inverse: Optional[numpy.ndarray] = None
-        if B > 1 and numpy.any(lengths[1:] > lengths[:-1]):
-            order = numpy.argsort(-lengths, kind="stable")
-            inverse = numpy.empty_like(order)
-            inverse[order] = numpy.arange(B)
-            lengths = lengths[order]
-        ended = numpy.bincount(numpy.minimum(lengths, T), minlength=T + 1)
-        running = (B - numpy.cumsum(ended)[:T]).tolist()
-        return cls(order, inverse, lengths, running)
-
-    def time_major(self, x: numpy.ndarray, *, copy: bool = False) -> numpy.ndarray:
-        """(B, T, ...) -> (T, B, ...) with the rows sorted, C-contiguous; a copy if `copy`, else
-        x itself where its layout already is that (one row)."""
-        if self.order is None:
-            return numpy.array(x.swapaxes(0, 1), order="C", copy=copy or None)
-        return numpy.ascontiguousarray(x[self.order].swapaxes(0, 1))
-
-    def rows(self, x: numpy.ndarray) -> numpy.ndarray:
-        """Per sorted row -> per row (along the first axis)."""
-        return x if self.inverse is None else x[self.inverse]
-
-    def reversed_index(self) -> numpy.ndarray:
-        """(T, B): flat index into (T, B) time-major sorted arrays of each row reversed within
-        its length (past its length, a position stays where it is)."""
-        T, B = len(self.running), len(self.lengths)
-        ts = numpy.arange(T)[:, None]
-        lengths = self.lengths[None, :]
-        rev = numpy.where(ts < lengths, lengths - 1 - ts, ts)
-        return rev * B + numpy.arange(B)[None, :]
-
-    def batch_major(self, x: numpy.ndarray, reversed_rows: bool = False) -> numpy.ndarray:
-        """(T, B, ...) time-major with the rows sorted (and reversed within their lengths if
-        reversed_rows) -> (B, T, ...) in the rows' own order and time: one take."""
-        T, B = x.shape[:2]
-        if reversed_rows:
-            index = self.reversed_index().T  # (B sorted, T)
-        else:
-            index = numpy.arange(T)[None, :] * B + numpy.arange(B)[:, None]
-        if self.inverse is not None:
-            index = index[self.inverse]
-        return numpy.take(x.reshape(T * B, *x.shape[2:]), index, 0)
-
-
-def viterbi_numpy(
-    pot: numpy.ndarray,
-    mask: numpy.ndarray,
-    trans: numpy.ndarray,
-    start: numpy.ndarray,
-    end: numpy.ndarray,
-) -> numpy.ndarray:
-    """The recursion of `constrained_crf._viterbi_torch` in numpy, (B, T) int64: same dtype, same
-    paths.
-
-    Each step adds the same numbers in the same dtype and takes the first maximum on ties, as
-    torch's max does. Candidates are laid out (batch, to, from) so that the reductions run over
-    the contiguous last axis; the rows run longest first (RowOrder), each step over the rows
-    still running.
-    """
-    B, T, K = pot.shape
-    dtype = numpy.result_type(pot, trans, start, end)
-    pot, trans, start, end = (x.astype(dtype, copy=False) for x in (pot, trans, start, end))
-    rows = RowOrder.of(mask)
-    steps = rows.time_major(pot)  # (T, B, K)
-    scores, backpointers = max_product(steps, rows.running, trans, start, backpointers=True)
-    sorted_rows = numpy.arange(B)
-    last = (scores[rows.lengths - 1, sorted_rows] + end).argmax(1)
-    path = numpy.zeros((T, B), dtype=numpy.int64)
-    if B == 1:  # one long document: Python's list indexing beats a numpy call per step
-        n = int(rows.lengths[0])
-        bps, tag = backpointers[:n, 0].tolist(), int(last[0])
-        tags = [tag]
-        for t in range(n - 1, 0, -1):
-            tag = bps[t][tag]
-            tags.append(tag)
-        path[:n, 0] = tags[::-1]
-    else:
-        for t in range(T - 1, 0, -1):
-            n = rows.running[t]
-            if n:  # rows that end at t start from their last tag
-                path[t, :n] = last[:n]
-                last[:n] = backpointers[t, sorted_rows[:n], last[:n]]
-        path[0] = last
-    return numpy.ascontiguousarray(rows.rows(path.T))
-
-
-def max_product(
-    steps: numpy.ndarray,
-    running: List[int],
-    trans: numpy.ndarray,
-    start: numpy.ndarray,
-    *,
-    backpointers: bool,
-    before_steps: bool = False,
-) -> Tuple[numpy.ndarray, Optional[numpy.ndarray]]:
-    """The Viterbi scores (T, B, K) of steps (T, B, K) (time-major, the rows still running at t
-    the first running[t]), score[0] = start + steps[0], score[t][j] = max_i (score[t - 1][i] +
-    trans[i, j]) + steps[t][j], and with backpointers the first argmax i (T, B, K) intp. Past a
-    row's end: -inf (backpointers unset). before_steps: return the scores before steps[t] is
-    added (score[0] = start), as a backward pass wants them; the recursion is the same.
-
-    Per step: one broadcast add into a buffer, argmax into the backpointers, a take of the
-    maxima at the argmax (much cheaper than a second reduction over a short axis), an add.
-    """
-    T, B, K = steps.shape
-    trans_to_from = numpy.ascontiguousarray(trans.T)
-    scores = numpy.full_like(steps, -numpy.inf)
-    bps = numpy.empty((T, B, K), dtype=numpy.intp)
-    if before_steps:
-        maxima, scores = scores, numpy.empty_like(steps)
-        maxima[0, : running[0]] = start
-    numpy.add(start, steps[0], out=scores[0])
-    cand = numpy.empty((B, K, K), dtype=numpy.result_type(steps, trans))
-    flat = cand.reshape(-1)
-    # flat index of cand[b, j, i] is (b * K + j) * K + i
-    offsets = numpy.arange(B * K, dtype=numpy.intp).reshape(B, K) * K
-    index = numpy.empty((B, K), dtype=numpy.intp)
-    if B == 1:  # one long document: views made once, no slicing per step
-        cand_1, offsets_1, index_1 = cand[0], offsets[0], index[0]
-        score_rows, step_rows, bp_rows = list(scores[:, 0]), list(steps[:, 0]), list(bps[:, 0])
-        max_rows = list(maxima[:, 0]) if before_steps else score_rows
-        for t in range(1, T if running[T - 1] else running.index(0)):
-            numpy.add(trans_to_from, score_rows[t - 1], out=cand_1)
-            bp = bp_rows[t]
-            cand_1.argmax(1, out=bp)
-            numpy.add(bp, offsets_1, out=index_1)
-            score = score_rows[t]
-            if before_steps:
-                numpy.take(flat, index_1, out=max_rows[t], mode="clip")
-                numpy.add(max_rows[t], step_rows[t], out=score)
-            else:
-                numpy.take(flat, index_1, out=score, mode="clip")
-                numpy.add(score, step_rows[t], out=score)
-    else:
-        for t in range(1, T):
-            n = running[t]
-            if not n:
-                break
-            c, bp, ix, score = cand[:n], bps[t, :n], index[:n], scores[t, :n]
-            numpy.add(scores[t - 1, :n, None, :], trans_to_from, out=c)
-            c.argmax(2, out=bp)
-            numpy.add(bp, offsets[:n], out=ix)
-            if before_steps:
-                numpy.take(flat, ix, out=maxima[t, :n], mode="clip")
-                numpy.add(maxima[t, :n], steps[t, :n], out=score)
-            else:
-                numpy.take(flat, ix, out=score, mode="clip")
-                numpy.add(score, steps[t, :n], out=score)
-    return (maxima if before_steps else scores), (bps if backpointers else None)
-
-
 class NumpyChain:
-    """The recursions of `constrained_crf._Chain` in numpy, time-major inside, for decoding on
+    """The recursions of `crf_chain.TorchChain` in numpy, time-major inside, for decoding on
     the CPU.
 
-    The same scaled probability space and shifts as `constrained_crf._Chain`, in the dtype of the
+    The same scaled probability space and shifts as `crf_chain.TorchChain`, in the dtype of the
     inputs (float64 from the CRF). The rows run longest first (RowOrder), each step over the
     rows still running; results are returned in the rows' own order. The per-step product uses
     BLAS only where the batch is small enough for every BLAS to run it in the calling thread,
@@ -256,6 +94,9 @@ class NumpyChain:
             numpy.maximum(norms[0], TINY, out=norms[0])
         numpy.divide(out[0], norms[0], out=out[0])
         matrix = self.exp_trans.T if backward else self.exp_trans
+        if B == 1:
+            self._recursion_one_row(out[:, 0], norms[:, 0, 0], steps[:, 0], matrix, backward)
+            return out, numpy.log(norms[:, :, 0])
         product = self.product
         scaled = numpy.empty((B, K), dtype=steps.dtype)
         for u in range(1, T):
@@ -274,6 +115,35 @@ class NumpyChain:
             numpy.maximum(norm, TINY, out=norm)
             numpy.divide(h, norm, out=h)
         return out, numpy.log(norms[:, :, 0])
+
+    @staticmethod
+    def _recursion_one_row(
+        out: numpy.ndarray,
+        norms: numpy.ndarray,
+        steps: numpy.ndarray,
+        matrix: numpy.ndarray,
+        backward: bool,
+        chunk: int = 512,
+    ) -> None:
+        """_recursion for one row (a long document), out (T, K) and norms (T,) in place from
+        out[0]: the step's potentials are folded into the transition matrix for a chunk of
+        steps at a time (one vectorised product), so that a step is a vector-matrix product, a
+        sum and a scaling, with the normaliser a Python float."""
+        T, K = steps.shape
+        rows = list(out)
+        ones = numpy.ones(K, dtype=out.dtype)
+        for first in range(1, T, chunk):
+            stop = min(T, first + chunk)
+            if backward:  # (steps[u - 1] * h) @ matrix = h @ (steps[u - 1][:, None] * matrix)
+                folded = steps[first - 1 : stop - 1, :, None] * matrix
+            else:  # (h @ matrix) * steps[u] = h @ (matrix * steps[u][None, :])
+                folded = matrix * steps[first:stop, None, :]
+            for u, m in zip(range(first, stop), folded):
+                h = rows[u]
+                numpy.dot(rows[u - 1], m, out=h)
+                norm = max(float(numpy.dot(h, ones)), TINY)
+                norms[u] = norm
+                h *= 1.0 / norm
 
     def _forward_sorted(self) -> Tuple[numpy.ndarray, numpy.ndarray]:
         """Normalised alphas (T, B, K) and log of their scale (T, B), rows sorted."""

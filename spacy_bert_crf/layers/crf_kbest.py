@@ -10,7 +10,12 @@ from typing import NamedTuple, Optional, Tuple
 
 import numpy
 
-from .crf_decode import RowOrder, max_product
+from .crf_viterbi import RowOrder, max_product
+
+
+# kbest_numpy looks up the local transitions of this many steps at a time (one fancy index
+# instead of one per step; memory O(_CHUNK B K^2), not O(T B K^2))
+_CHUNK = 64
 
 
 class Carries(NamedTuple):
@@ -79,9 +84,8 @@ def _kbest_sorted(pot, mask, running, trans, start, end_rows, k, carries, tag_id
     score = numpy.full((B, K, k), -numpy.inf)
     score[:, :, 0] = local_start + steps[0]
     final = score.copy()
-    if tag_ids is not None:  # every step's transitions at once: (T - 1, B, K_to, K_from, 1)
-        to_tags = tag_ids.transpose(1, 0, 2)
-        all_trans = trans[to_tags[:-1, :, None, :], to_tags[1:, :, :, None]][..., None]
+    if tag_ids is not None:
+        to_tags = tag_ids.transpose(1, 0, 2)  # (T, B, K)
     cand = numpy.empty((B, K, K, k))
     flat = cand.reshape(B, K, n)
     # flat index of cand[b, j, i, r] in cand: ((b * K + j) * K + i) * k + r = offsets[b, j] + state
@@ -93,7 +97,11 @@ def _kbest_sorted(pot, mask, running, trans, start, end_rows, k, carries, tag_id
         m = running[t]
         if not m:
             break
-        step_trans = all_trans[t - 1, :m] if tag_ids is not None else step_trans
+        if tag_ids is not None:
+            if (t - 1) % _CHUNK == 0:  # the transitions of the next _CHUNK steps at once
+                ids = to_tags[t - 1 : t + _CHUNK]  # (chunk + 1, B, K)
+                chunk_trans = trans[ids[:-1, :, None, :], ids[1:, :, :, None]][..., None]
+            step_trans = chunk_trans[(t - 1) % _CHUNK, :m]  # (m, K_to, K_from, 1)
         numpy.add(score[:m, None, :, :], step_trans, out=cand[:m])
         if active[t]:
             rows = numpy.flatnonzero(carries.active[t])
@@ -143,9 +151,10 @@ def max_marginals(
     rows = RowOrder.of(mask)
     steps = rows.time_major(pot)  # (T, B, K), rows sorted longest first
     forward, _ = max_product(steps, rows.running, trans, start, backpointers=False)
-    # backward[u][i] = max_j (trans[i, j] + back_steps[u - 1][j] + backward[u - 1][j]), over
+    # backward[u][i] = max_j (trans[i, j] + back_steps[u - 1][j] + backward[u - 1][j]) over
     # each row reversed within its length: the forward recursion from `end` with trans.T, read
-    # before each step's potentials are added
+    # before each step's potentials are added. (Both passes as one recursion over twice the
+    # rows, with two transition matrices, measured slower.)
     back_steps = numpy.take(steps.reshape(T * B, K), rows.reversed_index(), 0)
     backward, _ = max_product(
         back_steps, rows.running, trans.T, end, backpointers=False, before_steps=True
@@ -178,10 +187,13 @@ def kbest_exact(
     B, T, K = pot.shape
     marginals = max_marginals(pot, mask, trans, start, end)
     finite = numpy.isfinite(marginals)
-    best = numpy.where(finite, marginals, -numpy.inf).max((1, 2))
+    best = marginals.max((1, 2))  # max-marginals are finite or -inf
     # the best path's own nodes score `best` up to rounding (the passes add in different orders)
     tol = 1e-9 * numpy.maximum(1.0, numpy.abs(best))
-    gaps = numpy.where(finite, best[:, None, None] - marginals, numpy.inf).reshape(B, -1)
+    with numpy.errstate(invalid="ignore"):  # a row without any valid path: -inf - -inf
+        below = best[:, None, None] - marginals  # how far below the best each node's path is
+    below[~finite] = numpy.inf
+    gaps = below.reshape(B, -1).copy()
     gaps.sort(1)
     n_finite = finite.reshape(B, -1).sum(1)
     # The best path through a node is one path; nodes with different gaps lie on different
@@ -193,9 +205,10 @@ def kbest_exact(
     scores = numpy.full((B, k), -numpy.inf)
     todo = numpy.arange(B)
     while len(todo):
+        rows = slice(None) if len(todo) == B else todo  # no copies in the first round
         margin = numpy.maximum(gaps[todo, rank[todo]], tol[todo])
-        keep = finite[todo] & (best[todo, None, None] - marginals[todo] <= margin[:, None, None])
-        got_paths, got_scores = _kbest_kept(pot[todo], mask[todo], trans, start, end, k, keep)
+        keep = finite[rows] & (below[rows] <= margin[:, None, None])
+        got_paths, got_scores = _kbest_kept(pot[rows], mask[rows], trans, start, end, k, keep)
         paths[todo], scores[todo] = got_paths, got_scores
         n_found = numpy.isfinite(got_scores).sum(1)
         kth = got_scores[:, -1]
