@@ -223,6 +223,18 @@ def test_tampered_tokenizer_file_is_refused(exported, tmp_path):
         spacy.load(bad)
 
 
+def test_truncated_export_is_named_damaged(exported, tmp_path):
+    """A cut-off transformer/model of an exported pipeline: an error naming the component and
+    the file as damaged, not a traceback from msgpack."""
+    root, _, _ = exported
+    bad = tmp_path / "cut"
+    shutil.copytree(root / "int8", bad)
+    model_file = bad / "transformer" / "model"
+    model_file.write_bytes(model_file.read_bytes()[:1000])
+    with pytest.raises(TransformerLoadError, match="damaged or incomplete"):
+        spacy.load(bad)
+
+
 def test_cli_export_prints_tolerance_and_agreement(exported, tmp_path):
     root, _, _ = exported
     sample = tmp_path / "sample.txt"
