@@ -3,7 +3,7 @@ import os
 import pytest
 from hypothesis import settings
 
-from .util import DATA_DIR
+from .util import CONLL_SAMPLE, DATA_DIR
 
 settings.register_profile("default", deadline=None, max_examples=60)
 settings.load_profile("default")
@@ -30,3 +30,11 @@ def tiny_bert_dir(tmp_path_factory):
     from .util import write_tiny_bert
 
     return write_tiny_bert(tmp_path_factory.mktemp("tiny-bert"))
+
+
+@pytest.fixture()
+def conll_sample(tmp_path):
+    """util.CONLL_SAMPLE (hand-written, CoNLL-2003 layout with POS and chunks) as a file."""
+    path = tmp_path / "sample.txt"
+    path.write_text(CONLL_SAMPLE, encoding="utf8")
+    return path

@@ -1,6 +1,5 @@
 """Augmenters: entity swap (English words, Chinese characters), token masking, case variation."""
 import random
-from pathlib import Path
 
 import pytest
 import spacy
@@ -21,7 +20,15 @@ from spacy_bert_crf.augmenters import (
     transformer_mask_token,
 )
 
-from .util import make_examples, make_trf_nlp
+from .util import (
+    CONFIGS_DIR,
+    config_differences,
+    flat_config,
+    initialized,
+    make_trf_nlp,
+    short_training_overrides,
+    write_corpus,
+)
 
 EN_WORDS = ["alpha", "beta", "gamma", "x", "Yy", "Zed", "12", "New", "York"]
 ZH_CHARS = list("北京上海市人民银行我在去了的张三李四")
@@ -262,9 +269,7 @@ def test_case_variation(en):
 
 # ------------------------------------------------------------------ in a real pipeline
 def test_token_mask_uses_the_transformers_mask_token(tiny_bert_dir):
-    nlp = make_trf_nlp(tiny_bert_dir)
-    examples = make_examples(nlp)
-    nlp.initialize(lambda: examples)
+    nlp, examples = initialized(make_trf_nlp(tiny_bert_dir))
     assert transformer_mask_token(nlp) == "[MASK]"
     augment = create_token_mask_augmenter(level=1.0, mask_prob=0.5)
     random.seed(0)
@@ -283,33 +288,11 @@ def test_token_mask_uses_the_transformers_mask_token(tiny_bert_dir):
 )
 def test_augmenter_ablation_configs_train(name, augmenter, tiny_bert_dir, tmp_path):
     """The ablation configs are en_conll03.cfg plus the augmenter, and run under spacy train."""
-    configs = Path(__file__).resolve().parents[1] / "configs"
-    path = configs / "ablations" / name
-    base = _flat(load_config(configs / "en_conll03.cfg", interpolate=False))
-    other = _flat(load_config(path, interpolate=False))
-    differing = {k for k in set(base) | set(other) if base.get(k) != other.get(k)}
+    path = CONFIGS_DIR / "ablations" / name
+    differing = config_differences(path)
     assert differing and all(k.startswith("corpora.train.augmenter") for k in differing)
+    other = flat_config(load_config(path, interpolate=False))
     assert other["corpora.train.augmenter.@augmenters"] == augmenter
-    nlp = spacy.blank("en")
-    DocBin(docs=[eg.reference for eg in make_examples(nlp)]).to_disk(tmp_path / "train.spacy")
-    overrides = {
-        "paths.transformer": str(tiny_bert_dir),
-        "paths.train": str(tmp_path / "train.spacy"),
-        "paths.dev": str(tmp_path / "train.spacy"),
-        "training.max_steps": 4,
-        "training.eval_frequency": 2,
-        "training.optimizer.learn_rate.warmup_steps": 1,
-        "training.logger.progress_bar": False,
-    }
+    overrides = short_training_overrides(tiny_bert_dir, write_corpus(tmp_path / "train.spacy"))
     spacy_train(path, tmp_path / "out", overrides=overrides)
     assert spacy.load(tmp_path / "out" / "model-last").get_pipe("crf_ner").labels
-
-
-def _flat(config, prefix=""):
-    out = {}
-    for key, value in config.items():
-        if isinstance(value, dict) and value:
-            out.update(_flat(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = value
-    return out

@@ -7,7 +7,6 @@ import pytest
 import spacy
 import typer
 from spacy.tokens import DocBin
-from spacy.util import fix_random_seed
 from typer.testing import CliRunner
 
 from spacy_bert_crf.calibration import (
@@ -20,7 +19,7 @@ from spacy_bert_crf.calibration import (
 from spacy_bert_crf.cli.evaluate import evaluate_cli
 from spacy_bert_crf.evaluate import EvaluationError, make_examples, predict, read_docbins, score
 
-from .util import TRAIN_DATA, make_examples as util_examples, make_light_nlp, train
+from .util import TRAIN_DATA, save_light_pipeline
 
 # A corpus the lightly trained pipeline gets partly right: the labels of two entities changed.
 GOLD_DATA = [
@@ -39,16 +38,8 @@ def _run(*args):
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
-    fix_random_seed(0)
-    nlp = make_light_nlp()
-    train(nlp, util_examples(nlp), steps=12, lr=0.01)
-    tmp = tmp_path_factory.mktemp("calibration")
-    nlp.to_disk(tmp / "model")
-    docbin = DocBin()
-    for eg in util_examples(nlp, GOLD_DATA):
-        docbin.add(eg.reference)
-    docbin.to_disk(tmp / "gold.spacy")
-    return nlp, tmp / "model", tmp / "gold.spacy"
+    """(nlp, model dir, gold.spacy): a lightly trained pipeline, saved, and the gold corpus."""
+    return save_light_pipeline(tmp_path_factory.mktemp("calibration"), GOLD_DATA, steps=12, lr=0.01)
 
 
 def test_fit_minimises_the_log_loss(setup):

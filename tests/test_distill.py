@@ -19,7 +19,16 @@ from spacy_bert_crf.distillation.targets import DistillError, Teacher, read_unla
 from spacy_bert_crf.layers.constrained_crf import ConstrainedCRF
 from spacy_bert_crf.tag_schemes import constraints, continuations, make_tags
 
-from .util import HASH_TOK2VEC, TRAIN_DATA, make_examples, make_trf_nlp
+from .util import (
+    HASH_TOK2VEC,
+    TRAIN_DATA,
+    initialized,
+    make_examples,
+    make_trf_nlp,
+    training_config,
+    write_corpus,
+    write_train_dev,
+)
 from .util import train as train_nlp
 
 
@@ -198,9 +207,7 @@ def test_distill_weight_zero_equals_plain_training():
                                           "spacy-bert-crf.SoftmaxTagger.v1"])
 def test_get_loss_adds_weighted_kl(architecture):
     weight = 0.7
-    nlp = _light_nlp(weight, architecture)
-    examples = make_examples(nlp)
-    nlp.initialize(lambda: examples)
+    nlp, examples = initialized(_light_nlp(weight, architecture))
     pipe = nlp.get_pipe("crf_ner")
     soft = _with_targets(examples, pipe.tags, seed=2)
     docs = [eg.predicted for eg in soft]
@@ -298,78 +305,16 @@ def test_unlabelled_bad_lines_name_file_and_line(tmp_path):
 
 
 # ------------------------------------------------------------------------------ the command
-STUDENT_CONFIG = """
-[paths]
-train = null
-dev = null
-transformer = null
-
-[system]
-seed = 0
-gpu_allocator = null
-
-[nlp]
-lang = "en"
-pipeline = ["transformer","crf_ner"]
-
-[components]
-
-[components.transformer]
-factory = "transformer"
-
-[components.transformer.model]
-@architectures = "spacy-bert-crf.TransformerModel.v1"
-name = ${paths.transformer}
-tokenizer_config = {"use_fast": true}
-
-[components.transformer.model.get_spans]
-@span_getters = "spacy-transformers.strided_spans.v1"
-window = 24
-stride = 16
-
-[components.crf_ner]
-factory = "crf_ner"
-distill_weight = 1.0
-
-[components.crf_ner.model]
-@architectures = "spacy-bert-crf.CRFTagger.v1"
-scheme = "BIO"
-
-[components.crf_ner.model.tok2vec]
-@architectures = "spacy-transformers.TransformerListener.v1"
-grad_factor = 1.0
-pooling = {"@layers":"reduce_mean.v1"}
-
-[corpora]
-
-[corpora.train]
-@readers = "spacy.Corpus.v1"
-path = ${paths.train}
-
-[corpora.dev]
-@readers = "spacy.Corpus.v1"
-path = ${paths.dev}
-
-[training]
-seed = ${system.seed}
-gpu_allocator = ${system.gpu_allocator}
-max_epochs = 0
-max_steps = 4
-eval_frequency = 2
-
-[training.batcher]
-@batchers = "spacy.batch_by_words.v1"
-size = 20
-tolerance = 0.2
-
-[training.optimizer]
-@optimizers = "Adam.v1"
-learn_rate = 0.001
-
-[training.logger]
-@loggers = "spacy.ConsoleLogger.v1"
-progress_bar = false
-"""
+# A BIO student on the tiny BERT, 4 steps, with the soft-target loss on.
+STUDENT_CONFIG = training_config(
+    max_steps=4,
+    eval_frequency=2,
+    batch_size=20,
+    settings={
+        "components.crf_ner.distill_weight": 1.0,
+        "components.crf_ner.model.scheme": "BIO",
+    },
+)
 
 
 @pytest.fixture(scope="module")
@@ -385,14 +330,9 @@ def teacher_dir(tiny_bert_dir, tmp_path_factory):
 
 @pytest.fixture
 def student(tmp_path, tiny_bert_dir):
-    nlp = spacy.blank("en")
-    DocBin(docs=[eg.reference for eg in make_examples(nlp)]).to_disk(tmp_path / "train.spacy")
-    DocBin(docs=[eg.reference for eg in make_examples(nlp)[:3]]).to_disk(tmp_path / "dev.spacy")
     (tmp_path / "student.cfg").write_text(STUDENT_CONFIG, encoding="utf8")
-    overrides = ["--paths.train", str(tmp_path / "train.spacy"),
-                 "--paths.dev", str(tmp_path / "dev.spacy"),
-                 "--paths.transformer", str(tiny_bert_dir)]
-    return tmp_path, overrides
+    paths = write_train_dev(tmp_path, tiny_bert_dir)
+    return tmp_path, [arg for name, value in paths.items() for arg in (f"--{name}", value)]
 
 
 @pytest.mark.slow
@@ -430,11 +370,9 @@ def test_distill_cli_end_to_end(teacher_dir, student):
 
 def test_distill_refuses_other_labels_at_start(teacher_dir, student, capsys):
     root, overrides = student
-    nlp = spacy.blank("en")
     data = [("Olga met Ravi in Delhi.", [(0, 4, "PER"), (17, 22, "GPE")])]
-    DocBin(docs=[eg.reference for eg in make_examples(nlp, data)]).to_disk(root / "other.spacy")
     paths = dict(zip(overrides[::2], overrides[1::2]))
-    paths["--paths.train"] = str(root / "other.spacy")
+    paths["--paths.train"] = str(write_corpus(root / "other.spacy", data))
     with pytest.raises(DistillError) as err:
         distill(teacher_dir, root / "student.cfg", root / "out",
                 overrides={k[2:]: v for k, v in paths.items()})

@@ -1,7 +1,5 @@
 """Document context: training and prediction on whole documents (convert --docs) or groups of
 sentences (--n-sents) score on exactly the gold entities of the sentence-level corpus."""
-from pathlib import Path
-
 import pytest
 import spacy
 from spacy.cli.train import train as spacy_train
@@ -10,10 +8,7 @@ from spacy.training import Example
 
 from spacy_bert_crf.corpora import read_conll
 
-from .test_multitask import SAMPLE
-from .util import DATA_DIR
-
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+from .util import BASE_CONFIG, DATA_DIR, short_training_overrides
 
 
 def sentence_entities(docs):
@@ -29,17 +24,10 @@ def sentence_entities(docs):
     return out
 
 
-@pytest.fixture()
-def sample(tmp_path):
-    path = tmp_path / "sample.txt"
-    path.write_text(SAMPLE, encoding="utf8")
-    return path
-
-
 @pytest.mark.parametrize("grouping", [{"docs": True}, {"n_sents": 2}, {"n_sents": 3}])
-def test_same_gold_entities(sample, grouping):
-    sentences, _ = read_conll(sample)
-    grouped, _ = read_conll(sample, **grouping)
+def test_same_gold_entities(conll_sample, grouping):
+    sentences, _ = read_conll(conll_sample)
+    grouped, _ = read_conll(conll_sample, **grouping)
     assert len(grouped) < len(sentences)
     assert sentence_entities(grouped) == sentence_entities(sentences)
     assert len(sentence_entities(sentences)) == 7
@@ -55,24 +43,19 @@ def test_same_gold_entities_conll2003(split):
     assert doc_stats.entities == stats.entities and doc_stats.tokens == stats.tokens
 
 
-def test_train_and_predict_on_documents(sample, tiny_bert_dir, tmp_path):
+def test_train_and_predict_on_documents(conll_sample, tiny_bert_dir, tmp_path):
     """Documents longer than the transformer's window (8 tokens, stride 6): crf_ner trains on them
     and predicts on them, and the evaluation counts the gold entities of the sentences."""
-    documents, _ = read_conll(sample, docs=True)
+    documents, _ = read_conll(conll_sample, docs=True)
     assert max(len(d) for d in documents) > 8
     DocBin(docs=documents).to_disk(tmp_path / "docs.spacy")
     overrides = {
-        "paths.transformer": str(tiny_bert_dir),
-        "paths.train": str(tmp_path / "docs.spacy"),
-        "paths.dev": str(tmp_path / "docs.spacy"),
-        "training.max_steps": 6,
-        "training.eval_frequency": 3,
-        "training.optimizer.learn_rate.warmup_steps": 1,
+        **short_training_overrides(tiny_bert_dir, tmp_path / "docs.spacy", max_steps=6,
+                                   eval_frequency=3),
         "components.transformer.model.get_spans.window": 8,
         "components.transformer.model.get_spans.stride": 6,
-        "training.logger.progress_bar": False,
     }
-    spacy_train(CONFIGS / "en_conll03.cfg", tmp_path / "out", overrides=overrides)
+    spacy_train(BASE_CONFIG, tmp_path / "out", overrides=overrides)
     nlp = spacy.load(tmp_path / "out" / "model-last")
     examples = [Example(nlp.make_doc(d.text), d) for d in documents]
     scores = nlp.evaluate(examples)

@@ -1,7 +1,5 @@
 """Multi-task: the CoNLL converter keeps POS and chunks; crf_ner and spaCy's tagger train on one
 shared transformer (configs/en_conll03_multitask.cfg)."""
-from pathlib import Path
-
 import pytest
 import spacy
 from spacy.cli.train import train as spacy_train
@@ -10,44 +8,11 @@ from spacy.util import load_config, load_model_from_config
 
 from spacy_bert_crf.corpora import ConversionError, read_conll
 
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
-
-# Hand-written, in the CoNLL-2003 layout (WORD POS CHUNK NER; chunks and entities in IOB1).
-SAMPLE = """-DOCSTART- -X- -X- O
-
-Maria NNP I-NP I-PER
-Lopez NNP I-NP I-PER
-flew VBD I-VP O
-to TO I-PP O
-Lisbon NNP I-NP I-LOC
-. . O O
-
-Kenji NNP I-NP I-PER
-met VBD I-VP O
-Olga NNP I-NP I-PER
-in IN I-PP O
-Oslo NNP I-NP I-LOC
-. . O O
-
--DOCSTART- -X- -X- O
-
-Globex NNP I-NP I-ORG
-hired VBD I-VP O
-Tom NNP I-NP I-PER
-Baker NNP B-NP I-PER
-. . O O
-"""
+from .util import CONFIGS_DIR, config_differences, short_training_overrides
 
 
-@pytest.fixture()
-def sample(tmp_path):
-    path = tmp_path / "sample.txt"
-    path.write_text(SAMPLE, encoding="utf8")
-    return path
-
-
-def test_conll_keeps_pos_and_chunks(sample):
-    docs, stats = read_conll(sample)
+def test_conll_keeps_pos_and_chunks(conll_sample):
+    docs, stats = read_conll(conll_sample)
     assert stats.n_entities == 7
     assert [t.tag_ for t in docs[0]] == ["NNP", "NNP", "VBD", "TO", "NNP", "."]
     assert [(s.text, s.label_) for s in docs[0].spans["chunks"]] == [
@@ -59,8 +24,8 @@ def test_conll_keeps_pos_and_chunks(sample):
     ]
 
 
-def test_conll_documents_keep_chunks_per_sentence(sample, tmp_path):
-    (doc, _), _ = read_conll(sample, docs=True)
+def test_conll_documents_keep_chunks_per_sentence(conll_sample, tmp_path):
+    (doc, _), _ = read_conll(conll_sample, docs=True)
     assert len(doc) == 12 and len(list(doc.sents)) == 2
     assert [s.text for s in doc.spans["chunks"]][-2:] == ["in", "Oslo"]
     assert all(s.start >= 6 or s.end <= 6 for s in doc.spans["chunks"])  # none across sentences
@@ -96,7 +61,7 @@ def _write_corpus(sample, tmp_path):
 
 def test_multitask_config_loads(tiny_bert_dir):
     config = load_config(
-        CONFIGS / "en_conll03_multitask.cfg",
+        CONFIGS_DIR / "en_conll03_multitask.cfg",
         overrides={"paths.transformer": str(tiny_bert_dir)}, interpolate=False,
     )
     nlp = load_model_from_config(config, auto_fill=True, validate=True)
@@ -110,18 +75,7 @@ def test_multitask_config_loads(tiny_bert_dir):
 
 
 def test_multitask_config_differs_only_by_the_tagger():
-    def flat(config, prefix=""):
-        out = {}
-        for key, value in config.items():
-            if isinstance(value, dict) and value:
-                out.update(flat(value, f"{prefix}{key}."))
-            else:
-                out[f"{prefix}{key}"] = value
-        return out
-
-    base = flat(load_config(CONFIGS / "en_conll03.cfg", interpolate=False))
-    other = flat(load_config(CONFIGS / "en_conll03_multitask.cfg", interpolate=False))
-    differing = {k for k in set(base) | set(other) if base.get(k) != other.get(k)}
+    differing = config_differences(CONFIGS_DIR / "en_conll03_multitask.cfg")
     assert "nlp.pipeline" in differing
     tagger = ("components.tagger", "initialize.components.tagger")
     assert {k for k in differing if not k.startswith(tagger)} == {
@@ -129,25 +83,19 @@ def test_multitask_config_differs_only_by_the_tagger():
     }
 
 
-def test_multitask_trains_both_heads(sample, tiny_bert_dir, tmp_path):
-    train_path = _write_corpus(sample, tmp_path)
+def test_multitask_trains_both_heads(conll_sample, tiny_bert_dir, tmp_path):
+    train_path = _write_corpus(conll_sample, tmp_path)
     overrides = {
-        "paths.transformer": str(tiny_bert_dir),
-        "paths.train": str(train_path),
-        "paths.dev": str(train_path),
-        "training.max_steps": 30,
-        "training.eval_frequency": 15,
-        "training.optimizer.learn_rate.warmup_steps": 1,
+        **short_training_overrides(tiny_bert_dir, train_path, max_steps=30, eval_frequency=15),
         "training.optimizer.learn_rate.initial_rate": 0.003,
         "components.transformer.model.get_spans.window": 24,
         "components.transformer.model.get_spans.stride": 16,
-        "training.logger.progress_bar": False,
     }
-    spacy_train(CONFIGS / "en_conll03_multitask.cfg", tmp_path / "out", overrides=overrides)
+    spacy_train(CONFIGS_DIR / "en_conll03_multitask.cfg", tmp_path / "out", overrides=overrides)
     nlp = spacy.load(tmp_path / "out" / "model-last")
     assert set(nlp.get_pipe("tagger").labels) == {"NNP", "VBD", "TO", "IN", "."}
     assert nlp.get_pipe("crf_ner").labels == ("LOC", "ORG", "PER")
-    gold, _ = read_conll(sample)
+    gold, _ = read_conll(conll_sample)
     predicted = list(nlp.pipe(spacy.tokens.Doc(nlp.vocab, words=[t.text for t in d]) for d in gold))
     tags = [(p.tag_, g.tag_) for pd, gd in zip(predicted, gold) for p, g in zip(pd, gd)]
     assert all(p for p, _ in tags)  # the tagger tagged every token

@@ -1,13 +1,10 @@
 """spacy-bert-crf.LayerwiseAdamW.v1: the rate of every parameter is the configured one."""
-from pathlib import Path
-
 import numpy
 import pytest
 import spacy
 import torch
 from spacy.cli.train import train as spacy_train
-from spacy.tokens import DocBin
-from spacy.util import load_config, registry
+from spacy.util import registry
 from thinc.api import Config, Model, PyTorchWrapper_v2
 
 from spacy_bert_crf.optimizers import (
@@ -17,7 +14,15 @@ from spacy_bert_crf.optimizers import (
     parameter_depth,
 )
 
-from .util import make_examples, make_light_nlp, make_trf_nlp
+from .util import (
+    CONFIGS_DIR,
+    config_differences,
+    initialized,
+    make_light_nlp,
+    make_trf_nlp,
+    short_training_overrides,
+    write_corpus,
+)
 
 BASE = 0.01
 DECAY = 0.5
@@ -62,6 +67,10 @@ def spacy_step(nlp, examples, optimizer):
     optimizer.step_schedules()
 
 
+def _bert(nlp):
+    return [s for node in nlp.get_pipe("transformer").model.walk() for s in node.shims][0]._model
+
+
 def recording(learn_rate=BASE, n_layers=2):
     # eps tiny, no weight decay: Adam's first step moves each weight by exactly rate * sign(g)
     return Recording(
@@ -95,13 +104,10 @@ def test_parameter_depth(name, depth):
 
 
 def test_rates_on_tiny_bert(tiny_bert_dir):
-    nlp = make_trf_nlp(tiny_bert_dir)
-    examples = make_examples(nlp)
-    nlp.initialize(lambda: examples)
+    nlp, examples = initialized(make_trf_nlp(tiny_bert_dir))
     optimizer = recording()
     spacy_step(nlp, examples, optimizer)
-    shim = [s for node in nlp.get_pipe("transformer").model.walk() for s in node.shims][0]
-    bert_names = {name for name, p in shim._model.named_parameters() if p.grad is not None}
+    bert_names = {name for name, p in _bert(nlp).named_parameters() if p.grad is not None}
     seen = {name for (_, name) in optimizer.lr_scales}
     assert bert_names <= seen
     assert {"transitions", "start", "end", "W", "b"} <= seen
@@ -142,9 +148,7 @@ def test_rates_follow_schedule(tiny_bert_dir):
         return adam(ops, weights, gradient, lr_scale, key, nr_upd)
 
     optimizer._adam = recording_adam
-    nlp = make_trf_nlp(tiny_bert_dir)
-    examples = make_examples(nlp)
-    nlp.initialize(lambda: examples)
+    nlp, examples = initialized(make_trf_nlp(tiny_bert_dir))
     schedule = []
     for _ in range(4):
         schedule.append(optimizer.learn_rate)
@@ -156,10 +160,6 @@ def test_rates_follow_schedule(tiny_bert_dir):
     assert {"embeddings.word_embeddings.weight", "encoder.layer.1.output.dense.weight"} <= names
     for step, name, rate in used:
         assert rate == pytest.approx(schedule[step - 1] * expected_scale(name)), (step, name)
-
-
-def _bert(nlp):
-    return [s for node in nlp.get_pipe("transformer").model.walk() for s in node.shims][0]._model
 
 
 class Unknown(torch.nn.Module):
@@ -193,9 +193,7 @@ def test_unplaced_parameters_are_listed():
 
 
 def test_n_layers_checked(tiny_bert_dir):
-    nlp = make_trf_nlp(tiny_bert_dir)
-    examples = make_examples(nlp)
-    nlp.initialize(lambda: examples)
+    nlp, examples = initialized(make_trf_nlp(tiny_bert_dir))
     with pytest.raises(LayerPlacementError, match="n_layers to the encoder's number of layers"):
         spacy_step(nlp, examples, create_layerwise_adamw(0.001, n_layers=1))
     with pytest.raises(LayerPlacementError, match="set n_layers = 2"):
@@ -212,9 +210,7 @@ def test_invalid_settings(setting):
 
 
 def test_without_transformer_everything_is_head():
-    nlp = make_light_nlp()
-    examples = make_examples(nlp)
-    nlp.initialize(lambda: examples)
+    nlp, examples = initialized(make_light_nlp())
     optimizer = recording()
     spacy_step(nlp, examples, optimizer)
     assert optimizer.steps
@@ -224,39 +220,15 @@ def test_without_transformer_everything_is_head():
 def test_layerwise_ablation_config_trains(tiny_bert_dir, tmp_path):
     """configs/ablations/en_conll03_layerwise.cfg: en_conll03.cfg but the optimizer, and it runs
     under `spacy train` (n_layers set to the tiny BERT's 2)."""
-    configs = Path(__file__).resolve().parents[1] / "configs"
-    path = configs / "ablations" / "en_conll03_layerwise.cfg"
-    base = _flat(load_config(configs / "en_conll03.cfg", interpolate=False))
-    other = _flat(load_config(path, interpolate=False))
-    differing = {k for k in set(base) | set(other) if base.get(k) != other.get(k)}
-    assert differing == {
+    path = CONFIGS_DIR / "ablations" / "en_conll03_layerwise.cfg"
+    assert config_differences(path) == {
         "training.optimizer.@optimizers", "training.optimizer.n_layers",
         "training.optimizer.layer_decay", "training.optimizer.head_lr_scale",
     }
-    nlp = spacy.blank("en")
-    DocBin(docs=[eg.reference for eg in make_examples(nlp)]).to_disk(tmp_path / "train.spacy")
-    overrides = {
-        "paths.transformer": str(tiny_bert_dir),
-        "paths.train": str(tmp_path / "train.spacy"),
-        "paths.dev": str(tmp_path / "train.spacy"),
-        "training.max_steps": 4,
-        "training.eval_frequency": 2,
-        "training.optimizer.learn_rate.warmup_steps": 1,
-        "training.optimizer.n_layers": 2,
-        "training.logger.progress_bar": False,
-    }
+    overrides = short_training_overrides(tiny_bert_dir, write_corpus(tmp_path / "train.spacy"))
+    overrides["training.optimizer.n_layers"] = 2
     spacy_train(path, tmp_path / "out", overrides=overrides)
     assert spacy.load(tmp_path / "out" / "model-last").get_pipe("crf_ner").labels
     overrides["training.optimizer.n_layers"] = 6
     with pytest.raises(LayerPlacementError, match="n_layers = 2"):
         spacy_train(path, tmp_path / "out6", overrides=overrides)
-
-
-def _flat(config, prefix=""):
-    out = {}
-    for key, value in config.items():
-        if isinstance(value, dict) and value:
-            out.update(_flat(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = value
-    return out

@@ -5,98 +5,36 @@ from pathlib import Path
 import numpy
 import pytest
 import spacy
-from spacy.tokens import DocBin
 from spacy.training.initialize import init_nlp
 from spacy.training.loop import train as spacy_train
 from spacy.util import load_config, registry
 
 from spacy_bert_crf.training import ResumeError, latest_checkpoint, train
 
-from .util import make_examples
+from .util import training_config, write_train_dev
 
-CONFIG = """
-[paths]
-train = null
-dev = null
-transformer = null
-crash_marker = null
-
-[system]
-seed = 0
-gpu_allocator = null
-
-[nlp]
-lang = "en"
-pipeline = ["transformer","crf_ner"]
-
-[components]
-
-[components.transformer]
-factory = "transformer"
-
-[components.transformer.model]
-@architectures = "spacy-bert-crf.TransformerModel.v1"
-name = ${paths.transformer}
-tokenizer_config = {"use_fast": true}
-
-[components.transformer.model.get_spans]
-@span_getters = "spacy-transformers.strided_spans.v1"
-window = 24
-stride = 16
-
-[components.crf_ner]
-factory = "crf_ner"
-
-[components.crf_ner.model]
-@architectures = "spacy-bert-crf.CRFTagger.v1"
-dropout = 0.2
-
-[components.crf_ner.model.tok2vec]
-@architectures = "spacy-transformers.TransformerListener.v1"
-grad_factor = 1.0
-pooling = {"@layers":"reduce_mean.v1"}
-
-[corpora]
-
-[corpora.train]
-@readers = "spacy.Corpus.v1"
-path = ${paths.train}
-
-[corpora.dev]
-@readers = "spacy.Corpus.v1"
-path = ${paths.dev}
-
-[training]
-seed = ${system.seed}
-gpu_allocator = ${system.gpu_allocator}
-dropout = 0.1
-max_epochs = 0
-max_steps = 13
-eval_frequency = 4
-patience = 0
-
-[training.before_update]
-@callbacks = "spacy-bert-crf-test.crash_once.v1"
-marker = ${paths.crash_marker}
-
-[training.batcher]
-@batchers = "spacy.batch_by_words.v1"
-size = 14
-tolerance = 0.2
-
-[training.optimizer]
-@optimizers = "Adam.v1"
-
-[training.optimizer.learn_rate]
-@schedules = "warmup_linear.v1"
-warmup_steps = 3
-total_steps = 13
-initial_rate = 0.001
-
-[training.logger]
-@loggers = "spacy.ConsoleLogger.v1"
-progress_bar = false
-"""
+# 13 steps with a warmup, and a callback that interrupts the run once (`paths.crash_marker`).
+CONFIG = training_config(
+    max_steps=13,
+    eval_frequency=4,
+    batch_size=14,
+    settings={
+        "paths.crash_marker": None,
+        "components.crf_ner.model.dropout": 0.2,
+        "training.dropout": 0.1,
+        "training.patience": 0,
+        "training.before_update": {
+            "@callbacks": "spacy-bert-crf-test.crash_once.v1",
+            "marker": "${paths.crash_marker}",
+        },
+        "training.optimizer.learn_rate": {
+            "@schedules": "warmup_linear.v1",
+            "warmup_steps": 3,
+            "total_steps": 13,
+            "initial_rate": 0.001,
+        },
+    },
+)
 
 
 class Crash(RuntimeError):
@@ -118,15 +56,8 @@ def crash_once(marker: str):
 @pytest.fixture(scope="module")
 def setup(tiny_bert_dir, tmp_path_factory):
     root = tmp_path_factory.mktemp("resume")
-    nlp = spacy.blank("en")
-    DocBin(docs=[eg.reference for eg in make_examples(nlp)]).to_disk(root / "train.spacy")
-    DocBin(docs=[eg.reference for eg in make_examples(nlp)[:3]]).to_disk(root / "dev.spacy")
     (root / "config.cfg").write_text(CONFIG, encoding="utf8")
-    return root, {
-        "paths.train": str(root / "train.spacy"),
-        "paths.dev": str(root / "dev.spacy"),
-        "paths.transformer": str(tiny_bert_dir),
-    }
+    return root, write_train_dev(root, tiny_bert_dir)
 
 
 def weights(nlp):
