@@ -760,7 +760,7 @@ def test_msra_repairs_and_strict(tmp_path):
             "expected CHAR<TAB>TAG (one character per line), found '明 B-PER'",
         ),
         ("小\tO\n明\tB-PER\tx\n", 2, "expected CHAR<TAB>TAG"),
-        ("小\tO\n\tB-PER\n", 2, "expected CHAR<TAB>TAG"),
+        ("小\tO\n\tB-PER\n", 2, "the character is missing: the line starts with a tab"),
         (
             "小 O\n明 B-NR x\n",
             2,

@@ -8,7 +8,8 @@
     split_docs(docs, dev_size=..., seed=...) -> (train, dev)
 
 Modules: conll.py, msra.py and zh_chars.py parse the formats, docs.py holds what they share
-(reading lines, progress, sentences to Docs, ConversionStats, ConversionError), convert.py
+(reading lines, progress, sentences to Docs, ConversionStats, ConversionError, the
+character-per-line checks of msra.py and zh_chars.py), convert.py
 writes a .spacy file, split.py splits Docs. The command line is in cli/convert.py:
 
     python -m spacy_bert_crf convert FORMAT INPUT OUTPUT_DIR [--scheme S] [--docs] [-n N] [--strict]

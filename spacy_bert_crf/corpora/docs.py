@@ -17,10 +17,13 @@ their type (invalid in IOB1); both readings give the same entities, only what co
 differs. When both counts are above zero the scheme is ambiguous (ConversionStats.ambiguous) and
 the repairs make strict mode fail. ConversionStats.detection says what the detection saw.
 
-Malformed input always raises a ConversionError naming file:line and the line.
+Malformed input always raises a ConversionError naming file:line and the line. The checks of the
+character-per-line formats (msra.py, zh_chars.py) are shared here: check_character_line,
+check_odd_spaces, check_one_character and check_blank_lines.
 """
 import re
 import sys
+import unicodedata
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,7 +34,15 @@ import spacy
 from spacy.tokens import Doc, Span
 from spacy.vocab import Vocab
 
-from ..tag_schemes import OUT, Tag, TagSchemeError, read_tags, resolve_scheme, split_tag
+from ..tag_schemes import (
+    OUT,
+    Tag,
+    TagSchemeError,
+    join_tag,
+    read_tags,
+    resolve_scheme,
+    split_tag,
+)
 
 try:  # tqdm is a spaCy dependency, but stay usable without it
     from tqdm import tqdm
@@ -45,6 +56,9 @@ PROGRESS_STEPS = 10  # progress lines per pass when stderr is not a terminal
 COLUMNS = re.compile(r"[ \t]+")
 CHUNKS_KEY = "chunks"  # the span group of a chunk column (CoNLL-2003)
 BLANK = "<blank>"  # parsed-line markers, compared by identity
+_ODD_SPACE = re.compile(r"[^\S \t]")  # whitespace that is neither an ASCII space nor a tab
+_OPENS = frozenset("BIM")  # an entity may go on after these prefixes
+_CONTINUES = frozenset("IMLE")  # these prefixes go on with the entity before
 
 PathLike = Union[str, Path]
 
@@ -295,3 +309,110 @@ def _to_docs(
         out.append(doc)
     stats.docs = len(out)
     return out, stats
+
+
+# ---------------------------------------------------------------------------------------------
+# Character-per-line files (msra, zh_chars): the checks of a line and of the blank lines
+# ---------------------------------------------------------------------------------------------
+
+
+def check_character_line(path: Path, lineno: int, line: str) -> None:
+    """Raise a ConversionError naming file:line for a token line (one that is not blank: it has
+    more than ASCII spaces and tabs) that cannot start with a character: a byte-order mark (the
+    file's first BOM is gone already, so this one is after the first line: files joined
+    together), a line of other spaces (an ideographic space, a no-break space), or a space as
+    the character (or none: a tab first)."""
+    where = f"{path}:{lineno}"
+    if line.startswith("\ufeff"):
+        raise ConversionError(
+            f"{where}: byte-order mark (U+FEFF) at the start of a line after the first: were "
+            f"files joined together? Remove it. In line {line!r}"
+        )
+    if not line.strip():
+        raise ConversionError(
+            f"{where}: a line of spaces other than ASCII spaces and tabs "
+            f"({describe_spaces(line)}): a blank line (sentence break) must be empty"
+        )
+    if line[0] == "\t":
+        raise ConversionError(
+            f"{where}: the character is missing: the line starts with a tab. In line {line!r}"
+        )
+    if line[0].isspace():
+        raise ConversionError(
+            f"{where}: the character is a space ({describe_spaces(line[0])}): spaces are not "
+            f"tokens of a character corpus (or the character is missing). In line {line!r}"
+        )
+
+
+def check_odd_spaces(path: Path, lineno: int, line: str, separator: str) -> None:
+    """Raise a ConversionError naming file:line and the column of the first whitespace in line
+    that is neither an ASCII space nor a tab (an ideographic space U+3000, a no-break space).
+
+    separator (str): What separates a character from its tag, for the message ("a tab").
+    """
+    odd = _ODD_SPACE.search(line)
+    if odd is not None:
+        raise ConversionError(
+            f"{path}:{lineno}: {describe_spaces(odd.group())} at column {odd.start() + 1}: "
+            f"separate the character and its tag with {separator} (mixed-width spaces?). In "
+            f"line {line!r}"
+        )
+
+
+def check_one_character(path: Path, lineno: int, char: str, line: str) -> None:
+    """Raise a ConversionError naming file:line unless char is one character."""
+    if not is_one_character(char):
+        raise ConversionError(
+            f"{path}:{lineno}: expected one character per line, found {char!r} ({len(char)} "
+            f"characters) in {line!r}"
+        )
+
+
+def is_one_character(text: str) -> bool:
+    """Whether text is one character: one code point, or one followed by combining marks or
+    variation selectors (what a reader sees as one character)."""
+    return len(text) == 1 or (
+        len(text) > 1
+        and not unicodedata.category(text[0]).startswith("M")
+        and all(
+            unicodedata.category(c).startswith("M") or "\ufe00" <= c <= "\ufe0f" for c in text[1:]
+        )
+    )
+
+
+def describe_spaces(text: str) -> str:
+    """The code points and names of the (distinct) characters of text: "U+3000 IDEOGRAPHIC
+    SPACE"."""
+    names = dict.fromkeys(f"U+{ord(c):04X} {unicodedata.name(c, '?')}" for c in text)
+    return ", ".join(names)
+
+
+def check_blank_lines(path: Path, sentences: List[Sentence], scheme: str) -> None:
+    """Raise on a blank line inside an entity: a sentence that ends on a tag after which its
+    entity may go on (B-X, I-X, M-X), followed by one that starts with a tag that goes on with
+    an entity of that type (I-X, M-X, E-X, L-X). Under IOB1 an I- tag may start an entity, so
+    nothing is raised. A blank line between tags that could end and start sentences is a
+    sentence break: nothing tells it from one.
+
+    The scheme ("auto" too) is only resolved when such a pair of sentences exists.
+    """
+    suspects = [
+        (before, after)
+        for before, after in zip(sentences, sentences[1:])
+        if before.tags[-1][0] in _OPENS
+        and after.tags[0][0] in _CONTINUES
+        and before.tags[-1][1] == after.tags[0][1]
+    ]
+    if not suspects:
+        return
+    name, _, _ = resolve_scheme(scheme, (sentence.tags for sentence in sentences))
+    if name == "IOB1":
+        return
+    before, after = suspects[0]
+    last, head = before.tags[-1], after.tags[0]
+    blank = before.first_line + len(before.words)
+    raise ConversionError(
+        f"{path}:{blank}: empty line inside a sentence: the entity tagged {join_tag(last)!r} on "
+        f"line {blank - 1} goes on with {join_tag(head)!r} on line {after.first_line}. Remove "
+        f"the empty line (blank lines end sentences)"
+    )

@@ -1,8 +1,21 @@
 """MSRA-style files: one character per line, CHAR<TAB>BIO or CHAR<SPACE>BMES.
 
-An MSRA line with more than one character, or of the wrong form, is an error naming file:line.
+UTF-8, one character and its tag per line, a blank line between sentences:
+
+    北<TAB>B-LOC          北 B-NS
+    京<TAB>I-LOC          京 E-NS
+
+The variant (tab or spaces) is that of the first line with both fields. In the tab variant an
+empty tag ("0<TAB>", 57 lines of MSRA's train file) is "O".
+
+Bad input is an error naming file:line (the checks of zh_chars.py, shared in docs.py): a separator
+that is not a tab (ASCII spaces in the space variant), such as an ideographic space U+3000 or a
+no-break space, named with its column; a space as the character; a line of spaces other than
+ASCII spaces and tabs; a byte-order mark after the first line (files joined together); a missing
+tag or separator; a third column; more than one character; a malformed tag ("B-" alone); and an
+empty line inside an entity (a blank line between B-LOC and I-LOC: with any scheme but IOB1). A
+BOM at the start of the file and CRLF line ends are accepted.
 """
-import unicodedata
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple, Union, cast
 
@@ -17,7 +30,11 @@ from .docs import (
     ConversionStats,
     PathLike,
     Sentence,
+    check_blank_lines,
+    check_character_line,
     check_grouping,
+    check_odd_spaces,
+    check_one_character,
     describe_empty,
     iter_progress,
     parse_tag,
@@ -57,17 +74,24 @@ def read_msra(
     """
     check_grouping(False, n_sents)
     label_map = DEFAULT_MSRA_LABEL_MAP if label_map is None else label_map
+
+    def parse(
+        path: Path, lines: List[str], label_map: Dict[str, str], progress: bool
+    ) -> List[List[Sentence]]:
+        sentences = _parse_msra(path, lines, label_map, progress)
+        check_blank_lines(path, sentences, scheme)
+        return [sentences]
+
     return read_sentences_file(
-        path, _parse_msra, label_map, vocab, lang, progress,
+        path, parse, label_map, vocab, lang, progress,
         scheme=scheme, docs=False, n_sents=n_sents, strict=strict, spaces=False,
     )
 
 
 def _parse_msra(
     path: Path, lines: List[str], label_map: Dict[str, str], progress: bool
-) -> List[List[Sentence]]:
-    """The sentences of a character-per-line file (CHAR<TAB>TAG or CHAR<SPACE>TAG), as one
-    document.
+) -> List[Sentence]:
+    """The sentences of a character-per-line file (CHAR<TAB>TAG or CHAR<SPACE>TAG).
 
     The variant is that of the first line with a separator between two fields (a line "0<TAB>"
     with an empty tag does not decide); a file without any is read as CHAR<TAB>TAG.
@@ -78,7 +102,6 @@ def _parse_msra(
         if "\t" in line or " " in line.lstrip(" \t"):
             tab = "\t" in line
             break
-    expected = "CHAR<TAB>TAG" if tab else "CHAR<SPACE>TAG"
     sentences: List[Sentence] = []
     words: List[str] = []
     tags: List[Tag] = []
@@ -92,24 +115,7 @@ def _parse_msra(
             if not line.strip(" \t"):
                 parsed = BLANK
             else:
-                if tab:
-                    char, sep, tag_text = line.partition("\t")
-                    tag_text = tag_text.strip(" \t")
-                    ok = bool(sep) and bool(char) and " " not in tag_text and "\t" not in tag_text
-                else:
-                    cols = COLUMNS.split(line.strip(" \t"))
-                    ok = len(cols) == 2
-                    char, tag_text = cols[0], cols[-1]
-                if not ok:
-                    raise ConversionError(
-                        f"{path}:{lineno}: expected {expected} (one character per line), "
-                        f"found {line!r}"
-                    )
-                if not _is_one_character(char):
-                    raise ConversionError(
-                        f"{path}:{lineno}: expected one character per line, found {char!r} "
-                        f"({len(char)} characters) in {line!r}"
-                    )
+                char, tag_text = _split_line(path, lineno, line, tab)
                 tag_text = tag_text or OUT
                 tag = tag_cache.get(tag_text)
                 if tag is None:
@@ -132,16 +138,34 @@ def _parse_msra(
         raise ConversionError(
             f"{path}: no characters to convert: the file holds {describe_empty(lines)}"
         )
-    return [sentences]
+    return sentences
 
 
-def _is_one_character(text: str) -> bool:
-    """Whether text is one character: one code point, or one followed by combining marks or
-    variation selectors (what a reader sees as one character)."""
-    return len(text) == 1 or (
-        len(text) > 1
-        and not unicodedata.category(text[0]).startswith("M")
-        and all(
-            unicodedata.category(c).startswith("M") or "\ufe00" <= c <= "\ufe0f" for c in text[1:]
+def _split_line(path: Path, lineno: int, line: str, tab: bool) -> Tuple[str, str]:
+    """(character, tag) of a token line of the tab or the space variant (the tag is "" for
+    "CHAR<TAB>"); a ConversionError naming file:line for anything else."""
+    check_character_line(path, lineno, line)
+    separator = "a tab" if tab else "ASCII spaces"
+    if tab:
+        char, sep, tag_text = line.partition("\t")
+        tag_text = tag_text.strip(" \t")
+        problem = ""
+        if not sep:
+            problem = "no tab after the character (is the tag missing?)"
+        elif " " in tag_text or "\t" in tag_text:
+            problem = "more than two columns"
+    else:
+        columns = COLUMNS.split(line.strip(" \t"))
+        char, tag_text = columns[0], columns[-1]
+        problem = "" if len(columns) == 2 else (
+            "no tag after the character" if len(columns) == 1 else "more than two columns"
         )
-    )
+    check_odd_spaces(path, lineno, line, separator)
+    if problem:
+        expected = "CHAR<TAB>TAG" if tab else "CHAR<SPACE>TAG"
+        raise ConversionError(
+            f"{path}:{lineno}: expected {expected} (one character per line), found {line!r}: "
+            f"{problem}"
+        )
+    check_one_character(path, lineno, char, line)
+    return char, tag_text

@@ -21,7 +21,6 @@ start sentences is a sentence break: nothing tells it from one. A BOM at the sta
 and CRLF line ends are accepted.
 """
 import re
-import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
@@ -29,26 +28,26 @@ from typing import Dict, List, Optional, Tuple
 from spacy.tokens import Doc
 from spacy.vocab import Vocab
 
-from ..tag_schemes import OUT, Tag, join_tag, resolve_scheme
+from ..tag_schemes import OUT, Tag
 from .docs import (
     ConversionError,
     ConversionStats,
     PathLike,
     Sentence,
+    check_blank_lines,
+    check_character_line,
     check_grouping,
+    check_odd_spaces,
+    check_one_character,
     describe_empty,
     iter_progress,
     parse_tag,
     read_sentences_file,
 )
-from .msra import _is_one_character
 
 DASH = "-"
 DASH_MEANINGS = ("auto", "outside", "missing")
 _LINE = re.compile(r"(\S+?)([ \t]+)(\S+)[ \t]*")
-_SEPARATOR_SPACE = re.compile(r"[^\S \t]")  # whitespace that is neither a space nor a tab
-_OPENS = frozenset("BIM")  # an entity may go on after these prefixes
-_CONTINUES = frozenset("IMLE")  # these prefixes go on with the entity before
 
 
 @dataclass
@@ -100,7 +99,7 @@ def read_zh_chars(
         path: Path, lines: List[str], label_map: Dict[str, str], progress: bool
     ) -> List[List[Sentence]]:
         sentences, missing, dash_reading = _parse_zh_chars(path, lines, label_map, progress, dash)
-        _check_blank_lines(path, sentences, scheme)
+        check_blank_lines(path, sentences, scheme)
         parsed.update(missing=missing, dash=dash_reading)
         return [sentences]
 
@@ -182,63 +181,14 @@ def _parse_zh_chars(
 
 def _split_line(path: Path, lineno: int, line: str) -> Tuple[str, str]:
     """(character, tag) of a token line; a ConversionError naming file:line for anything else."""
-    where = f"{path}:{lineno}"
-    if line.startswith("\ufeff"):
-        raise ConversionError(
-            f"{where}: byte-order mark (U+FEFF) at the start of a line after the first: were "
-            f"files joined together? Remove it. In line {line!r}"
-        )
-    if not line.strip():
-        raise ConversionError(
-            f"{where}: a line of spaces other than ASCII spaces and tabs "
-            f"({_describe_spaces(line)}): a blank line (sentence break) must be empty"
-        )
-    if line[0].isspace():
-        raise ConversionError(
-            f"{where}: the character is a space ({_describe_spaces(line[0])}): spaces are not "
-            f"tokens of a character corpus (or the character is missing). In line {line!r}"
-        )
+    check_character_line(path, lineno, line)
     match = _LINE.fullmatch(line)
     if match is None:
-        odd = _SEPARATOR_SPACE.search(line)
-        if odd is not None:
-            raise ConversionError(
-                f"{where}: {_describe_spaces(odd.group())} at column {odd.start() + 1}: "
-                f"separate the character and its tag with a tab or ASCII spaces (mixed-width "
-                f"spaces?). In line {line!r}"
-            )
+        check_odd_spaces(path, lineno, line, "a tab or ASCII spaces")
         raise ConversionError(
-            f"{where}: expected CHAR TAG (one character, a tab or spaces, the tag), found "
+            f"{path}:{lineno}: expected CHAR TAG (one character, a tab or spaces, the tag), found "
             f"{line!r}"
         )
     char, tag_text = match.group(1), match.group(3)
-    if not _is_one_character(char):
-        raise ConversionError(
-            f"{where}: expected one character per line, found {char!r} ({len(char)} characters) "
-            f"in {line!r}"
-        )
+    check_one_character(path, lineno, char, line)
     return char, tag_text
-
-
-def _describe_spaces(text: str) -> str:
-    names = dict.fromkeys(f"U+{ord(c):04X} {unicodedata.name(c, '?')}" for c in text)
-    return ", ".join(names)
-
-
-def _check_blank_lines(path: Path, sentences: List[Sentence], scheme: str) -> None:
-    """Raise on a blank line inside an entity: a sentence that ends on a tag after which its
-    entity may go on (B-X, I-X, M-X), followed by one that starts with a tag that goes on with
-    an entity of that type (I-X, M-X, E-X, L-X). Under IOB1 an I- tag may start an entity, so
-    nothing is checked."""
-    name, _, _ = resolve_scheme(scheme, (sentence.tags for sentence in sentences))
-    if name == "IOB1":
-        return
-    for before, after in zip(sentences, sentences[1:]):
-        last, head = before.tags[-1], after.tags[0]
-        if last[0] in _OPENS and head[0] in _CONTINUES and last[1] == head[1]:
-            blank = before.first_line + len(before.words)
-            raise ConversionError(
-                f"{path}:{blank}: empty line inside a sentence: the entity tagged "
-                f"{join_tag(last)!r} on line {blank - 1} goes on with {join_tag(head)!r} on line "
-                f"{after.first_line}. Remove the empty line (blank lines end sentences)"
-            )
