@@ -14,7 +14,6 @@ import typer
 from spacy.scorer import get_ner_prf
 from spacy.tokens import DocBin, SpanGroup
 from spacy.training import Example
-from spacy.util import fix_random_seed
 from typer.testing import CliRunner
 
 from spacy_bert_crf.cli.evaluate import evaluate_cli
@@ -28,7 +27,7 @@ from spacy_bert_crf.evaluate import (
     score,
 )
 
-from .util import TRAIN_DATA, make_examples, make_light_nlp, train
+from .util import TRAIN_DATA, make_examples, save_light_pipeline
 
 ERROR_DOC = 2  # "Kenji met Olga in Oslo."
 GOLD_DATA = [
@@ -57,16 +56,10 @@ def _run(*args: str):
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     """(model_dir, gold.spacy, nlp): the overfitted pipeline, saved, and the gold corpus."""
-    fix_random_seed(0)
-    nlp = make_light_nlp()
-    train(nlp, make_examples(nlp), steps=80, lr=0.01)
-    tmp = tmp_path_factory.mktemp("evaluate")
-    nlp.to_disk(tmp / "model")
-    docbin = DocBin()
-    for eg in make_examples(nlp, GOLD_DATA):
-        docbin.add(eg.reference)
-    docbin.to_disk(tmp / "gold.spacy")
-    return tmp / "model", tmp / "gold.spacy", nlp
+    nlp, model, gold = save_light_pipeline(
+        tmp_path_factory.mktemp("evaluate"), GOLD_DATA, steps=80, lr=0.01
+    )
+    return model, gold, nlp
 
 
 @pytest.fixture(scope="module")
