@@ -1,6 +1,7 @@
 """Throughput and memory of `annotate` (issue 17): local and Ray, 1 and 2 workers.
 
     python -m benchmarks.annotate [--model PIPELINE] [--sentences N] [--big 10] [--out DIR]
+        [--runs "local x1,..."] [--big-runs "local x1,..."] [--work DIR]
 
 Input: the sentences of CoNLL-2003 test (../shared/data/conll2003/test.txt, read here and
 never written anywhere committed), as JSONL records {"id", "text"}, repeated to N sentences
@@ -12,8 +13,14 @@ Each run is a fresh child process (the driver), watched from here: the peak RSS 
 driver and of every worker process under it (local worker processes, Ray actors) is sampled
 from /proc twice a second. Reported: words/s end to end (the driver's wall clock from
 `annotate` called to summary, with the workers' start and the pipeline loads), and steady
-words/s (from the first shard written to the last, start-up excluded). The plain `nlp.pipe`
-reference runs in the same child as the local 1-worker run, on the same texts, before it.
+words/s (from the first shard written to the last, start-up excluded).
+
+The reference, plain `nlp.pipe` over the same texts, runs in a fresh child of its own right
+before each local 1-worker run (run key "nlp.pipe"), so that each peak RSS is its own run's
+(it used to run inside the local 1-worker child, whose peak RSS then held the reference's
+memory too). Both children load the pipeline the same way (the loader `annotate` uses for one
+worker, torch's default threads, the same environment) before their timer starts, and both
+record their torch thread count; the summary says whether the two match.
 Writes annotate.json and annotate.md.
 """
 import argparse
@@ -25,7 +32,7 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 from .machine import machine_info, package_versions, today
 from .markdown import table
@@ -37,6 +44,8 @@ HERE = WORK / "annotate"
 CONFIG = ROOT / "configs" / "en_conll03.cfg"
 LABELS = ("LOC", "MISC", "ORG", "PER")
 RUNS = (("local", 1), ("local", 2), ("ray", 1), ("ray", 2))
+REFERENCE = "nlp.pipe"  # the run key of plain nlp.pipe, run before each "local x1"
+PIPE = "pipe"  # the child's engine for the reference
 PACKAGES = ("spacy-bert-crf", "spacy", "spacy-transformers", "transformers", "torch", "ray",
             "pyarrow")
 SHARD_SIZE = 250
@@ -89,22 +98,26 @@ def build_model(path: Path, encoder: Path) -> None:
 
 # ------------------------------------------------------------------------ the child run
 def child(args: argparse.Namespace) -> None:
-    """One run in this (fresh) process; prints its result as the last line, JSON."""
-    import spacy
-
+    """One run in this (fresh) process; prints its result as the last line, JSON. The engine
+    PIPE is the reference: plain nlp.pipe over the input's texts, no annotate."""
     from spacy_bert_crf.annotate import annotate
+    from spacy_bert_crf.annotate.worker import load_pipeline
 
     result: Dict[str, Any] = {}
     nlp = None
-    if args.engine == "local" and args.workers == 1:
-        nlp = spacy.load(args.model)
+    if args.engine == PIPE or (args.engine == "local" and args.workers == 1):
+        # as annotate loads it for one worker (torch's default threads), before the timer
+        nlp = load_pipeline(args.model)
+        result["threads"] = torch_threads()
+    if args.engine == PIPE:
         texts = [json.loads(line)["text"] for line in Path(args.input).open(encoding="utf8")]
         start = time.perf_counter()
         words = sum(len(doc) for doc in nlp.pipe(texts, batch_size=BATCH_SIZE))
         seconds = time.perf_counter() - start
         result["nlp_pipe"] = {"words": words, "seconds": seconds, "words_per_second":
                               words / seconds}
-        del texts
+        print(json.dumps(result))
+        return
     shard_times: List[float] = []
     start = time.perf_counter()
     summary = annotate(
@@ -130,6 +143,34 @@ def child(args: argparse.Namespace) -> None:
 
         ray.shutdown()
     print(json.dumps(result))
+
+
+def torch_threads() -> Optional[int]:
+    """torch's intra-op threads in this process (None without torch)."""
+    try:
+        import torch
+    except ImportError:
+        return None
+    return torch.get_num_threads()
+
+
+def plan(keys: List[str]) -> List[Tuple[str, str, int]]:
+    """The runs of one input, (key, engine, workers) in order: each "ENGINE xN" key, with the
+    reference (REFERENCE, in its own child) right before "local x1"."""
+    runs: List[Tuple[str, str, int]] = []
+    for key in (k.strip() for k in keys):
+        if not key or key == REFERENCE:
+            continue
+        match = re.fullmatch(r"(local|ray) x(\d+)", key)
+        if match is None:
+            raise SystemExit(
+                f"Invalid run {key!r}: expected 'local xN' or 'ray xN' (N workers), comma-separated"
+            )
+        engine, workers = match.group(1), int(match.group(2))
+        if (engine, workers) == ("local", 1):
+            runs.append((REFERENCE, PIPE, 1))
+        runs.append((key, engine, workers))
+    return runs
 
 
 # ---------------------------------------------------------------------- watching a child
@@ -168,8 +209,10 @@ def _is_worker(cmdline: str, engine: str) -> bool:
     return "multiprocessing" in cmdline and "spawn_main" in cmdline
 
 
-def run_child(model: Path, input_path: Path, engine: str, workers: int) -> Dict[str, Any]:
-    output = HERE / "out" / f"{input_path.stem}-{engine}-{workers}"
+def run_child(
+    model: Path, input_path: Path, engine: str, workers: int, work: Path = HERE
+) -> Dict[str, Any]:
+    output = work / "out" / f"{input_path.stem}-{engine}-{workers}"
     subprocess.run(["rm", "-rf", str(output)], check=True)
     cmd = [sys.executable, "-m", "benchmarks.annotate", "--child", "--model", str(model),
            "--input", str(input_path), "--output", str(output), "--engine", engine,
@@ -234,9 +277,22 @@ def render(results: Dict[str, Any]) -> str:
         "is the worker).",
         "",
     ]
+    if any(REFERENCE in runs for runs in results["runs"].values()):
+        lines[-2] += (
+            " plain nlp.pipe: the reference over the same texts, in a fresh process of its own "
+            "(the pipeline loaded before its timer, as for local x1)."
+        )
     rows = []
     for size, runs in results["runs"].items():
         for key, run in runs.items():
+            if "annotate" not in run:  # the reference
+                plain = run["nlp_pipe"]
+                rows.append((
+                    size, "plain nlp.pipe", f"{plain['words']:,}",
+                    f"{plain['words_per_second']:,.0f}", "-", "-",
+                    f"{run['driver_peak_rss_mib']:,.0f}", f"{run['worker_peak_rss_mib']:,.0f}",
+                ))
+                continue
             a = run["annotate"]
             rows.append((
                 size, key, f"{a['words']:,}", f"{a['words_per_second']:,.0f}",
@@ -270,15 +326,31 @@ def summarize(results: Dict[str, Any]) -> List[str]:
         return _steady(results["runs"][size][key])
 
     for size in sizes:
-        run = results["runs"].get(size, {}).get("local x1", {})
-        plain = run.get("nlp_pipe")
+        runs = results["runs"].get(size, {})
+        run = runs.get("local x1", {})
+        reference = runs.get(REFERENCE)
+        memory = ""
+        if reference is not None and run:
+            plain = reference["nlp_pipe"]
+            threads = reference.get("threads"), run.get("threads")
+            how = (
+                f"each in a fresh process of its own, same texts, pipeline loaded before both; "
+                f"torch threads {threads[0]} and {threads[1]}"
+                f"{'' if threads[0] == threads[1] else ': NOT the same, not a fair comparison'}"
+            )
+            memory = (
+                f"; peak RSS {run['driver_peak_rss_mib']:,.0f} vs "
+                f"{reference['driver_peak_rss_mib']:,.0f} MiB"
+            )
+        else:  # results from before the reference had its own process
+            plain = run.get("nlp_pipe")
+            how = "same process, same texts, pipeline loaded before both"
         if plain:
             ratio = rate(size, "local x1") / plain["words_per_second"]
             out.append(
-                f"{size}: local x1 / plain nlp.pipe (same process, same texts, pipeline loaded "
-                f"before both): {ratio:.2f} ({rate(size, 'local x1'):,.0f} vs "
-                f"{plain['words_per_second']:,.0f} words/s; target >= 0.90: "
-                f"{'met' if ratio >= 0.9 else 'NOT met'})"
+                f"{size}: local x1 / plain nlp.pipe ({how}): {ratio:.2f} "
+                f"({rate(size, 'local x1'):,.0f} vs {plain['words_per_second']:,.0f} words/s; "
+                f"target >= 0.90: {'met' if ratio >= 0.9 else 'NOT met'}){memory}"
             )
     for a, b, target in (("local x2", "local x1", ">= 1.7 with >= 2 free cores"),
                          ("ray x2", "ray x1", ">= 1.7 with >= 2 free cores"),
@@ -297,13 +369,20 @@ def summarize(results: Dict[str, Any]) -> List[str]:
         small = results["runs"]["1x"].get(key)
         if small is None:
             continue
+        if key == REFERENCE:
+            out.append(
+                f"RSS plain nlp.pipe (its own process), 1x -> {results['big']}x input: "
+                f"{small['driver_peak_rss_mib']:,.0f} -> {run['driver_peak_rss_mib']:,.0f} MiB"
+            )
+            continue
         out.append(
             f"RSS {key}, 1x -> {results['big']}x input: driver {small['driver_peak_rss_mib']:,.0f}"
             f" -> {run['driver_peak_rss_mib']:,.0f} MiB, worker "
             f"{small['worker_peak_rss_mib']:,.0f} -> {run['worker_peak_rss_mib']:,.0f} MiB"
         )
-    best_key, best_size = max(((k, s) for s in results["runs"] for k in results["runs"][s]),
-                              key=lambda ks: rate(ks[1], ks[0]))
+    annotated = ((k, s) for s in results["runs"] for k, run in results["runs"][s].items()
+                 if "annotate" in run)
+    best_key, best_size = max(annotated, key=lambda ks: rate(ks[1], ks[0]))
     best = rate(best_size, best_key)
     out.append(
         f"CPU cost here: {1e6 / best / 3600:.2f} machine-hours per million words at the best "
@@ -323,6 +402,8 @@ def main() -> None:
     parser.add_argument("--runs", default=",".join(f"{e} x{w}" for e, w in RUNS))
     parser.add_argument("--note", default="The machine was shared with other work while this ran.")
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--work", type=Path, default=HERE,
+                        help="the inputs, the outputs and the default pipeline (not committed)")
     parser.add_argument("--append", action="store_true",
                         help="add these runs to the runs already in annotate.json")
     parser.add_argument("--render", action="store_true",
@@ -344,34 +425,32 @@ def main() -> None:
         (args.out / "annotate.md").write_text(render(results), encoding="utf8")
         print(render(results))
         return
-    HERE.mkdir(parents=True, exist_ok=True)
+    work = args.work
+    work.mkdir(parents=True, exist_ok=True)
     model = args.model
     if model is None:
-        model = HERE / "model"
+        model = work / "model"
         if not (model / "config.cfg").exists():
             build_model(model, args.encoder)
     sentences = conll_sentences(DATA_DIR / "conll2003" / "test.txt")
     inputs = {}
     for name, n in (("1x", args.sentences), (f"{args.big}x", args.sentences * args.big)):
-        path = HERE / f"input-{name}.jsonl"
+        path = work / f"input-{name}.jsonl"
         inputs[name] = (path, write_input(path, sentences, n), n)
     load_start = load_average()
-    wanted = {"1x": args.runs.split(","), f"{args.big}x": args.big_runs.split(",")}
+    wanted = {"1x": plan(args.runs.split(",")), f"{args.big}x": plan(args.big_runs.split(","))}
     runs: Dict[str, Dict[str, Any]] = {}
     previous: Dict[str, Any] = {}
     if args.append and (args.out / "annotate.json").exists():
         previous = json.loads((args.out / "annotate.json").read_text(encoding="utf8"))
         runs = previous["runs"]
         load_start = previous["load_average"]["start"]
-    for size, keys in wanted.items():
-        for key in keys:
-            if not key:
-                continue
-            engine, workers = re.fullmatch(r"(\w+) x(\d+)", key.strip()).groups()  # type: ignore
+    for size, planned in wanted.items():
+        for key, engine, workers in planned:
             print(f"{size} {key} ...", file=sys.stderr, flush=True)
-            run = run_child(model, inputs[size][0], engine, int(workers))
+            run = run_child(model, inputs[size][0], engine, workers, work)
             run["load_average"] = load_average()
-            runs.setdefault(size, {})[key.strip()] = run
+            runs.setdefault(size, {})[key] = run
             print(json.dumps(run), file=sys.stderr, flush=True)
     results = {
         "date": today(),

@@ -297,3 +297,150 @@ def test_prepare_data_records_how_dev_was_carved(tmp_path, monkeypatch):
                         replace(bench_data.DATASETS["msra"], dev_from_train=dict(carve, seed=6)))
     bench_data.prepare_data("msra", source, limits)
     assert json.loads((out / "stats.json").read_text())["dev_from_train"]["seed"] == 6
+
+
+# ---------------------------------------------------------------------------------------------
+# annotate: the plain nlp.pipe reference runs in a child of its own (issue 17)
+# ---------------------------------------------------------------------------------------------
+
+
+def test_annotate_plan_puts_the_reference_in_its_own_run_before_local_x1():
+    from benchmarks import annotate
+
+    assert annotate.plan(["local x2", " local x1", "ray x1", "", "nlp.pipe"]) == [
+        ("local x2", "local", 2),
+        (annotate.REFERENCE, annotate.PIPE, 1),
+        ("local x1", "local", 1),
+        ("ray x1", "ray", 1),
+    ]
+    assert annotate.plan(["ray x2"]) == [("ray x2", "ray", 2)]  # no local x1: no reference
+    with pytest.raises(SystemExit, match="Invalid run 'local 2': expected 'local xN' or 'ray xN'"):
+        annotate.plan(["local 2"])
+
+
+class FakeNlp:
+    def __init__(self):
+        self.piped = []
+
+    def pipe(self, texts, batch_size):
+        self.piped.append(list(texts))
+        return [text.split() for text in self.piped[-1]]
+
+
+@pytest.mark.parametrize("engine,workers", [("pipe", 1), ("local", 1), ("local", 2)])
+def test_annotate_child_runs_the_reference_alone(tmp_path, monkeypatch, capsys, engine, workers):
+    """The reference child runs plain nlp.pipe and no annotate; the local x1 child runs annotate
+    only (the reference's texts and docs are no longer in its peak RSS); both load the pipeline
+    before their timer and record their torch threads."""
+    import spacy_bert_crf.annotate
+    import spacy_bert_crf.annotate.worker
+    from benchmarks import annotate
+
+    nlp = FakeNlp()
+    loaded, annotated = [], []
+    monkeypatch.setattr(spacy_bert_crf.annotate.worker, "load_pipeline",
+                        lambda model: loaded.append(model) or nlp)
+
+    def fake_annotate(model, inputs, output, *, nlp, on_shard, workers, **kwargs):
+        annotated.append((workers, nlp))
+        for shard in range(4):
+            on_shard(shard)
+        return {"in": 2, "annotated": 2, "failed": 0, "run": {"words": 5}}
+
+    monkeypatch.setattr(spacy_bert_crf.annotate, "annotate", fake_annotate)
+    path = tmp_path / "input.jsonl"
+    path.write_text('{"id": 0, "text": "a b c"}\n{"id": 1, "text": "d e"}\n', encoding="utf8")
+    args = Namespace(model="m", input=str(path), output=str(tmp_path / "out"), engine=engine,
+                     workers=workers)
+    annotate.child(args)
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    if engine == "pipe":
+        assert nlp.piped == [["a b c", "d e"]] and annotated == []
+        assert result["nlp_pipe"]["words"] == 5 and "annotate" not in result
+    else:
+        assert nlp.piped == [] and "nlp_pipe" not in result
+        assert annotated == [(workers, nlp if workers == 1 else None)]
+        assert result["annotate"]["words"] == 5 and result["annotate"]["shards"] == 4
+    one_process = workers == 1
+    assert loaded == (["m"] if one_process else [])
+    assert ("threads" in result) == one_process
+    if one_process:
+        assert result["threads"] == annotate.torch_threads()
+
+
+def annotate_results(reference_threads=2):
+    def run(words_per_second, rss, **extra):
+        return {"annotate": {"in": 10, "annotated": 10, "failed": 0, "words": 1000,
+                             "seconds": 1000 / words_per_second,
+                             "words_per_second": words_per_second,
+                             "steady_words_per_second": words_per_second,
+                             "first_shard_seconds": 1.0, "shards": 4},
+                "driver_peak_rss_mib": rss, "worker_peak_rss_mib": rss, **extra}
+
+    def reference(words_per_second, rss):
+        return {"nlp_pipe": {"words": 1000, "seconds": 1000 / words_per_second,
+                             "words_per_second": words_per_second},
+                "threads": reference_threads, "driver_peak_rss_mib": rss,
+                "worker_peak_rss_mib": rss}
+
+    return {
+        "date": "2026-12-03", "machine": machine.machine_info(2, -1),
+        "versions": {"python": "3.11.7"}, "command": "python -m benchmarks.annotate",
+        "pipeline": "p", "input": "i", "note": "n", "big": 10,
+        "load_average": {"start": [0.1], "end": [0.2]},
+        "runs": {
+            "1x": {"nlp.pipe": reference(3000.0, 900.0), "local x1": run(2900.0, 950.0, threads=2)},
+            "10x": {"nlp.pipe": reference(3100.0, 1000.0),
+                    "local x1": run(3000.0, 990.0, threads=2)},
+        },
+    }
+
+
+def test_annotate_summary_takes_the_reference_from_its_own_process():
+    from benchmarks import annotate
+
+    results = annotate_results()
+    summary = annotate.summarize(results)
+    assert summary[0] == (
+        "10x: local x1 / plain nlp.pipe (each in a fresh process of its own, same texts, pipeline "
+        "loaded before both; torch threads 2 and 2): 0.97 (3,000 vs 3,100 words/s; target >= "
+        "0.90: met); peak RSS 990 vs 1,000 MiB")
+    assert summary[1].startswith("1x: local x1 / plain nlp.pipe (each in a fresh process")
+    assert "RSS plain nlp.pipe (its own process), 1x -> 10x input: 900 -> 1,000 MiB" in summary
+    assert "RSS local x1, 1x -> 10x input: driver 950 -> 990 MiB, worker 950 -> 990 MiB" in summary
+    # the reference is no annotate run: the best rate is local x1's, not the reference's
+    assert summary[-1].startswith("CPU cost here: 0.09 machine-hours per million words at the "
+                                  "best end-to-end rate (3,000 words/s, local x1 on 10x")
+    unfair = annotate.summarize(annotate_results(reference_threads=1))
+    assert "torch threads 1 and 2: NOT the same, not a fair comparison" in unfair[0]
+    results["summary"] = summary
+    rendered = annotate.render(results)
+    assert "| 1x | plain nlp.pipe | 1,000 | 3,000 | - | - | 900 | 900 |" in rendered
+    assert "| 10x | local x1 | 1,000 | 3,000 | 3,000 | 1.0 | 990 | 990 |" in rendered
+    assert "plain nlp.pipe: the reference over the same texts, in a fresh process" in rendered
+
+
+def test_annotate_results_with_the_reference_inside_local_x1_still_render():
+    """Results from before the reference had its own process (it ran in the local x1 child)
+    say so, and have no reference row."""
+    from benchmarks import annotate
+
+    results = annotate_results()
+    for runs in results["runs"].values():
+        runs["local x1"]["nlp_pipe"] = runs.pop("nlp.pipe")["nlp_pipe"]
+    summary = annotate.summarize(results)
+    assert summary[0] == (
+        "10x: local x1 / plain nlp.pipe (same process, same texts, pipeline loaded before both): "
+        "0.97 (3,000 vs 3,100 words/s; target >= 0.90: met)")
+    assert not any("RSS plain nlp.pipe" in line for line in summary)
+    results["summary"] = summary
+    rendered = annotate.render(results)
+    assert "plain nlp.pipe |" not in rendered and "in a fresh process" not in rendered
+
+
+def test_annotate_md_is_rendered_from_the_committed_results():
+    from benchmarks import annotate
+
+    results = json.loads((RESULTS / "annotate.json").read_text(encoding="utf8"))
+    assert annotate.render(results) == (RESULTS / "annotate.md").read_text(encoding="utf8")
+    assert annotate.summarize(results) == results["summary"]
