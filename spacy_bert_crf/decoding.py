@@ -13,7 +13,14 @@ from thinc.types import Floats2d
 from .layers.crf import ChainArrays, chain_arrays, viterbi_paths
 from .layers.crf_decode import NumpyChain, candidate_spans, entity_log_probs
 from .layers.crf_kbest import kbest_exact
-from .tag_schemes import OUT, check_scheme, continuations, span_tags, tags_to_spans
+from .tag_schemes import (
+    OUT,
+    check_scheme,
+    constraints,
+    continuations,
+    span_tags,
+    tags_to_spans,
+)
 
 # (start, end exclusive, label, probability) per predicted entity
 Entity = Tuple[int, int, str, float]
@@ -56,6 +63,8 @@ class TagInventory:
         self.index = {tag: i for i, tag in enumerate(self.tags)}
         self.out = self.index[OUT]
         self.continuation = continuations(self.tags, scheme)
+        # the tags a sequence may start and end with (for respect_sentences)
+        _, self.starts, self.ends = constraints(self.tags, scheme)
 
 
 def allowed_tags(
@@ -65,6 +74,7 @@ def allowed_tags(
     *,
     overwrite_ents: bool,
     ents: Optional[Sequence[Span]] = None,
+    sentences: bool = False,
 ) -> numpy.ndarray:
     """The tags each token may take, (len(doc), n_tags) bool.
 
@@ -76,6 +86,10 @@ def allowed_tags(
     the token after a preset entity may not continue it. Plain "O" tokens, which
     `doc.ents = [...]` writes on every token outside the given entities, stay free.
     ents: the preset entities, if not doc.ents (nbest leaves out the pipe's own ones).
+    sentences: keep entities inside sentences: where the doc has sentence boundaries
+    (doc.has_annotation("SENT_START")), a sentence's first token may only take the tags a
+    sequence may start with and its last token those a sequence may end with, so no entity
+    crosses a boundary (a preset entity that does is kept as it is).
     """
     index, cont = inventory.index, inventory.continuation
     allowed = numpy.ones((len(doc), len(inventory.tags)), dtype=bool)
@@ -86,6 +100,12 @@ def allowed_tags(
         blocked = not overwrite_ents and token.ent_iob == 3 and token.ent_type == 0
         if token.is_space or blocked:
             allowed[token.i] = only_out
+    if sentences and len(doc) > 1 and doc.has_annotation("SENT_START"):
+        starts = numpy.fromiter((t.is_sent_start for t in doc), dtype=bool, count=len(doc))
+        starts[0] = False
+        first = numpy.flatnonzero(starts)
+        allowed[first] &= inventory.starts
+        allowed[first - 1] &= inventory.ends
     if overwrite_ents:
         return allowed
     for ent in doc.ents if ents is None else ents:

@@ -56,6 +56,7 @@ __all__ = ["CRFEntityRecognizer", "make_crf_ner", "MIN_TEMPERATURE", "MAX_TEMPER
         "model": DEFAULT_CRF_NER_MODEL,
         "spans_key": "crf_ner",
         "overwrite_ents": False,
+        "respect_sentences": False,
         "threshold": 0.0,
         "candidates_key": None,
         "candidates_threshold": 0.1,
@@ -76,6 +77,7 @@ def make_crf_ner(
     model: Model[List[Doc], List[Floats2d]],
     spans_key: Optional[str],
     overwrite_ents: bool,
+    respect_sentences: bool,
     threshold: float,
     candidates_key: Optional[str],
     candidates_threshold: float,
@@ -92,6 +94,12 @@ def make_crf_ner(
     overwrite_ents (bool): False (default): entities already set by an earlier component (e.g.
         an entity_ruler) and tokens it set to "O" are kept, and the rest of the doc is decoded
         conditioned on them. True: predict every token, replacing earlier entities.
+    respect_sentences (bool): True: no entity crosses a sentence boundary (from a senter,
+        parser or sentencizer before this pipe, or the corpus), by construction: the CRF is
+        decoded with a sequence's start and end constraints at every boundary, for the
+        entities, their confidences, the candidates and nbest alike. Docs without sentence
+        boundaries are decoded as one sequence. Training is unchanged. False (default): the
+        doc is one sequence.
     threshold (float): Entities whose confidence is below this leave doc.ents (the span group
         keeps them, with attrs["below_threshold"] True). 0.0 (default) keeps every entity.
     candidates_key (Optional[str]): Write doc.spans[candidates_key]: every span whose probability
@@ -107,7 +115,7 @@ def make_crf_ner(
     """
     return CRFEntityRecognizer(
         nlp.vocab, model, name, spans_key=spans_key, overwrite_ents=overwrite_ents,
-        threshold=threshold, candidates_key=candidates_key,
+        respect_sentences=respect_sentences, threshold=threshold, candidates_key=candidates_key,
         candidates_threshold=candidates_threshold, candidates_max_length=candidates_max_length,
         distill_weight=distill_weight, scorer=scorer,
     )
@@ -128,6 +136,7 @@ class CRFEntityRecognizer(TrainablePipe):
         *,
         spans_key: Optional[str] = "crf_ner",
         overwrite_ents: bool = False,
+        respect_sentences: bool = False,
         threshold: float = 0.0,
         candidates_key: Optional[str] = None,
         candidates_threshold: float = 0.1,
@@ -154,6 +163,7 @@ class CRFEntityRecognizer(TrainablePipe):
         self.name = name
         self.spans_key = spans_key
         self.overwrite_ents = overwrite_ents
+        self.respect_sentences = respect_sentences
         self.threshold = check_probability(threshold, "threshold", name)
         self.candidates_key = candidates_key
         self.candidates_threshold = check_probability(
@@ -350,7 +360,8 @@ class CRFEntityRecognizer(TrainablePipe):
         """The tags each token may take, (len(doc), n_tags) bool: see decoding.allowed_tags."""
         inventory = inventory or TagInventory(self.tags, self.scheme)
         return allowed_tags(
-            doc, inventory, frozenset(self.labels), overwrite_ents=self.overwrite_ents, ents=ents
+            doc, inventory, frozenset(self.labels), overwrite_ents=self.overwrite_ents, ents=ents,
+            sentences=self.respect_sentences,
         )
 
     def _presets(self, doc: Doc, *, own_spans: bool = False) -> List[Span]:
