@@ -1,5 +1,6 @@
 """What the CRF knows beyond its best path (issue 16): n-best analyses, candidate spans, the
 threshold and the temperature, each against brute-force enumeration of every tag sequence."""
+import contextlib
 import itertools
 
 import numpy
@@ -9,7 +10,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from spacy_bert_crf.layers.crf import chain_arrays
-from spacy_bert_crf.layers.crf_kbest import (_rank_of_kth_path, kbest_exact, kbest_numpy,
+from spacy_bert_crf.layers import crf_kbest
+from spacy_bert_crf.layers.crf_kbest import (_margin_of_kth_path, kbest_exact, kbest_numpy,
                                              max_marginals)
 from spacy_bert_crf.tag_schemes import constraints, make_tags, tags_to_spans
 
@@ -26,20 +28,92 @@ def light(request):
     return nlp
 
 
+@contextlib.contextmanager
+def pipe_settings(pipe, **values):
+    """The pipe with some attributes set for a block, restored after it."""
+    old = {name: getattr(pipe, name) for name in values}
+    for name, value in values.items():
+        setattr(pipe, name, value)
+    try:
+        yield pipe
+    finally:
+        for name, value in old.items():
+            setattr(pipe, name, value)
+
+
+def every_path(pot_row, n, trans, start, end):
+    """Every tag sequence of length n, as rows of an array, and its score over the potentials
+    pot_row (T, K) (-inf where something on it is not allowed)."""
+    K = pot_row.shape[1]
+    paths = numpy.array(list(itertools.product(range(K), repeat=n)))
+    return paths, path_scores(paths, pot_row, trans, start, end)
+
+
+def path_scores(paths, pot_row, trans, start, end):
+    """The scores of tag sequences (P, n) over the potentials pot_row (T, K)."""
+    n = paths.shape[1]
+    return (start[paths[:, 0]] + end[paths[:, -1]] + pot_row[numpy.arange(n), paths].sum(1)
+            + trans[paths[:, :-1], paths[:, 1:]].sum(1))
+
+
+def random_chain(tags, scheme, rng):
+    """Random transition, start and end scores, -inf where the scheme does not allow them."""
+    K = len(tags)
+    allowed_t, allowed_s, allowed_e = constraints(tags, scheme)
+    trans = numpy.where(allowed_t, rng.normal(size=(K, K)), -numpy.inf)
+    start = numpy.where(allowed_s, rng.normal(size=K), -numpy.inf)
+    end = numpy.where(allowed_e, rng.normal(size=K), -numpy.inf)
+    return trans, start, end
+
+
+def length_mask(lengths, T):
+    return numpy.arange(T)[None, :] < numpy.asarray(lengths)[:, None]
+
+
+def random_batch(scheme, labels, lengths, seed, allowed_share):
+    """The tags, the generator, random potentials of a ragged batch (-inf for about
+    1 - allowed_share of them), its mask, and random chain scores."""
+    tags = make_tags(labels, scheme)
+    K, T, B = len(tags), max(lengths), len(lengths)
+    rng = numpy.random.default_rng(seed)
+    trans, start, end = random_chain(tags, scheme, rng)
+    pot = numpy.where(rng.random((B, T, K)) < allowed_share, rng.normal(size=(B, T, K)) * 2,
+                      -numpy.inf)
+    return tags, rng, pot, length_mask(lengths, T), trans, start, end
+
+
+def long_rows(labels, lengths, seed, peak):
+    """Random chain scores (BILUO) and potentials of a ragged batch of long rows, "O" raised by
+    peak (0: uncertain; 4: confident)."""
+    tags = make_tags(labels, "BILUO")
+    rng = numpy.random.default_rng(seed)
+    trans, start, end = random_chain(tags, "BILUO", rng)
+    T = max(lengths)
+    pot = rng.normal(size=(len(lengths), T, len(tags))) * 2
+    pot[:, :, 0] += peak
+    return rng, pot, length_mask(lengths, T), trans, start, end
+
+
+def check_paths(paths, scores, pot, trans, start, end, lengths, count, atol=1e-7):
+    """The first count paths of each row are distinct and score what scores says."""
+    for b, n in enumerate(lengths):
+        rows = paths[b, :count, :n]
+        assert len({tuple(p) for p in rows}) == count
+        numpy.testing.assert_allclose(path_scores(rows, pot[b], trans, start, end),
+                                      scores[b, :count], rtol=0, atol=atol)
+
+
 def brute_force(pipe, doc, temperature=1.0):
     """Every valid tag sequence the pipe may decode for the doc, with its probability."""
     emissions = pipe.model.predict([doc])
     allowed = pipe._allowed_tags(doc)
     arrays = chain_arrays(pipe.model, emissions, [allowed], temperature)
     pot, trans, start, end = arrays.with_infinities()
-    tags, n = pipe.tags, len(doc)
+    tags = pipe.tags
+    candidates, all_scores = every_path(pot[0], len(doc), trans, start, end)
     paths, scores = [], []
-    for path in itertools.product(range(len(tags)), repeat=n):
-        if not is_valid([tags[t] for t in path], pipe.scheme):
-            continue
-        score = start[path[0]] + end[path[-1]] + sum(pot[0, t, k] for t, k in enumerate(path))
-        score += sum(trans[a, b] for a, b in zip(path, path[1:]))
-        if numpy.isfinite(score):
+    for path, score in zip(candidates.tolist(), all_scores):
+        if numpy.isfinite(score) and is_valid([tags[t] for t in path], pipe.scheme):
             paths.append(path)
             scores.append(score)
     scores = numpy.asarray(scores)
@@ -47,6 +121,16 @@ def brute_force(pipe, doc, temperature=1.0):
     spans = [tuple(tuple(s) for s in tags_to_spans([tags[t] for t in p], pipe.scheme))
              for p in paths]
     return spans, probs
+
+
+def span_marginals(spans, probs, max_length=None):
+    """P(exactly this span and label), summed over the enumerated paths."""
+    out = {}
+    for path_spans, p in zip(spans, probs):
+        for span in path_spans:
+            if max_length is None or span[1] - span[0] <= max_length:
+                out[span] = out.get(span, 0.0) + p
+    return out
 
 
 def as_tuples(ents):
@@ -123,16 +207,8 @@ def test_kbest_numpy_matches_brute_force(case, lengths, k, seed):
     """k-best Viterbi on a ragged batch with random restrictions: the k best scores of every
     row, each path valid, allowed and distinct."""
     scheme, labels = case
-    tags = make_tags(labels, scheme)
-    K, T, B = len(tags), max(lengths), len(lengths)
-    rng = numpy.random.default_rng(seed)
-    allowed_t, allowed_s, allowed_e = constraints(tags, scheme)
-    trans = numpy.where(allowed_t, rng.normal(size=(K, K)), -numpy.inf)
-    start = numpy.where(allowed_s, rng.normal(size=K), -numpy.inf)
-    end = numpy.where(allowed_e, rng.normal(size=K), -numpy.inf)
-    pot = numpy.where(rng.random((B, T, K)) < 0.8, rng.normal(size=(B, T, K)) * 2, -numpy.inf)
-    pot[:, :, 0] = rng.normal(size=(B, T))  # "O" always allowed, as the pipe guarantees
-    mask = numpy.arange(T)[None, :] < numpy.asarray(lengths)[:, None]
+    tags, rng, pot, mask, trans, start, end = random_batch(scheme, labels, lengths, seed, 0.8)
+    pot[:, :, 0] = rng.normal(size=pot.shape[:2])  # "O" always allowed, as the pipe guarantees
     for kbest in (kbest_numpy, kbest_exact):
         check_kbest(kbest(pot, mask, trans, start, end, k), pot, trans, start, end, lengths,
                     tags, scheme, k)
@@ -149,97 +225,80 @@ def test_max_marginals_match_brute_force(case, lengths, seed):
     longest first; the backward pass over each row reversed): the brute-force maximum over the
     valid paths through it, -inf where none passes, and -inf at padding."""
     scheme, labels = case
-    tags = make_tags(labels, scheme)
-    K, T, B = len(tags), max(lengths), len(lengths)
-    rng = numpy.random.default_rng(seed)
-    allowed_t, allowed_s, allowed_e = constraints(tags, scheme)
-    trans = numpy.where(allowed_t, rng.normal(size=(K, K)), -numpy.inf)
-    start = numpy.where(allowed_s, rng.normal(size=K), -numpy.inf)
-    end = numpy.where(allowed_e, rng.normal(size=K), -numpy.inf)
-    pot = numpy.where(rng.random((B, T, K)) < 0.7, rng.normal(size=(B, T, K)) * 2, -numpy.inf)
-    mask = numpy.arange(T)[None, :] < numpy.asarray(lengths)[:, None]
+    tags, _, pot, mask, trans, start, end = random_batch(scheme, labels, lengths, seed, 0.7)
     got = max_marginals(pot, mask, trans, start, end)
     for b, n in enumerate(lengths):
-        expected = numpy.full((T, K), -numpy.inf)
-        for p in itertools.product(range(K), repeat=n):
-            s = start[p[0]] + end[p[-1]] + sum(pot[b, t, j] for t, j in enumerate(p))
-            s += sum(trans[i, j] for i, j in zip(p, p[1:]))
-            for t, j in enumerate(p):
-                expected[t, j] = max(expected[t, j], s)
+        expected = numpy.full(pot.shape[1:], -numpy.inf)
+        paths, scores = every_path(pot[b], n, trans, start, end)
+        for t in range(n):
+            numpy.maximum.at(expected[t], paths[:, t], scores)
         numpy.testing.assert_allclose(got[b], expected, atol=1e-9)
 
 
-def rank_per_row(gaps, n_finite, tol, k):
-    """_rank_of_kth_path as a loop over the rows (what kbest_exact ran before it was vectorised)."""
-    rank = numpy.empty(len(gaps), dtype=numpy.int64)
-    for b in range(len(gaps)):
-        row = gaps[b, : n_finite[b]]
-        positive = numpy.flatnonzero(row > tol[b])
-        distinct = positive[numpy.diff(row[positive], prepend=0.0) > tol[b]]
-        rank[b] = distinct[k - 2] if 1 < k <= len(distinct) + 1 else (
-            n_finite[b] - 1 if k > 1 else 0
-        )
-    return rank
+def margin_per_row(below, tol, k):
+    """_margin_of_kth_path as a loop over the rows: the gaps above tol, sorted, picked greedily
+    from the smallest, each more than tol above the one picked before."""
+    margin = numpy.empty(len(below))
+    for b in range(len(below)):
+        if k == 1:
+            margin[b] = tol[b]
+            continue
+        picked = []
+        for gap in numpy.sort(below[b][numpy.isfinite(below[b])]):
+            if gap > (picked[-1] if picked else 0.0) + tol[b] or (not picked and gap > tol[b]):
+                picked.append(gap)
+        margin[b] = picked[k - 2] if len(picked) >= k - 1 else numpy.inf
+    return margin
 
 
-def test_rank_of_kth_path_matches_the_per_row_loop():
-    """Sorted gaps with repeats, near-ties within the tolerance, values just above it, rows with
-    few or no finite gaps: the vectorised rank is the per-row loop's."""
+def test_margin_of_kth_path_matches_the_per_row_loop():
+    """Gaps with repeats, near-ties within the tolerance, values just above it, rows with few
+    or no finite gaps: the vectorised margin is the per-row loop's. Densely packed gaps (much
+    closer than tol to each other, as on a long doc of uncertain emissions) give a margin of
+    about k - 1 tolerances, not one that runs away with the chain of close gaps."""
     rng = numpy.random.default_rng(11)
-    B, N = 300, 40
-    values = numpy.round(rng.exponential(1.0, size=(B, N)), 1)  # many exact repeats
-    values[rng.random((B, N)) < 0.2] = 0.0
-    values[::7, 1::2] = values[::7, ::2] + 1e-12  # near-ties (one gap within tol)
-    # the first gap above tol (1e-9 in these rows) lies within tol of a gap below it: distinct
-    values[::11, :2] = [0.6e-9, 1.5e-9]
+    B, N = 300, 400
+    below = numpy.round(rng.exponential(1.0, size=(B, N)), 1)  # many exact repeats
+    below[rng.random((B, N)) < 0.2] = 0.0
+    below[::7, 1::2] = below[::7, ::2] + 1e-12  # near-ties (one gap within tol)
+    below[::11, :2] = [0.6e-9, 1.5e-9]  # the first gap above tol (1e-9 in these rows)
     n_finite = rng.integers(0, N + 1, size=B)
     n_finite[:4] = [0, 1, 2, N]
-    gaps = numpy.sort(values, 1)
-    gaps[numpy.arange(N)[None, :] >= n_finite[:, None]] = numpy.inf
-    gaps.sort(1)
+    below[numpy.arange(N)[None, :] >= n_finite[:, None]] = numpy.inf
+    below = rng.permuted(below, axis=1)
     tol = 1e-9 * numpy.maximum(1.0, rng.uniform(0, 3, size=B))
     tol[::11] = 1e-9
+    dense = rng.uniform(0, 1e-3, size=(1, 10_000))  # spaced about 1e-7 apart
+    dense[0, :100] = 0.0  # the best path's nodes
     for k in (1, 2, 3, 5, 12, 60):
-        numpy.testing.assert_array_equal(
-            _rank_of_kth_path(gaps, n_finite, tol, k), rank_per_row(gaps, n_finite, tol, k)
-        )
+        expected = margin_per_row(below, tol, k)
+        numpy.testing.assert_array_equal(_margin_of_kth_path(below, tol, k), expected)
+        margin = _margin_of_kth_path(dense, numpy.array([1e-6]), k)
+        numpy.testing.assert_array_equal(margin, margin_per_row(dense, [1e-6], k))
+        assert (k - 1) * 1e-6 <= margin[0] <= k * 1.2e-6
 
 
 def check_kbest(found, pot, trans, start, end, lengths, tags, scheme, k):
     paths, scores = found
-    K = len(tags)
     for b, n in enumerate(lengths):
-        brute = []
-        for p in itertools.product(range(K), repeat=n):
-            s = start[p[0]] + end[p[-1]] + sum(pot[b, t, j] for t, j in enumerate(p))
-            s += sum(trans[i, j] for i, j in zip(p, p[1:]))
-            if numpy.isfinite(s):
-                brute.append(s)
-        brute = sorted(brute, reverse=True)[:k]
+        _, brute = every_path(pot[b], n, trans, start, end)
+        brute = numpy.sort(brute[numpy.isfinite(brute)])[::-1][:k]
         finite = scores[b][numpy.isfinite(scores[b])]
         numpy.testing.assert_allclose(finite, brute, atol=1e-9)
-        got = {tuple(paths[b, i, :n]) for i in range(len(finite))}
-        assert len(got) == len(finite)
-        for i, s in enumerate(finite):
-            p = paths[b, i, :n]
-            assert is_valid([tags[j] for j in p], scheme)
+        check_paths(paths[b : b + 1], scores[b : b + 1], pot[b : b + 1], trans, start, end, [n],
+                    len(finite), atol=1e-9)
+        for i in range(len(finite)):
+            assert is_valid([tags[j] for j in paths[b, i, :n]], scheme)
             assert (paths[b, i, n:] == 0).all()
-            own = start[p[0]] + end[p[-1]] + pot[b, numpy.arange(n), p].sum()
-            assert own + trans[p[:-1], p[1:]].sum() == pytest.approx(s, abs=1e-9)
 
 
 def test_candidates_match_brute_force(light):
-    pipe = light.get_pipe("crf_ner")
-    pipe.candidates_key, pipe.candidates_threshold = "cands", 0.0
-    try:
+    with pipe_settings(light.get_pipe("crf_ner"), candidates_key="cands",
+                       candidates_threshold=0.0) as pipe:
         for text in SHORT:
             doc = light(text)
             spans, probs = brute_force(pipe, light.make_doc(text))
-            expected = {}
-            for path_spans, p in zip(spans, probs):
-                for span in path_spans:
-                    if span[1] - span[0] <= pipe.candidates_max_length:
-                        expected[span] = expected.get(span, 0.0) + p
+            expected = span_marginals(spans, probs, pipe.candidates_max_length)
             group = doc.spans["cands"]
             got = {(s.start, s.end, s.label_): float(p)
                    for s, p in zip(group, group.attrs["scores"])}
@@ -251,8 +310,6 @@ def test_candidates_match_brute_force(light):
             own = doc.spans["crf_ner"]
             for span, p in zip(own, own.attrs["scores"]):
                 assert got[(span.start, span.end, span.label_)] == pytest.approx(float(p), abs=1e-6)
-    finally:
-        pipe.candidates_key, pipe.candidates_threshold = None, 0.1
 
 
 def test_candidates_threshold_and_max_length(light):
@@ -291,15 +348,12 @@ def test_threshold_drops_entities_and_flags_them(light):
     all_scores = sorted(p for _, scores in before for p in scores)
     assert len(all_scores) >= 2
     cut = (all_scores[0] + all_scores[-1]) / 2
-    pipe.threshold = cut
-    try:
+    with pipe_settings(pipe, threshold=cut):
         for doc, (ents, scores) in zip(light.pipe(texts), before):
             group = doc.spans["crf_ner"]
             assert [(s.start_char, s.end_char, s.label_) for s in group] == ents
             assert group.attrs["below_threshold"].tolist() == [p < cut for p in scores]
             assert entities(doc) == [e for e, p in zip(ents, scores) if p >= cut]
-    finally:
-        pipe.threshold = 0.0
     assert [entities(d) for d in light.pipe(texts)] == [ents for ents, _ in before]
 
 
@@ -307,18 +361,14 @@ def test_temperature_scales_every_probability(light, tmp_path):
     pipe = light.get_pipe("crf_ner")
     doc = light.make_doc("Tom Baker left Quito")
     best = pipe.nbest([doc], 3)[0]
-    pipe.temperature = 2.0
-    try:
+    with pipe_settings(pipe, temperature=2.0):
         warm = pipe.nbest([doc], 3)[0]
         spans, probs = brute_force(pipe, doc, temperature=2.0)
         numpy.testing.assert_allclose([p for _, p in warm], numpy.sort(probs)[::-1][:3], rtol=1e-6)
         assert as_tuples(warm[0][0]) == as_tuples(best[0][0])  # the best path does not change
         assert warm[0][1] < best[0][1]
         annotated = light("Tom Baker left Quito")
-        by_spans = {}
-        for path_spans, p in zip(spans, probs):
-            for span in path_spans:
-                by_spans[span] = by_spans.get(span, 0.0) + p
+        by_spans = span_marginals(spans, probs)
         group = annotated.spans["crf_ner"]
         for span, p in zip(group, group.attrs["scores"]):
             expected = by_spans[(span.start, span.end, span.label_)]
@@ -328,8 +378,7 @@ def test_temperature_scales_every_probability(light, tmp_path):
         assert loaded.get_pipe("crf_ner").temperature == 2.0
         group2 = loaded("Tom Baker left Quito").spans["crf_ner"]
         numpy.testing.assert_allclose(group2.attrs["scores"], group.attrs["scores"], rtol=1e-5)
-    finally:
-        pipe.temperature = 1.0
+    assert pipe.temperature == 1.0
     for bad in (0.0, -1.0, 100.0, "2"):
         with pytest.raises(ValueError, match="Invalid temperature"):
             pipe.temperature = bad
@@ -339,46 +388,45 @@ def test_temperature_scales_every_probability(light, tmp_path):
 def test_pruned_kbest_is_exact_on_long_ragged_rows(peak):
     """kbest_exact (pruned trellis, collapsed runs) equals the plain k-best recursion on rows
     far too long to enumerate, from uncertain (peak 0) to confident (peak 4) emissions."""
-    tags = make_tags(["PER", "LOC"], "BILUO")
-    K = len(tags)
-    rng = numpy.random.default_rng(7)
-    allowed_t, allowed_s, allowed_e = constraints(tags, "BILUO")
-    trans = numpy.where(allowed_t, rng.normal(size=(K, K)), -numpy.inf)
-    start = numpy.where(allowed_s, rng.normal(size=K), -numpy.inf)
-    end = numpy.where(allowed_e, rng.normal(size=K), -numpy.inf)
     lengths = [1500, 37, 900]
-    pot = rng.normal(size=(3, 1500, K)) * 2
-    pot[:, :, 0] += peak
-    mask = numpy.arange(1500)[None, :] < numpy.asarray(lengths)[:, None]
+    _, pot, mask, trans, start, end = long_rows(["PER", "LOC"], lengths, 7, peak)
     for k in (1, 5, 12):
         plain_paths, plain_scores = kbest_numpy(pot, mask, trans, start, end, k)
         paths, scores = kbest_exact(pot, mask, trans, start, end, k)
         numpy.testing.assert_allclose(scores, plain_scores, rtol=1e-12, atol=1e-7)
-        for b, n in enumerate(lengths):
-            for i in range(k):
-                p = paths[b, i, :n]
-                own = start[p[0]] + end[p[-1]] + pot[b, numpy.arange(n), p].sum()
-                assert own + trans[p[:-1], p[1:]].sum() == pytest.approx(scores[b, i], abs=1e-7)
-            assert len({tuple(paths[b, i, :n]) for i in range(k)}) == k
+        check_paths(paths, scores, pot, trans, start, end, lengths, k)
+
+
+def test_pruned_kbest_is_redone_until_exact(monkeypatch):
+    """Margins too narrow to hold the k best paths (the best path's nodes only) are widened,
+    row by row, until the result is exact: kbest_exact still equals the plain recursion."""
+    lengths = [60, 7, 33, 1]
+    _, pot, mask, trans, start, end = long_rows(["PER", "LOC"], lengths, 3, 1.0)
+    margins = []
+    pruned = crf_kbest._kbest_pruned
+
+    def recorded(*args):
+        margins.append(args[-1])
+        return pruned(*args)
+
+    monkeypatch.setattr(crf_kbest, "_margin_of_kth_path", lambda below, tol, k: tol.copy())
+    monkeypatch.setattr(crf_kbest, "_kbest_pruned", recorded)
+    for k in (2, 5):
+        margins.clear()
+        paths, scores = kbest_exact(pot, mask, trans, start, end, k)
+        plain_paths, plain_scores = kbest_numpy(pot, mask, trans, start, end, k)
+        numpy.testing.assert_allclose(scores, plain_scores, rtol=1e-12, atol=1e-9)
+        check_paths(paths, scores, pot, trans, start, end, lengths[:3], k)
+        assert len(margins) > 2 and margins[0] is None  # redone, with wider margins
 
 
 def test_kbest_numpy_with_local_tags_equals_global_tags():
     """kbest_numpy over local tags (each position's tags in its own order, as kbest_exact hands
     them) finds the paths and scores of the plain recursion, over rows of many steps (the
     local transitions are looked up a chunk of steps at a time) in no order of length."""
-    tags = make_tags(["PER", "LOC"], "BILUO")
-    K = len(tags)
-    rng = numpy.random.default_rng(5)
-    allowed_t, allowed_s, allowed_e = constraints(tags, "BILUO")
-    trans = numpy.where(allowed_t, rng.normal(size=(K, K)), -numpy.inf)
-    start = numpy.where(allowed_s, rng.normal(size=K), -numpy.inf)
-    end = numpy.where(allowed_e, rng.normal(size=K), -numpy.inf)
-    lengths = numpy.array([90, 301, 1, 300, 64])
-    B, T = len(lengths), 301
-    pot = rng.normal(size=(B, T, K)) * 2
-    pot[:, :, 0] += 2.0
-    mask = numpy.arange(T)[None, :] < lengths[:, None]
-    tag_ids = numpy.argsort(rng.random((B, T, K)), axis=2)  # a permutation per position
+    lengths = [90, 301, 1, 300, 64]
+    rng, pot, mask, trans, start, end = long_rows(["PER", "LOC"], lengths, 5, 2.0)
+    tag_ids = numpy.argsort(rng.random(pot.shape), axis=2)  # a permutation per position
     local_pot = numpy.take_along_axis(pot, tag_ids, 2)
     for k in (1, 4):
         paths, scores = kbest_numpy(pot, mask, trans, start, end, k)
@@ -392,12 +440,8 @@ def test_kbest_numpy_with_local_tags_equals_global_tags():
 def test_confidences_into_json(light):
     from spacy_bert_crf.confidences import doc_to_json, entity_confidences, span_confidence
 
-    pipe = light.get_pipe("crf_ner")
-    pipe.candidates_key = "cands"
-    try:
+    with pipe_settings(light.get_pipe("crf_ner"), candidates_key="cands"):
         doc = light("Tom Baker left Quito")
-    finally:
-        pipe.candidates_key = None
     scored = entity_confidences(doc)
     assert [span for span, _ in scored] == list(doc.spans["crf_ner"])
     for ent in doc.ents:
