@@ -6,10 +6,12 @@ import numpy
 import pytest
 import spacy
 import srsly
+import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from spacy.tokens import Doc
 
+from spacy_bert_crf.layers import transformer as transformer_layers
 from spacy_bert_crf.layers.transformer import build_transformer_model, length_buckets
 from spacy_bert_crf.layers.transformer_loading import TransformerLoadError, is_path_like
 
@@ -53,14 +55,13 @@ def test_bucketed_inference_matches_spacy_transformers(tiny_bert_dir, monkeypatc
         return [doc._.trf_data for doc in nlp.pipe(docs, batch_size=4)]
 
     # observe the sub-batches the bucketed model really runs
-    inner = bucketed.get_pipe("transformer").model.layers[0]
-    run_inner, sub_batches = inner._func, []
+    run_encoder, sub_batches = transformer_layers.encoder_predict, []
 
-    def recording_forward(model, wordpieces, is_train):
+    def recording_encoder(layer, wordpieces):
         sub_batches.append(numpy.asarray(wordpieces.attention_mask).copy())
-        return run_inner(model, wordpieces, is_train)
+        return run_encoder(layer, wordpieces)
 
-    monkeypatch.setattr(inner, "_func", recording_forward)
+    monkeypatch.setattr(transformer_layers, "encoder_predict", recording_encoder)
     ref, got = outputs(reference), outputs(bucketed)
     for a, b in zip(ref, got):
         assert a.wordpieces.input_ids.shape == b.wordpieces.input_ids.shape
@@ -79,6 +80,57 @@ def test_bucketed_inference_matches_spacy_transformers(tiny_bert_dir, monkeypatc
         assert width == real.max()
         assert rows == 1 or rows * width <= 40
         assert rows == 1 or real.sum() >= 0.75 * rows * width
+
+
+def test_encoder_predict_is_thinc_predict_without_switching_modes(tiny_bert_dir):
+    """The encoder call of bucketed inference gives exactly thinc's layer.predict, leaves the
+    module in eval mode instead of switching it to eval and back to train on every call, and a
+    training step after it still runs in train mode (dropout on)."""
+    nlp = _nlp(tiny_bert_dir, "spacy-bert-crf.TransformerModel.v1")
+    model = nlp.get_pipe("transformer").model
+    layer = model.layers[0]
+    module = layer.shims[0]._model
+    docs = [nlp.make_doc(t) for t in ("Olga met Paris .", "Zork visited Oslo and Qwv in Jaxx .")]
+    wordpieces = model.predict(docs).wordpieces
+    expected = layer.predict(wordpieces)  # thinc's PyTorchShim.predict: ends in train mode
+    assert module.training
+    modes = []
+    hooks = [m.register_forward_pre_hook(lambda m, a: modes.append(m.training))
+             for m in module.modules() if isinstance(m, torch.nn.Dropout)]
+    got = transformer_layers.encoder_predict(layer, wordpieces)
+    assert not module.training and modes and not any(modes)  # dropout off
+    assert set(got.keys()) == set(expected.keys())
+    for key in expected.keys():
+        assert torch.equal(got[key], expected[key]), key
+    train_calls = []
+    original_train = module.train
+    module.train = lambda mode=True: train_calls.append(mode) or original_train(mode)
+    try:
+        for _ in range(3):
+            transformer_layers.encoder_predict(layer, wordpieces)
+        assert train_calls == []  # nothing walks the submodules at inference
+        modes.clear()
+        model.begin_update(docs)  # a training step after inference: train mode, dropout on
+        assert module.training and modes and all(modes)
+    finally:
+        del module.train
+        for hook in hooks:
+            hook.remove()
+
+
+@pytest.mark.parametrize("batch_size", [1, 8])
+def test_inference_outputs_on_the_docs_are_plain_arrays(tiny_bert_dir, batch_size):
+    """The encoder runs under torch.inference_mode: what reaches the docs (and the listeners
+    through them) are arrays per doc that can be changed in place, whether the batch ran as
+    one tensor or in sub-batches put back together."""
+    nlp = _nlp(tiny_bert_dir, "spacy-bert-crf.TransformerModel.v1", max_batch_pieces=16)
+    texts = ["Olga met Paris .", " ".join(["Zork"] * 30), "Qwv ."]
+    for doc in nlp.pipe(texts, batch_size=batch_size):
+        hidden = doc._.trf_data.model_output.last_hidden_state
+        assert isinstance(hidden, numpy.ndarray) and hidden.shape[0] > 0
+        before = hidden.copy()
+        hidden += 1.0
+        numpy.testing.assert_allclose(hidden, before + 1.0)
 
 
 @pytest.mark.parametrize("bad", [{"max_batch_pieces": 0}, {"min_fill": 0.0}, {"min_fill": 1.5}])

@@ -15,7 +15,9 @@ tensor padded to the longest window, and attention cost is quadratic in that len
 inference this model sorts the windows by wordpiece length and runs them in sub-batches of
 similar length, each padded only to its own longest window; outputs are put back in the
 original order and padding. Training (is_train=True) is spacy-transformers' forward pass over
-the bounded windows.
+the bounded windows. At inference the encoder runs without thinc's per-call mode switches and
+under torch.inference_mode (encoder_predict): the same numbers, less work per call, which is
+what counts at batch 1.
 
 Checked loading: the weights, tokenizer and files are those of
 `spacy-transformers.TransformerModel.v3`, but loading refuses saved data that could write
@@ -37,7 +39,7 @@ from spacy_transformers.layers.transformer_model import TransformerModel
 from spacy_transformers.layers.transformer_model import forward as trf_forward
 from spacy_transformers.layers.transformer_model import huggingface_from_pretrained
 from spacy_transformers.truncate import truncate_oversize_splits
-from thinc.api import Model, get_array_module
+from thinc.api import Model, PyTorchShim, get_array_module
 from thinc.util import convert_recursive, is_xp_array
 from transformers.tokenization_utils_base import BatchEncoding
 from transformers.tokenization_utils_fast import PreTrainedTokenizerFast
@@ -328,15 +330,40 @@ def bucketed_forward(
     groups = length_buckets(lengths, model.attrs["max_batch_pieces"], model.attrs["min_fill"])
     transformer = model.layers[0]
     if len(groups) <= 1:
-        model_output = transformer.predict(wordpieces)
+        model_output = encoder_predict(transformer, wordpieces)
     else:
-        outputs = [transformer.predict(_select(wordpieces, rows, max(lengths[i] for i in rows)))
-                   for rows in groups]
+        outputs = [
+            encoder_predict(transformer, _select(wordpieces, rows, max(lengths[i] for i in rows)))
+            for rows in groups
+        ]
         model_output = _assemble(outputs, groups, len(lengths), wordpieces.input_ids.shape[1])
     output = FullTransformerBatch(
         spans=nested_spans, wordpieces=wordpieces, model_output=model_output, align=align
     )
     return output, lambda d_output: docs
+
+
+def encoder_predict(layer: Model, wordpieces: WordpieceBatch) -> Any:
+    """layer.predict(wordpieces) for the encoder layer (spacy-transformers' HFWrapper, or the
+    ONNX one): the same output, without the per-call cost of thinc's PyTorchShim.predict, which
+    walks every submodule twice on every call (eval(), then train() again) and runs under
+    no_grad. Here the module is put in eval mode only when it is in train mode, and stays there
+    (thinc's begin_update puts it in train mode at every training step), and runs under
+    torch.inference_mode, which skips autograd's bookkeeping (the outputs are inference tensors:
+    spacy-transformers turns them into arrays per doc). A layer without a PyTorchShim (the ONNX
+    encoder) runs its own predict."""
+    shim = layer.shims[0] if layer.shims else None
+    if not isinstance(shim, PyTorchShim):
+        return layer.predict(wordpieces)
+    module = shim._model
+    if module.training:
+        module.eval()
+    inputs, _ = layer.attrs["convert_inputs"](layer, wordpieces, False)
+    with torch.inference_mode():
+        with torch.autocast(device_type="cuda", enabled=shim._mixed_precision):
+            output = module(*inputs.args, **inputs.kwargs)
+    output, _ = layer.attrs["convert_outputs"](layer, (wordpieces, output), False)
+    return output
 
 
 def _tokenize(tokenizer: Any, texts: List[str]) -> BatchEncoding:
