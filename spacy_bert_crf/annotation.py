@@ -13,7 +13,7 @@ from spacy.errors import Errors
 from spacy.tokens import Doc, Span, SpanGroup
 from thinc.types import Floats2d
 
-from .decoding import Analysis, DocDecoding, TagInventory, check_upstream
+from .decoding import Analysis, DocDecoding, TagInventory, check_upstream, tag_inventory
 from .decoding import hold_tokens_without_wordpieces
 
 if TYPE_CHECKING:
@@ -73,7 +73,7 @@ def decoding_inputs(
         return None
     listens_to_transformer = check_upstream(pipe.model, docs, pipe.name)
     emissions = pipe.model.predict(docs)
-    inventory = TagInventory(pipe.tags, pipe.scheme)  # once per batch, not per doc
+    inventory = tag_inventory(tuple(pipe.tags), pipe.scheme)
     allowed = [
         pipe._allowed_tags(doc, inventory, ents=pipe._presets(doc, own_spans=own_spans))
         for doc in docs

@@ -3,6 +3,7 @@ CRF's tags: whitespace, blocked tokens, preset entities, tokens without wordpiec
 that the component it listens to ran on the docs, and the constrained Viterbi entities with
 their confidences."""
 import warnings
+from functools import lru_cache
 from typing import Collection, List, NamedTuple, Optional, Sequence, Tuple
 
 import numpy
@@ -65,6 +66,13 @@ class TagInventory:
         self.continuation = continuations(self.tags, scheme)
         # the tags a sequence may start and end with (for respect_sentences)
         _, self.starts, self.ends = constraints(self.tags, scheme)
+
+
+@lru_cache(maxsize=16)
+def tag_inventory(tags: Tuple[str, ...], scheme: str) -> TagInventory:
+    """The TagInventory of these tags, built once per tag set and scheme (its constraints cost
+    more than decoding a short sentence does); treat it as read-only."""
+    return TagInventory(tags, scheme)
 
 
 def allowed_tags(

@@ -19,6 +19,7 @@ from .annotation import MAX_TEMPERATURE, MIN_TEMPERATURE, analyses_as_spans, che
 from .annotation import check_probability, check_temperature, decoding_inputs, preset_entities
 from .annotation import write_annotations
 from .decoding import Candidates, Decoded, DocDecoding, TagInventory, allowed_tags, decode, nbest
+from .decoding import tag_inventory
 from .distillation.loss import check_distill_weight
 from .layers.crf import CRFConstraints, set_constraints
 from .loss import crf_loss
@@ -358,7 +359,7 @@ class CRFEntityRecognizer(TrainablePipe):
         ents: Optional[Sequence[Span]] = None,
     ) -> numpy.ndarray:
         """The tags each token may take, (len(doc), n_tags) bool: see decoding.allowed_tags."""
-        inventory = inventory or TagInventory(self.tags, self.scheme)
+        inventory = inventory or tag_inventory(tuple(self.tags), self.scheme)
         return allowed_tags(
             doc, inventory, frozenset(self.labels), overwrite_ents=self.overwrite_ents, ents=ents,
             sentences=self.respect_sentences,
