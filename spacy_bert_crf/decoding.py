@@ -103,11 +103,13 @@ def allowed_tags(
     allowed = numpy.ones((len(doc), len(inventory.tags)), dtype=bool)
     only_out = numpy.zeros(len(inventory.tags), dtype=bool)
     only_out[inventory.out] = True
-    for token in doc:
-        # whitespace; and, unless overwriting, tokens an earlier component blocked
-        blocked = not overwrite_ents and token.ent_iob == 3 and token.ent_type == 0
-        if token.is_space or blocked:
-            allowed[token.i] = only_out
+    # whitespace; and, unless overwriting, tokens an earlier component blocked
+    if len(doc):
+        attrs = doc.to_array(["IS_SPACE", "ENT_IOB", "ENT_TYPE"])
+        out_only = attrs[:, 0] != 0
+        if not overwrite_ents:
+            out_only |= (attrs[:, 1] == 3) & (attrs[:, 2] == 0)
+        allowed[out_only] = only_out
     if sentences and len(doc) > 1 and doc.has_annotation("SENT_START"):
         starts = numpy.fromiter((t.is_sent_start for t in doc), dtype=bool, count=len(doc))
         starts[0] = False
@@ -146,8 +148,8 @@ def hold_tokens_without_wordpieces(
     n_tokens = n_docs = 0
     for doc, doc_allowed in zip(docs, allowed):
         gaps = tokens_without_wordpieces(doc)
-        if not overwrite_ents:
-            gaps &= numpy.fromiter((t.ent_type == 0 for t in doc), dtype=bool, count=len(doc))
+        if gaps.any() and not overwrite_ents:
+            gaps &= doc.to_array("ENT_TYPE") == 0
         if gaps.any():
             doc_allowed[gaps] = False
             doc_allowed[gaps, out] = True

@@ -7,7 +7,7 @@ import spacy
 from spacy.tokens import Doc, Span
 from spacy.training import Example
 
-from spacy_bert_crf.layers.crf import viterbi_paths
+from spacy_bert_crf.layers.crf import CRFInput, viterbi_paths
 from spacy_bert_crf.tag_schemes import tags_to_spans
 
 from .util import (
@@ -430,3 +430,45 @@ print(before, child_threads())
 
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["2", "1"]
+
+
+def test_crf_decoding_does_not_switch_modes_per_call(monkeypatch):
+    """Decoding calls the CRF module directly (no eval()/train() walk per call, the largest
+    per-call cost at batch size 1), with thinc's predict's results; training after it still
+    runs the module in train mode."""
+    import torch
+
+    nlp = make_light_nlp()
+    examples = make_examples(nlp)
+    train(nlp, examples, steps=30, lr=0.01)
+    pipe = nlp.get_pipe("crf_ner")
+    docs = [nlp.make_doc(t) for t in TEXTS]
+    emissions = pipe.model.predict(docs)
+    allowed = [None] * len(docs)
+    crf = pipe.model.get_ref("crf")
+    module = crf.layers[0].shims[0]._model
+    expected = crf.predict(CRFInput(emissions, allowed, "viterbi"))  # thinc's own predict
+    switches = []
+    original = torch.nn.Module.train
+
+    def counted_train(self, mode=True):
+        switches.append(mode)
+        return original(self, mode)
+
+    monkeypatch.setattr(torch.nn.Module, "train", counted_train)
+    first = viterbi_paths(pipe.model, emissions, allowed)
+    switches.clear()
+    for _ in range(3):
+        again = viterbi_paths(pipe.model, emissions, allowed)
+        list(nlp.pipe(TEXTS))
+    assert switches == []
+    assert not module.training
+    for a, b, c in zip(expected, first, again):
+        numpy.testing.assert_array_equal(a, b)
+        numpy.testing.assert_array_equal(a, c)
+    monkeypatch.undo()
+    seen = []
+    hook = module.register_forward_pre_hook(lambda m, args: seen.append(m.training))
+    nlp.update(examples, sgd=None)
+    hook.remove()
+    assert seen and all(seen)

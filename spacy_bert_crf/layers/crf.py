@@ -289,7 +289,7 @@ def viterbi_paths(
 ) -> List[numpy.ndarray]:
     """The best valid tag sequence (tag ids) of each non-empty emissions array, among those
     `allowed` admits (None: every tag at every position)."""
-    return model.get_ref("crf").predict(CRFInput(emissions, allowed, "viterbi"))
+    return _decode(model.get_ref("crf"), CRFInput(emissions, allowed, "viterbi"))
 
 
 def span_log_probs(
@@ -302,7 +302,31 @@ def span_log_probs(
     distribution over the tag sequences `allowed` admits."""
     if not spans:
         return numpy.zeros((0,), dtype="float64")
-    return model.get_ref("crf").predict(CRFInput(emissions, allowed, "span_log_probs", spans))
+    return _decode(model.get_ref("crf"), CRFInput(emissions, allowed, "span_log_probs", spans))
+
+
+def _decode(crf: Model, X: CRFInput) -> Any:
+    """crf.predict(X), without the per-call cost of thinc's PyTorchShim.predict (it walks the
+    module's submodules twice on every call, eval() then train(), which costs more than the
+    Viterbi of a short sentence): the CRF module has no dropout or batch norm, so its mode
+    changes nothing here; it is put in eval mode when found in train mode and left there
+    (thinc's begin_update puts it back in train mode at every training step)."""
+    if not crf.layers:
+        return crf.predict(X)  # the clear "not initialized" error
+    wrapper = crf.layers[0]
+    shim = wrapper.shims[0]
+    if not isinstance(shim, PyTorchShim):
+        return crf.predict(X)
+    import torch  # here: importing this module does not import torch
+
+    module = shim._model
+    if module.training:
+        module.eval()
+    inputs, _ = wrapper.attrs["convert_inputs"](wrapper, X, False)
+    with torch.no_grad():
+        output = module(*inputs.args, **inputs.kwargs)
+    Y, _ = wrapper.attrs["convert_outputs"](wrapper, (X, output), False)
+    return Y
 
 
 class ChainArrays(NamedTuple):

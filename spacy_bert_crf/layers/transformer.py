@@ -290,8 +290,10 @@ def tokens_without_wordpieces(doc: Doc) -> numpy.ndarray:
             f"doc._.trf_data aligns {lengths.shape[0]} tokens, but the doc has {len(doc)} "
             f"(text starts {doc.text[:40]!r}): its transformer output belongs to another doc."
         )
-    spaces = numpy.fromiter((token.is_space for token in doc), dtype=bool, count=len(doc))
-    return (lengths == 0) & ~spaces
+    flags = lengths == 0
+    if flags.any():  # whitespace is not flagged (one array op, not a loop over the tokens)
+        flags &= doc.to_array("IS_SPACE") == 0
+    return flags
 
 
 # ---------------------------------------------------------------------------------------------
