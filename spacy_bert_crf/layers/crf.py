@@ -35,6 +35,7 @@ from thinc.api import (
 from thinc.types import Floats1d, Floats2d, Floats3d
 
 from ..tag_schemes import check_scheme
+from .shim_predict import predict_eval
 
 # (row, start, end exclusive, tag ids over the span): one span whose probability is asked for
 SpanQuery = Tuple[int, int, int, Sequence[int]]
@@ -306,27 +307,11 @@ def span_log_probs(
 
 
 def _decode(crf: Model, X: CRFInput) -> Any:
-    """crf.predict(X), without the per-call cost of thinc's PyTorchShim.predict (it walks the
-    module's submodules twice on every call, eval() then train(), which costs more than the
-    Viterbi of a short sentence): the CRF module has no dropout or batch norm, so its mode
-    changes nothing here; it is put in eval mode when found in train mode and left there
-    (thinc's begin_update puts it back in train mode at every training step)."""
+    """crf.predict(X) without thinc's per-call mode switching (see shim_predict): the CRF module
+    has no dropout or batch norm, so its mode changes nothing here."""
     if not crf.layers:
         return crf.predict(X)  # the clear "not initialized" error
-    wrapper = crf.layers[0]
-    shim = wrapper.shims[0]
-    if not isinstance(shim, PyTorchShim):
-        return crf.predict(X)
-    import torch  # here: importing this module does not import torch
-
-    module = shim._model
-    if module.training:
-        module.eval()
-    inputs, _ = wrapper.attrs["convert_inputs"](wrapper, X, False)
-    with torch.no_grad():
-        output = module(*inputs.args, **inputs.kwargs)
-    Y, _ = wrapper.attrs["convert_outputs"](wrapper, (X, output), False)
-    return Y
+    return predict_eval(crf.layers[0], X)
 
 
 class ChainArrays(NamedTuple):

@@ -39,13 +39,14 @@ from spacy_transformers.layers.transformer_model import TransformerModel
 from spacy_transformers.layers.transformer_model import forward as trf_forward
 from spacy_transformers.layers.transformer_model import huggingface_from_pretrained
 from spacy_transformers.truncate import truncate_oversize_splits
-from thinc.api import Model, PyTorchShim, get_array_module
+from thinc.api import Model, get_array_module
 from thinc.util import convert_recursive, is_xp_array
 from transformers.tokenization_utils_base import BatchEncoding
 from transformers.tokenization_utils_fast import PreTrainedTokenizerFast
 from transformers.utils import ModelOutput
 
 from ..threads import single_thread_in_forked_children
+from .shim_predict import predict_eval
 from .transformer_loading import (
     check_saved_transformer,
     read_saved_model,
@@ -347,25 +348,10 @@ def bucketed_forward(
 
 def encoder_predict(layer: Model, wordpieces: WordpieceBatch) -> Any:
     """layer.predict(wordpieces) for the encoder layer (spacy-transformers' HFWrapper, or the
-    ONNX one): the same output, without the per-call cost of thinc's PyTorchShim.predict, which
-    walks every submodule twice on every call (eval(), then train() again) and runs under
-    no_grad. Here the module is put in eval mode only when it is in train mode, and stays there
-    (thinc's begin_update puts it in train mode at every training step), and runs under
-    torch.inference_mode, which skips autograd's bookkeeping (the outputs are inference tensors:
-    spacy-transformers turns them into arrays per doc). A layer without a PyTorchShim (the ONNX
-    encoder) runs its own predict."""
-    shim = layer.shims[0] if layer.shims else None
-    if not isinstance(shim, PyTorchShim):
-        return layer.predict(wordpieces)
-    module = shim._model
-    if module.training:
-        module.eval()
-    inputs, _ = layer.attrs["convert_inputs"](layer, wordpieces, False)
-    with torch.inference_mode():
-        with torch.autocast(device_type="cuda", enabled=shim._mixed_precision):
-            output = module(*inputs.args, **inputs.kwargs)
-    output, _ = layer.attrs["convert_outputs"](layer, (wordpieces, output), False)
-    return output
+    ONNX one), without thinc's per-call eval()/train() walk over every submodule (see
+    shim_predict). The outputs are inference tensors: spacy-transformers turns them into arrays
+    per doc."""
+    return predict_eval(layer, wordpieces)
 
 
 def _tokenize(tokenizer: Any, texts: List[str]) -> BatchEncoding:
