@@ -111,7 +111,7 @@ def allowed_tags(
             out_only |= (attrs[:, 1] == 3) & (attrs[:, 2] == 0)
         allowed[out_only] = only_out
     if sentences and len(doc) > 1 and doc.has_annotation("SENT_START"):
-        starts = numpy.fromiter((t.is_sent_start for t in doc), dtype=bool, count=len(doc))
+        starts = doc.to_array("SENT_START") == 1  # 1: starts a sentence (-1 no, 0 unknown)
         starts[0] = False
         first = numpy.flatnonzero(starts)
         allowed[first] &= inventory.starts
