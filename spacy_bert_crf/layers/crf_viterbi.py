@@ -6,7 +6,7 @@ the torch recursion in `crf_chain.viterbi_torch` (same dtype, same additions, th
 on ties). The rows of a batch are processed longest first (`RowOrder`), so that the rows still
 running at a step are a prefix of the batch, into buffers allocated once (`out=`); the best
 score of each (row, tag) is read at its argmax (`take`) rather than reduced a second time.
-`max_product` is the max-product pass that Viterbi and the n-best's max-marginals share.
+`max_product` is Viterbi's forward max-product pass (scores and backpointers).
 """
 from typing import List, NamedTuple, Optional, Tuple
 
@@ -106,10 +106,7 @@ def viterbi_numpy(
     pot, trans, start, end = (x.astype(dtype, copy=False) for x in (pot, trans, start, end))
     rows = RowOrder.of(mask)
     steps = rows.time_major(pot)  # (T, B, K)
-    scores, pointers = max_product(steps, rows.running, trans, start, backpointers=True)
-    if pointers is None:  # max_product returns them when asked; keeps the type checker informed
-        raise RuntimeError("max_product returned no backpointers")
-    backpointers = pointers
+    scores, backpointers = max_product(steps, rows.running, trans, start)
     sorted_rows = numpy.arange(B)
     last = (scores[rows.lengths - 1, sorted_rows] + end).argmax(1)
     path = numpy.zeros((T, B), dtype=numpy.int64)
@@ -132,19 +129,12 @@ def viterbi_numpy(
 
 
 def max_product(
-    steps: numpy.ndarray,
-    running: List[int],
-    trans: numpy.ndarray,
-    start: numpy.ndarray,
-    *,
-    backpointers: bool,
-    before_steps: bool = False,
-) -> Tuple[numpy.ndarray, Optional[numpy.ndarray]]:
+    steps: numpy.ndarray, running: List[int], trans: numpy.ndarray, start: numpy.ndarray
+) -> Tuple[numpy.ndarray, numpy.ndarray]:
     """The Viterbi scores (T, B, K) of steps (T, B, K) (time-major, the rows still running at t
     the first running[t]), score[0] = start + steps[0], score[t][j] = max_i (score[t - 1][i] +
-    trans[i, j]) + steps[t][j], and with backpointers the first argmax i (T, B, K) intp. Past a
-    row's end: -inf (backpointers unset). before_steps: return the scores before steps[t] is
-    added (score[0] = start), as a backward pass wants them; the recursion is the same.
+    trans[i, j]) + steps[t][j], and the first argmax i (T, B, K) intp. Past a row's end: -inf
+    (backpointers unset).
 
     Per step: one broadcast add into a buffer, argmax into the backpointers, a take of the
     maxima at the argmax (much cheaper than a second reduction over a short axis), an add.
@@ -152,12 +142,7 @@ def max_product(
     T, B, K = steps.shape
     trans_to_from = numpy.ascontiguousarray(trans.T)
     scores = numpy.full_like(steps, -numpy.inf)
-    # without backpointers, each step's argmax goes to one scratch row (fewer large arrays:
-    # each costs page faults, often more than the arithmetic)
-    bps = numpy.empty((T, B, K) if backpointers else (1, B, K), dtype=numpy.intp)
-    if before_steps:  # the scores after each step only feed the next one: two rows suffice
-        maxima, scores = scores, numpy.empty((2, B, K), dtype=steps.dtype)
-        maxima[0, : running[0]] = start
+    bps = numpy.empty((T, B, K), dtype=numpy.intp)
     numpy.add(start, steps[0], out=scores[0])
     cand = numpy.empty((B, K, K), dtype=numpy.result_type(steps, trans))
     flat = cand.reshape(-1)
@@ -166,36 +151,25 @@ def max_product(
     index = numpy.empty((B, K), dtype=numpy.intp)
     if B == 1:  # one long document: views made once, no slicing per step
         cand_1, offsets_1, index_1 = cand[0], offsets[0], index[0]
-        step_rows, bp_rows = list(steps[:, 0]), list(bps[:, 0]) * (T if len(bps) == 1 else 1)
-        score_rows = list(scores[:, 0]) * (T // 2 + 1 if before_steps else 1)
-        max_rows = list(maxima[:, 0]) if before_steps else score_rows
+        step_rows, bp_rows, score_rows = list(steps[:, 0]), list(bps[:, 0]), list(scores[:, 0])
         for t in range(1, T if running[T - 1] else running.index(0)):
             numpy.add(trans_to_from, score_rows[t - 1], out=cand_1)
             bp = bp_rows[t]
             cand_1.argmax(1, out=bp)
             numpy.add(bp, offsets_1, out=index_1)
             score = score_rows[t]
-            if before_steps:
-                numpy.take(flat, index_1, out=max_rows[t], mode="clip")
-                numpy.add(max_rows[t], step_rows[t], out=score)
-            else:
-                numpy.take(flat, index_1, out=score, mode="clip")
-                numpy.add(score, step_rows[t], out=score)
+            numpy.take(flat, index_1, out=score, mode="clip")
+            numpy.add(score, step_rows[t], out=score)
     else:
         for t in range(1, T):
             n = running[t]
             if not n:
                 break
-            c, bp, ix = cand[:n], bps[t if backpointers else 0, :n], index[:n]
-            now, before = (t % 2, 1 - t % 2) if before_steps else (t, t - 1)
-            score = scores[now, :n]
-            numpy.add(scores[before, :n, None, :], trans_to_from, out=c)
+            c, bp, ix = cand[:n], bps[t, :n], index[:n]
+            score = scores[t, :n]
+            numpy.add(scores[t - 1, :n, None, :], trans_to_from, out=c)
             c.argmax(2, out=bp)
             numpy.add(bp, offsets[:n], out=ix)
-            if before_steps:
-                numpy.take(flat, ix, out=maxima[t, :n], mode="clip")
-                numpy.add(maxima[t, :n], steps[t, :n], out=score)
-            else:
-                numpy.take(flat, ix, out=score, mode="clip")
-                numpy.add(score, steps[t, :n], out=score)
-    return (maxima if before_steps else scores), (bps if backpointers else None)
+            numpy.take(flat, ix, out=score, mode="clip")
+            numpy.add(score, steps[t, :n], out=score)
+    return scores, bps
