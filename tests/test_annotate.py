@@ -345,6 +345,45 @@ def test_cli(light_model, tmp_path):
     assert "annotate" in [c.name for c in app.registered_commands]
 
 
+def test_threads_per_worker(light_model, tmp_path):
+    """--threads-per-worker sets torch's threads of a local worker (here: this process) and is
+    recorded in the summary; 0 is refused."""
+    import torch
+
+    inputs = write_jsonl(tmp_path / "in.jsonl", 4)
+    before = torch.get_num_threads()
+    try:
+        result = CliRunner().invoke(
+            _app(), ["annotate", str(light_model), str(inputs), "-o", str(tmp_path / "out"),
+                     "--threads-per-worker", "1", "--no-progress"]
+        )
+        assert result.exit_code == 0, result.output
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["threads_per_worker"] == 1 and summary["annotated"] == 4
+    with pytest.raises(AnnotateError, match="threads_per_worker must be at least 1, got 0"):
+        annotate(light_model, [inputs], tmp_path / "zero", threads_per_worker=0, progress=False)
+
+
+def test_memory_is_released_after_each_shard(light_model, tmp_path, monkeypatch):
+    """Freed heap memory goes back to the OS once per shard (after its last chunk), so a long
+    job's memory stays flat; glibc's malloc_trim does it here."""
+    import platform
+
+    from spacy_bert_crf.annotate import worker
+
+    if platform.system() == "Linux" and platform.libc_ver()[0] == "glibc":
+        assert worker.release_memory() is True
+    calls = []
+    monkeypatch.setattr(worker, "release_memory", lambda: calls.append(1) or True)
+    inputs = write_jsonl(tmp_path / "in.jsonl", 20)
+    summary = annotate(light_model, [inputs], tmp_path / "out", shard_size=8, batch_size=3,
+                       progress=False)
+    assert summary["shards_written"] == 3 and len(calls) == 3  # 8 + 8 + 4 records
+
+
 @pytest.mark.slow
 def test_two_worker_processes_match_one(trf_model, tmp_path):
     inputs = write_jsonl(tmp_path / "in.jsonl", 30, bad_every=4)

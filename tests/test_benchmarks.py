@@ -307,15 +307,19 @@ def test_prepare_data_records_how_dev_was_carved(tmp_path, monkeypatch):
 def test_annotate_plan_puts_the_reference_in_its_own_run_before_local_x1():
     from benchmarks import annotate
 
-    assert annotate.plan(["local x2", " local x1", "ray x1", "", "nlp.pipe"]) == [
-        ("local x2", "local", 2),
-        (annotate.REFERENCE, annotate.PIPE, 1),
-        ("local x1", "local", 1),
-        ("ray x1", "ray", 1),
+    assert annotate.plan(["local x2", " local x1", "ray x1", "", "nlp.pipe", "local x1 t1",
+                          "ray  x2 t1"]) == [
+        ("local x2", "local", 2, None),
+        (annotate.REFERENCE, annotate.PIPE, 1, None),
+        ("local x1", "local", 1, None),
+        ("ray x1", "ray", 1, None),
+        ("local x1 t1", "local", 1, 1),  # threads per worker: no reference of its own
+        ("ray x2 t1", "ray", 2, 1),
     ]
-    assert annotate.plan(["ray x2"]) == [("ray x2", "ray", 2)]  # no local x1: no reference
-    with pytest.raises(SystemExit, match="Invalid run 'local 2': expected 'local xN' or 'ray xN'"):
-        annotate.plan(["local 2"])
+    assert annotate.plan(["ray x2"]) == [("ray x2", "ray", 2, None)]  # no local x1: no reference
+    for bad in ("local 2", "local x0", "ray x2 t0", "ray x2 t"):
+        with pytest.raises(SystemExit, match=f"Invalid run '{bad}': expected 'local xN' or"):
+            annotate.plan([bad])
 
 
 class FakeNlp:
@@ -339,10 +343,11 @@ def test_annotate_child_runs_the_reference_alone(tmp_path, monkeypatch, capsys, 
     nlp = FakeNlp()
     loaded, annotated = [], []
     monkeypatch.setattr(spacy_bert_crf.annotate.worker, "load_pipeline",
-                        lambda model: loaded.append(model) or nlp)
+                        lambda model, threads=None: loaded.append((model, threads)) or nlp)
 
     def fake_annotate(model, inputs, output, *, nlp, on_shard, workers, **kwargs):
         annotated.append((workers, nlp))
+        assert kwargs["threads_per_worker"] is None
         for shard in range(4):
             on_shard(shard)
         return {"in": 2, "annotated": 2, "failed": 0, "run": {"words": 5}}
@@ -351,7 +356,7 @@ def test_annotate_child_runs_the_reference_alone(tmp_path, monkeypatch, capsys, 
     path = tmp_path / "input.jsonl"
     path.write_text('{"id": 0, "text": "a b c"}\n{"id": 1, "text": "d e"}\n', encoding="utf8")
     args = Namespace(model="m", input=str(path), output=str(tmp_path / "out"), engine=engine,
-                     workers=workers)
+                     workers=workers, threads=None)
     annotate.child(args)
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     if engine == "pipe":
@@ -362,7 +367,7 @@ def test_annotate_child_runs_the_reference_alone(tmp_path, monkeypatch, capsys, 
         assert annotated == [(workers, nlp if workers == 1 else None)]
         assert result["annotate"]["words"] == 5 and result["annotate"]["shards"] == 4
     one_process = workers == 1
-    assert loaded == (["m"] if one_process else [])
+    assert loaded == ([("m", None)] if one_process else [])
     assert ("threads" in result) == one_process
     if one_process:
         assert result["threads"] == annotate.torch_threads()
@@ -418,6 +423,22 @@ def test_annotate_summary_takes_the_reference_from_its_own_process():
     assert "| 1x | plain nlp.pipe | 1,000 | 3,000 | - | - | 900 | 900 |" in rendered
     assert "| 10x | local x1 | 1,000 | 3,000 | 3,000 | 1.0 | 990 | 990 |" in rendered
     assert "plain nlp.pipe: the reference over the same texts, in a fresh process" in rendered
+
+
+def test_annotate_summary_gives_the_median_of_the_alternating_pairs():
+    from benchmarks import annotate
+
+    results = annotate_results()
+    results["pairs"] = [{"nlp.pipe": 3000.0, "local x1": 2850.0, "threads": [2, 2]},
+                        {"nlp.pipe": 3100.0, "local x1": 2697.0, "threads": [2, 2]},
+                        {"nlp.pipe": 3000.0, "local x1": 2910.0, "threads": [2, 2]}]
+    line = next(x for x in annotate.summarize(results) if "alternating pairs" in x)
+    assert line == ("1x: local x1 / plain nlp.pipe, median of 3 alternating pairs of fresh "
+                    "processes: 0.95 (pairs: 0.95, 0.87, 0.97; target >= 0.90: met)")
+    results["pairs"][0]["local x1"] = 2400.0
+    results["pairs"][2]["local x1"] = 2600.0
+    line = next(x for x in annotate.summarize(results) if "alternating pairs" in x)
+    assert line.endswith("0.87 (pairs: 0.80, 0.87, 0.87; target >= 0.90: NOT met)")
 
 
 def test_annotate_results_with_the_reference_inside_local_x1_still_render():

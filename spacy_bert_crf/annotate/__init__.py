@@ -46,6 +46,7 @@ def annotate(
     address: Optional[str] = None,
     gpus_per_worker: float = 0.0,
     cpus_per_worker: float = 1.0,
+    threads_per_worker: Optional[int] = None,
     progress: bool = True,
     nlp: Any = None,
     on_shard: Optional[Callable[[int], None]] = None,
@@ -67,7 +68,9 @@ def annotate(
     address (Optional[str]): Ray cluster address ("auto", "ray://host:10001"); None starts a
         local Ray instance.
     gpus_per_worker (float): GPUs of each Ray actor.
-    cpus_per_worker (float): CPUs of each Ray actor.
+    cpus_per_worker (float): CPUs of each Ray actor (Ray gives an actor as many torch threads).
+    threads_per_worker (Optional[int]): torch threads of each local worker; None: the
+        machine's cores split between the workers (one worker: torch's default, all cores).
     progress (bool): Show a progress bar (docs/s, words/s, ETA) on stderr.
     nlp (Any): The loaded pipeline, for the local engine with one worker (model is then only
         recorded).
@@ -83,7 +86,10 @@ def annotate(
         raise AnnotateError(
             f"Unknown output format {output_format!r}: expected one of {', '.join(OUTPUT_FORMATS)}"
         )
-    for name, value in (("batch_size", batch_size), ("workers", workers)):
+    sizes = [("batch_size", batch_size), ("workers", workers)]
+    if threads_per_worker is not None:
+        sizes.append(("threads_per_worker", threads_per_worker))
+    for name, value in sizes:
         if value < 1:
             raise AnnotateError(f"{name} must be at least 1, got {value}")
     if nlp is None:
@@ -122,7 +128,7 @@ def annotate(
 
         results = run_local(
             model, paths, todo, text_key=text_key, batch_size=batch_size, workers=workers,
-            gpu_id=gpu_id, nlp=nlp,
+            gpu_id=gpu_id, threads_per_worker=threads_per_worker, nlp=nlp,
         )
     start = time.perf_counter()
     stats = _write_results(results, todo, output, output_format, progress, on_shard)
@@ -146,6 +152,7 @@ def annotate(
         },
         "engine": engine,
         "workers": workers,
+        "threads_per_worker": threads_per_worker,
         "output": str(output),
         "errors": str(output / ERRORS_DIR),
     }

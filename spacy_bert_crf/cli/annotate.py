@@ -24,6 +24,7 @@ def annotate_cli(
     address: Optional[str] = typer.Option(None, "--address", help="Ray cluster address (e.g. auto); default: start a local Ray instance"),
     gpus_per_worker: float = typer.Option(0.0, "--gpus-per-worker", min=0.0, help="GPUs per Ray actor"),
     cpus_per_worker: float = typer.Option(1.0, "--cpus-per-worker", min=0.0, help="CPUs per Ray actor"),
+    threads_per_worker: Optional[int] = typer.Option(None, "--threads-per-worker", "-t", min=1, help="torch threads of each local worker (default: the cores split between the workers)"),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar"),
     # fmt: on
 ) -> None:
@@ -32,12 +33,15 @@ def annotate_cli(
     the reason; the job goes on. Killed? Run the same command again: finished shards are kept."""
     if engine == "local" and (address or gpus_per_worker):
         msg.warn("--address and --gpus-per-worker apply to --engine ray only")
+    if engine == "ray" and threads_per_worker is not None:
+        msg.warn("--threads-per-worker applies to --engine local only (Ray: --cpus-per-worker)")
     try:
         summary = annotate(
             model, inputs, output, text_key=text_key, output_format=output_format,
             shard_size=shard_size, batch_size=batch_size, workers=workers, gpu_id=gpu_id,
             engine=engine, address=address, gpus_per_worker=gpus_per_worker,
-            cpus_per_worker=cpus_per_worker, progress=progress,
+            cpus_per_worker=cpus_per_worker, threads_per_worker=threads_per_worker,
+            progress=progress,
         )
     except (AnnotateError, OSError) as err:
         msg.fail(str(err), exits=1)
