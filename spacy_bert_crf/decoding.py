@@ -11,7 +11,7 @@ from spacy.tokens import Doc, Span
 from thinc.api import Model
 from thinc.types import Floats2d
 
-from .layers.crf import ChainArrays, chain_arrays, viterbi_paths
+from .layers.crf import ChainArrays, chain_arrays
 from .layers.crf_decode import NumpyChain, candidate_spans, entity_log_probs
 from .layers.crf_kbest import kbest_exact
 from .tag_schemes import (
@@ -20,7 +20,6 @@ from .tag_schemes import (
     constraints,
     continuations,
     span_tags,
-    tags_to_spans,
 )
 
 # (start, end exclusive, label, probability) per predicted entity
@@ -221,15 +220,16 @@ def decode(
         return [DocDecoding([], [] if candidates else None) for _ in emissions]
     E = [emissions[i] for i in rows]
     A = [allowed[i] for i in rows]
-    paths = viterbi_paths(model, E, A)
+    arrays = chain_arrays(model, E, A, temperature)
+    paths = arrays.viterbi()
+    to_spans = _PathReader(tags, scheme)
     found = []
-    for r, path in enumerate(paths):
-        for start, end, label in tags_to_spans([tags[t] for t in path], scheme):
+    for r, length in enumerate(arrays.lengths.tolist()):
+        for start, end, label in to_spans(paths[r, :length].tolist()):
             found.append((r, start, end, label))
     probs = numpy.ones(len(found))
     spans: List[List[Entity]] = [[] for _ in rows]
     if (with_scores and found) or candidates is not None:
-        arrays = chain_arrays(model, E, A, temperature)
         log_alpha, log_beta, log_z = NumpyChain(
             arrays.pot, arrays.mask, arrays.trans, arrays.start, arrays.end
         ).log_alpha_beta()

@@ -7,12 +7,13 @@ import spacy
 from spacy.tokens import Doc, Span
 from spacy.training import Example
 
-from spacy_bert_crf.layers.crf import CRFInput, viterbi_paths
+from spacy_bert_crf.layers.crf import CRFInput, chain_arrays, viterbi_paths
 from spacy_bert_crf.tag_schemes import tags_to_spans
 
 from .util import (
     TRAIN_DATA,
     entities,
+    initialized,
     is_valid,
     make_examples,
     make_light_nlp,
@@ -472,3 +473,31 @@ def test_crf_decoding_does_not_switch_modes_per_call(monkeypatch):
     nlp.update(examples, sgd=None)
     hook.remove()
     assert seen and all(seen)
+
+
+@pytest.mark.parametrize("architecture", ["spacy-bert-crf.CRFTagger.v1",
+                                          "spacy-bert-crf.SoftmaxTagger.v1"])
+def test_decoding_paths_are_the_crf_viterbi(architecture):
+    """The pipe decodes on the numpy arrays of chain_arrays: the same paths as the CRF layer's
+    own Viterbi, with restricted tags and at any temperature (the CRF head and the softmax
+    head, whose potentials are log-softmaxed)."""
+    nlp = make_light_nlp(**{"@architectures": architecture})
+    nlp, examples = initialized(nlp)
+    train(nlp, examples, steps=20, lr=0.01)
+    pipe = nlp.get_pipe("crf_ner")
+    docs = [nlp.make_doc(t) for t in TEXTS]
+    emissions = pipe.model.predict(docs)
+    rng = numpy.random.default_rng(0)
+    out = pipe.tags.index("O")
+    allowed = []
+    for i, e in enumerate(emissions):
+        a = rng.random(e.shape) < 0.5
+        a[:, out] = True  # a valid path always exists
+        allowed.append(None if i % 2 else a)
+    expected = viterbi_paths(pipe.model, emissions, allowed)
+    for temperature in (0.5, 1.0, 3.0):
+        arrays = chain_arrays(pipe.model, emissions, allowed, temperature)
+        paths = arrays.viterbi()
+        for row, (path, n) in enumerate(zip(expected, arrays.lengths)):
+            numpy.testing.assert_array_equal(paths[row, :n], path)
+    assert any(len(set(p.tolist())) > 1 for p in expected)  # not all O

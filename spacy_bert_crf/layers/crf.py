@@ -5,11 +5,12 @@ token, one column per tag). Its CRF sublayer (``model.get_ref("crf")``) maps a `
 (emissions, allowed tags) to one negative log-likelihood per document; the pipe runs it in
 ``get_loss`` and sends its gradient back through the emissions into the tok2vec (and, through a
 listener, into the transformer). For decoding the same layer runs Viterbi and span probabilities
-(``viterbi_paths``, ``span_log_probs``), always through thinc's wrapper. The layer knows no labels:
-the pipe derives the constraints from its tags (``tag_schemes``) and hands them over with
-``set_constraints`` before the layer is built. All parameters, the CRF's included, are updated by
-spaCy's optimizer through ``model.finish_update``: the PyTorchShim hands the torch parameters to
-it.
+(``viterbi_paths``, ``span_log_probs``) through thinc's wrapper; the pipe's decoding reads the
+same scores once as numpy arrays (``chain_arrays``) and runs every recursion on them. The layer
+knows no labels: the pipe derives the constraints from its tags (``tag_schemes``) and hands them
+over with ``set_constraints`` before the layer is built. All parameters, the CRF's included, are
+updated by spaCy's optimizer through ``model.finish_update``: the PyTorchShim hands the torch
+parameters to it.
 
 Both the BiLSTM and the CRF are PyTorch modules whose sizes are only known at initialization (the
 tok2vec width and the label count), so they are built lazily in ``init``. The pipe sets
@@ -35,6 +36,7 @@ from thinc.api import (
 from thinc.types import Floats1d, Floats2d, Floats3d
 
 from ..tag_schemes import check_scheme
+from .crf_viterbi import viterbi_numpy
 from .shim_predict import predict_eval
 
 # (row, start, end exclusive, tag ids over the span): one span whose probability is asked for
@@ -318,7 +320,9 @@ class ChainArrays(NamedTuple):
     """The CRF's scores for a batch as float64 numpy arrays, divided by a temperature, for the
     numpy recursions (crf_decode): potentials (B, T, K) right-padded with zeros, with NEG where a
     tag is not allowed; mask (B, T); transitions (K, K), start and end (K,) with NEG where not
-    allowed; and which of them are allowed, for the -inf versions k-best Viterbi needs."""
+    allowed; and which of them are allowed, for the -inf versions k-best Viterbi needs. `raw`:
+    potentials, transitions, start and end as the CRF module itself decodes with (its dtype,
+    not scaled), for `viterbi`."""
 
     pot: numpy.ndarray
     mask: numpy.ndarray
@@ -330,6 +334,18 @@ class ChainArrays(NamedTuple):
     allowed_start: numpy.ndarray
     allowed_end: numpy.ndarray
     continuation: numpy.ndarray
+    raw: Tuple[numpy.ndarray, numpy.ndarray, numpy.ndarray, numpy.ndarray]
+
+    def viterbi(self) -> numpy.ndarray:
+        """The best valid path of each row, (B, T) int64, 0 past a row's end: the paths of the
+        CRF's own Viterbi (`viterbi_paths`; the same scores in the same dtype, -inf where not
+        allowed), at any temperature."""
+        pot, trans, start, end = self.raw
+        inf = numpy.array(-numpy.inf, dtype=trans.dtype)
+        return viterbi_numpy(
+            pot, self.mask, numpy.where(self.allowed_trans, trans, inf),
+            numpy.where(self.allowed_start, start, inf), numpy.where(self.allowed_end, end, inf),
+        )
 
     @property
     def lengths(self) -> numpy.ndarray:
@@ -376,10 +392,11 @@ def chain_arrays(
     restricted = numpy.where(A, E, numpy.float32(NEG))
     with torch.no_grad():
         if module.objective == "crf":  # the potentials are the emissions
-            pot = restricted.astype("float64")
+            raw_pot = restricted
         else:
-            pot = module.potentials(torch.from_numpy(restricted)).double().numpy()
-        trans, start, end = (x.detach().double().cpu().numpy() for x in module._scores(NEG))
+            raw_pot = module.potentials(torch.from_numpy(restricted)).numpy()
+        raw = (raw_pot, *(x.detach().cpu().numpy() for x in module._scores(NEG)))
+        pot, trans, start, end = (x.astype("float64") for x in raw)
         allowed_trans, allowed_start, allowed_end = (
             x.cpu().numpy().astype(bool)
             for x in (module.allowed_transitions, module.allowed_start, module.allowed_end)
@@ -393,5 +410,5 @@ def chain_arrays(
         numpy.where(allowed_trans, trans * scale, NEG),
         numpy.where(allowed_start, start * scale, NEG),
         numpy.where(allowed_end, end * scale, NEG),
-        A, allowed_trans, allowed_start, allowed_end, continuation,
+        A, allowed_trans, allowed_start, allowed_end, continuation, raw,
     )
