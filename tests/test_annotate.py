@@ -368,8 +368,8 @@ def test_threads_per_worker(light_model, tmp_path):
 
 
 def test_memory_is_released_after_each_shard(light_model, tmp_path, monkeypatch):
-    """Freed heap memory goes back to the OS once per shard (after its last chunk), so a long
-    job's memory stays flat; glibc's malloc_trim does it here."""
+    """Freed heap memory goes back to the OS every RELEASE_EVERY chunks a process annotates,
+    so a long job's memory stays flat; glibc's malloc_trim does it here."""
     import platform
 
     from spacy_bert_crf.annotate import worker
@@ -378,10 +378,12 @@ def test_memory_is_released_after_each_shard(light_model, tmp_path, monkeypatch)
         assert worker.release_memory() is True
     calls = []
     monkeypatch.setattr(worker, "release_memory", lambda: calls.append(1) or True)
+    monkeypatch.setattr(worker, "_chunks_since_release", 0)
     inputs = write_jsonl(tmp_path / "in.jsonl", 20)
     summary = annotate(light_model, [inputs], tmp_path / "out", shard_size=8, batch_size=3,
                        progress=False)
-    assert summary["shards_written"] == 3 and len(calls) == 3  # 8 + 8 + 4 records
+    # shards of 8, 8 and 4 records: 3 + 3 + 2 chunks, a release after the 4th and the 8th
+    assert summary["shards_written"] == 3 and len(calls) == 8 // worker.RELEASE_EVERY == 2
 
 
 @pytest.mark.slow

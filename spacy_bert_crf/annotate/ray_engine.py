@@ -17,7 +17,11 @@ from .worker import ChunkResult, annotate_chunk, load_pipeline
 
 # A read task is mostly I/O and short: it must not wait for a CPU that the annotating actors
 # hold (with --workers x --cpus-per-worker = every CPU, a read task needing one would never run).
+# Needing no CPU, nothing else bounds how many read tasks run at once, and the first shard came
+# later the larger the input (60 s into a 100k-word run, 175 s into a 1M-word one, 2 CPUs): at
+# most this many run at a time per worker, so that reading keeps pace with the annotating.
 READ_CPUS = 0
+READ_TASKS_PER_WORKER = 1
 
 
 def run_ray(
@@ -60,6 +64,7 @@ def run_ray(
         fn_kwargs={"paths": [str(p) for p in paths], "text_key": text_key,
                    "batch_size": batch_size},
         num_cpus=READ_CPUS,
+        compute=ray.data.TaskPoolStrategy(size=READ_TASKS_PER_WORKER * workers),
     )
     dataset = dataset.map_batches(
         _RayAnnotator,
