@@ -6,7 +6,7 @@ Memory stays flat over any input: every RELEASE_EVERY chunks a process annotates
 freed by the pipeline is handed back to the operating system (`release_memory`). Without it, glibc's
 allocator keeps the freed space of the transformer's variously sized tensors fragmented, and a
 long job's resident memory grows with the input (measured: plain nlp.pipe from 558 to 945 MiB
-over 21,000 CoNLL sentences; with a release per shard it stays at the size after loading).
+over 21,000 CoNLL sentences; with regular releases it stays at the size after loading).
 """
 import ctypes
 import ctypes.util

@@ -341,11 +341,7 @@ class ChainArrays(NamedTuple):
         CRF's own Viterbi (`viterbi_paths`; the same scores in the same dtype, -inf where not
         allowed), at any temperature."""
         pot, trans, start, end = self.raw
-        inf = numpy.array(-numpy.inf, dtype=trans.dtype)
-        return viterbi_numpy(
-            pot, self.mask, numpy.where(self.allowed_trans, trans, inf),
-            numpy.where(self.allowed_start, start, inf), numpy.where(self.allowed_end, end, inf),
-        )
+        return viterbi_numpy(pot, self.mask, *self._not_allowed_as_inf(trans, start, end))
 
     @property
     def lengths(self) -> numpy.ndarray:
@@ -353,12 +349,18 @@ class ChainArrays(NamedTuple):
 
     def with_infinities(self) -> Tuple[numpy.ndarray, ...]:
         """pot, trans, start, end with -inf instead of NEG (no path through them at all)."""
-        inf = -numpy.inf
+        pot = numpy.where(self.allowed, self.pot, -numpy.inf)
+        return (pot, *self._not_allowed_as_inf(self.trans, self.start, self.end))
+
+    def _not_allowed_as_inf(
+        self, trans: numpy.ndarray, start: numpy.ndarray, end: numpy.ndarray
+    ) -> Tuple[numpy.ndarray, numpy.ndarray, numpy.ndarray]:
+        """Transitions, start and end scores with -inf where not allowed, in their dtype."""
+        inf = numpy.array(-numpy.inf, dtype=trans.dtype)
         return (
-            numpy.where(self.allowed, self.pot, inf),
-            numpy.where(self.allowed_trans, self.trans, inf),
-            numpy.where(self.allowed_start, self.start, inf),
-            numpy.where(self.allowed_end, self.end, inf),
+            numpy.where(self.allowed_trans, trans, inf),
+            numpy.where(self.allowed_start, start, inf),
+            numpy.where(self.allowed_end, end, inf),
         )
 
 
