@@ -109,7 +109,7 @@ def child(args: argparse.Namespace) -> None:
     """One run in this (fresh) process; prints its result as the last line, JSON. The engine
     PIPE is the reference: plain nlp.pipe over the input's texts, no annotate."""
     from spacy_bert_crf.annotate import annotate
-    from spacy_bert_crf.annotate.worker import load_pipeline
+    from spacy_bert_crf.annotate.worker import cores_per_worker, load_pipeline
 
     result: Dict[str, Any] = {}
     nlp = None
@@ -132,7 +132,7 @@ def child(args: argparse.Namespace) -> None:
     summary = annotate(
         args.model, [args.input], args.output, shard_size=SHARD_SIZE, batch_size=BATCH_SIZE,
         workers=args.workers, engine=args.engine, nlp=nlp, progress=False,
-        cpus_per_worker=args.threads or max(1, (os.cpu_count() or 1) // args.workers),
+        cpus_per_worker=args.threads or cores_per_worker(args.workers),
         threads_per_worker=args.threads if args.engine == "local" else None,
         on_shard=lambda _: shard_times.append(time.perf_counter()),
     )
@@ -287,10 +287,10 @@ def render(results: Dict[str, Any]) -> str:
         f"1-minute load average at the start {results['load_average']['start'][0]}, at the end "
         f"{results['load_average']['end'][0]}. {results['note']}",
         "",
-        "words/s: end to end (the driver's wall clock, with start-up: workers, pipeline "
-        "loads, Ray); steady: from the first shard written to the last. RSS: peak (VmHWM) of "
-        "the driver process and of the largest worker process (local 1 worker: the driver "
-        "is the worker).",
+        "words: spaCy tokens. words/s: end to end (the driver's wall clock, with start-up: "
+        "workers, pipeline loads, Ray); steady: from the first shard written to the last. "
+        "RSS: peak (VmHWM) of the driver process and of the largest worker process (local 1 "
+        "worker: the driver is the worker).",
         "",
     ]
     if any(REFERENCE in runs for runs in results["runs"].values()):
@@ -503,8 +503,9 @@ def main() -> None:
         "pipeline": (rel(model) if args.model else
                      "configs/en_conll03.cfg, initialized from encoders/minilm-l6, untrained"),
         "input": (f"CoNLL-2003 test sentences (JSONL, one per record), 1x = {inputs['1x'][2]:,}"
-                  f" records ({inputs['1x'][1]:,} words), {args.big}x = "
-                  f"{inputs[f'{args.big}x'][2]:,} records ({inputs[f'{args.big}x'][1]:,} words); "
+                  f" records ({inputs['1x'][1]:,} whitespace-separated words), {args.big}x = "
+                  f"{inputs[f'{args.big}x'][2]:,} records ({inputs[f'{args.big}x'][1]:,} "
+                  f"whitespace-separated words); "
                   f"shard size {SHARD_SIZE}, batch size {BATCH_SIZE}"),
         "note": args.note,
         "big": args.big,
