@@ -168,9 +168,18 @@ def columns(batch_sizes: Sequence[str], raw: Dict[str, Pair]) -> List[Tuple[str,
         ("train time", lambda name, s: fmt_num(_minutes(s["train_seconds"]), 1, " min")),
         ("budget", lambda name, s: budget_text(s["budget"])),
         ("seeds", lambda name, s: str(s["n_seeds"])),
-        ("seqeval", lambda name, s: DASH if name == "raw"
-         else ("ok" if all(s["crosscheck_ok"]) else "DIFFERS")),
+        ("seqeval", lambda name, s: DASH if name == "raw" else _crosscheck(s["crosscheck_ok"])),
     ]
+
+
+def _crosscheck(checks: List[Optional[bool]]) -> str:
+    """The seqeval cross-check of a system's seeds: DIFFERS if any seed's scores differ, "not
+    run" for seeds scored where seqeval was not installed (None), else ok."""
+    if any(check is False for check in checks):
+        return "DIFFERS"
+    if any(check is None for check in checks):
+        return "not run" if all(check is None for check in checks) else "ok, not all seeds"
+    return "ok"
 
 
 def _minutes(pair: Optional[Pair]) -> Optional[float]:

@@ -34,6 +34,26 @@ def test_benchmarks_md_is_rendered_from_the_committed_results():
     assert rendered == (ROOT / "BENCHMARKS.md").read_text(encoding="utf8")
 
 
+def test_subset_reports_are_rendered_from_their_results():
+    """Peer runs kept apart from the main report (e.g. results/low_data/...) have their own
+    BENCHMARKS.md, made from the results file beside it."""
+    folders = [md.parent for md in RESULTS.rglob("BENCHMARKS.md")]
+    for folder in folders:
+        rendered = report.render_report(report.peer_results_files(folder))
+        assert rendered == (folder / "BENCHMARKS.md").read_text(encoding="utf8"), folder
+
+
+@pytest.mark.parametrize("checks,shown", [
+    ([True, True], "ok"),
+    ([True, False], "DIFFERS"),
+    ([None, False], "DIFFERS"),
+    ([None, None], "not run"),
+    ([True, None], "ok, not all seeds"),
+])
+def test_seqeval_crosscheck_cell(checks, shown):
+    assert report._crosscheck(checks) == shown
+
+
 def test_report_only_cli_renders_the_same_report(tmp_path):
     shutil.copy(PEER_FILE, tmp_path / PEER_FILE.name)
     (tmp_path / "other.json").write_text('{"kind": "something else"}', encoding="utf8")
