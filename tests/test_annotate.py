@@ -367,7 +367,7 @@ def test_threads_per_worker(light_model, tmp_path):
         annotate(light_model, [inputs], tmp_path / "zero", threads_per_worker=0, progress=False)
 
 
-def test_memory_is_released_after_each_shard(light_model, tmp_path, monkeypatch):
+def test_memory_is_released_every_few_chunks(light_model, tmp_path, monkeypatch):
     """Freed heap memory goes back to the OS every RELEASE_EVERY chunks a process annotates,
     so a long job's memory stays flat; glibc's malloc_trim does it here."""
     import platform
