@@ -90,6 +90,24 @@ class TrainingRun(TypedDict):
     note: NotRequired[str]
 
 
+class AblationRun(TypedDict):
+    """One option and seed of benchmarks.ablations (results/ablations/<option>-s<seed>.json)."""
+    option: str
+    seed: int
+    config: str  # the training config, relative to the repository
+    corpus: str  # "sentences" or "documents"
+    encoder: str
+    steps: int  # training.max_steps of the trained config
+    threads: int
+    train_seconds: Optional[float]
+    command: str
+    machine: Machine
+    versions: Versions
+    date: str
+    scores: Dict[str, Dict[str, Any]]  # "dev", "test" -> P/R/F overall and per type
+    note: NotRequired[str]
+
+
 class ResultsError(ValueError):
     """A results file that cannot be read or lacks a field its report needs."""
 

@@ -444,3 +444,54 @@ def test_build_e5_small_l6(tmp_path):
     with safe_open(str(out / "model.safetensors"), "np") as f:
         layers = {int(k.split(".")[2]) for k in f.keys() if k.startswith("encoder.layer.")}
     assert layers == set(range(6))
+
+
+# ---------------------------------------------------------------------------------------------
+# benchmarks/distill.py: the targets it reports (nothing is trained or timed here)
+# ---------------------------------------------------------------------------------------------
+
+
+def _bench_row(f, b1, b64):
+    speed = {"1": {"corpus": {"words_per_s": b1}, "sorted": {"words_per_s": b1 * 1.2}},
+             "64": {"corpus": {"words_per_s": b64}, "sorted": {"words_per_s": b64 * 1.1}}}
+    for batch in speed.values():
+        for order in batch.values():
+            order.update(words_per_cpu_s=order["words_per_s"], runs=2)
+    return {"path": "p", "encoder": "enc", "size_mb": 10.0, "ents_p": f, "ents_r": f,
+            "ents_f": f, "speed": speed, "peak_rss_mb": 900.0}
+
+
+def test_distill_benchmark_targets_compare_the_right_rows():
+    from benchmarks import distill as bench
+
+    rows = {"teacher": _bench_row(0.90, 100.0, 1000.0),
+            "student_l6": _bench_row(0.89, 190.0, 1700.0),
+            "gold": _bench_row(0.87, 300.0, 3000.0), "student": _bench_row(0.885, 300.0, 2950.0)}
+    assert bench.target_value(rows, "student", "gold", "f1_gain") == pytest.approx(1.5)
+    assert bench.target_value(rows, "student_l6", "teacher", "f1_share") == pytest.approx(
+        0.89 / 0.90)
+    assert bench.target_value(rows, "student_l6", "teacher", "speed_64") == pytest.approx(1.7)
+    results = {"rows": rows, "date": "2026-12-02", "command": "python -m benchmarks.distill x",
+               "machine": {"cpu": "CPU", "cores": 2}, "versions": {"python": "3.11"},
+               "load_average": [0.1, 0.1, 0.1],
+               "settings": {"threads": 2, "rounds": 2, "batch1_docs": 400, "batch64_docs": 10}}
+    text = bench.render(results)
+    gain = "- distilled student vs gold only: test F1 gain (points): 1.50 (target >= 1): met"
+    assert gain in text
+    assert "6-layer student vs teacher: words/s, batch 64: 1.70 (target >= 1.8): NOT met" in text
+    assert "6-layer student vs teacher: words/s, batch 1: 1.90 (target >= 1.8): met" in text
+    del rows["teacher"]
+    assert "6-layer student vs teacher: share of the teacher's test F1: not measured" in \
+        bench.render(results)
+
+
+def test_distill_benchmark_refuses_a_folder_that_is_no_pipeline(tmp_path):
+    from benchmarks import distill as bench
+
+    (tmp_path / "teacher").mkdir()
+    args = bench.parse_args([str(tmp_path / "test.spacy"), "--teacher", str(tmp_path / "teacher"),
+                             "--gold", str(tmp_path / "teacher")])
+    with pytest.raises(SystemExit, match="--teacher .*not a pipeline folder"):
+        bench.pipelines(args)
+    with pytest.raises(SystemExit, match="at least two pipelines"):
+        bench.pipelines(bench.parse_args([str(tmp_path / "t.spacy"), "--gold", "x"]))

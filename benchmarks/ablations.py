@@ -1,0 +1,289 @@
+"""The fine-tuning options of issue 15 against the shipped recipe, on CoNLL-2003, under one budget.
+
+    python -m benchmarks.ablations [--options baseline,layerwise,...] [--seeds 0,1]
+        [--encoder encoders/minilm-l6] [--threads 1] [--max-steps -1]
+        [--teacher TEACHER_DIR] [--data-dir ../shared/data/conll2003]
+        [--work benchmarks/.work/ablations] [--out benchmarks/results/ablations]
+    python -m benchmarks.ablations --render-only
+
+Each option is a shipped config (or the shipped recipe on another corpus, or distilled from a
+teacher); every option trains with the same encoder, the same steps (the config's
+training.max_steps, about 2 epochs, unless --max-steps) and the same batcher, and is scored the
+same way: its model-best (chosen on dev F1, as `spacy train` ships it) on dev and test, on the
+gold tokenization, one scorer (spacy_bert_crf.evaluate). Every training is
+`python -m spacy_bert_crf train ... --resume` (or `distill ... --resume`), so an interrupted
+run continues where it stopped; a finished one (WORK/<option>-s<seed>/done.json) is not redone.
+
+One results file per option and seed, OUT/<option>-s<seed>.json (runs in parallel processes do
+not share a file); OUT/ablations.md is rendered from all of them.
+"""
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence
+
+from .machine import machine_info, package_versions, today
+from .markdown import table
+from .paths import DATA_DIR, RESULTS, ROOT, WORK, portable, rel
+from .schema import AblationRun, check, load_results, machine_text, save_results, versions_text
+
+OUT = RESULTS / "ablations"
+REPORT = "ablations.md"
+SPLITS = ("train", "dev", "test")
+LABELS = ("LOC", "MISC", "ORG", "PER")
+
+
+@dataclass(frozen=True)
+class Option:
+    name: str
+    config: str  # relative to the repository
+    what: str
+    corpus: str = "sentences"  # or "documents": one Doc per -DOCSTART- document
+    distill: bool = False  # taught by --teacher (distill_weight 1.0)
+
+
+OPTIONS = (
+    Option("baseline", "configs/en_conll03.cfg", "the shipped recipe"),
+    Option("layerwise", "configs/ablations/en_conll03_layerwise.cfg",
+           "layer-wise learning rates (LayerwiseAdamW.v1: decay 0.9 a layer, head 10x)"),
+    Option("documents", "configs/en_conll03.cfg",
+           "document context: trained and scored on whole -DOCSTART- documents (convert --docs)",
+           corpus="documents"),
+    Option("entity_swap", "configs/ablations/en_conll03_entity_swap.cfg",
+           "mention swap augmenter (entity_swap.v1, half the examples)"),
+    Option("token_mask", "configs/ablations/en_conll03_token_mask.cfg",
+           "token masking augmenter (token_mask.v1, 10% of tokens in half the examples)"),
+    Option("multitask", "configs/en_conll03_multitask.cfg",
+           "multi-task: spaCy's tagger on the POS column, on the shared transformer"),
+    Option("distill", "configs/en_conll03.cfg",
+           "distilled from a teacher pipeline (--teacher; gold NLL + 1.0 x KL to its marginals)",
+           distill=True),
+)
+BY_NAME = {option.name: option for option in OPTIONS}
+
+
+def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--options", default=",".join(o.name for o in OPTIONS),
+                        help=f"comma-separated, of {', '.join(BY_NAME)}")
+    parser.add_argument("--seeds", default="0", help="comma-separated")
+    parser.add_argument("--encoder", default="encoders/minilm-l6")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--max-steps", type=int, default=-1, help="-1: the config's")
+    parser.add_argument("--teacher", default=None, help="trained pipeline, for distill")
+    parser.add_argument("--data-dir", type=Path, default=DATA_DIR / "conll2003")
+    parser.add_argument("--work", type=Path, default=WORK / "ablations")
+    parser.add_argument("--out", type=Path, default=OUT)
+    parser.add_argument("--render-only", action="store_true")
+    args = parser.parse_args(argv)
+    unknown = [name for name in args.options.split(",") if name not in BY_NAME]
+    if unknown:
+        parser.error(f"unknown options {unknown}: choose from {', '.join(BY_NAME)}")
+    if "distill" in args.options.split(",") and not args.render_only and not args.teacher:
+        parser.error("the distill option needs --teacher (a trained pipeline)")
+    return args
+
+
+def corpus_dir(work: Path, option: Option) -> Path:
+    return work / "corpus" / option.corpus
+
+
+def make_corpus(data_dir: Path, out: Path, documents: bool) -> None:
+    """train/dev/test.spacy from the CoNLL-2003 text files, unless there."""
+    for split in SPLITS:
+        if (out / f"{split}.spacy").exists():
+            continue
+        source = data_dir / f"{split}.txt"
+        if not source.exists():
+            raise SystemExit(f"{rel(source)} not found: --data-dir must hold CoNLL-2003 "
+                             "train.txt, dev.txt and test.txt")
+        cmd = [sys.executable, "-m", "spacy_bert_crf", "convert", "conll", str(source),
+               str(out), "-q"] + (["--docs"] if documents else [])
+        subprocess.run(cmd, check=True)
+
+
+def n_layers(encoder: str) -> int:
+    """The encoder's transformer layers (config.json), for the layer-wise optimizer."""
+    config = Path(encoder) / "config.json"
+    if not config.exists():
+        raise SystemExit(f"{config}: not found (--encoder must be a local folder)")
+    return int(json.loads(config.read_text(encoding="utf8"))["num_hidden_layers"])
+
+
+def train_command(option: Option, seed: int, args: argparse.Namespace, out: Path) -> List[str]:
+    """The training command line of one option and seed (the trained pipeline goes to out)."""
+    corpus = corpus_dir(args.work, option)
+    config = str(ROOT / option.config)
+    if option.distill:
+        head = ["distill", str(args.teacher), config, str(out), "--distill-weight", "1.0"]
+    else:
+        head = ["train", config, "--output", str(out)]
+    cmd = [sys.executable, "-m", "spacy_bert_crf"] + head + [
+        "--paths.train", str(corpus / "train.spacy"), "--paths.dev", str(corpus / "dev.spacy"),
+        "--paths.transformer", str(args.encoder), "--system.seed", str(seed),
+        "--resume", "--checkpoint-every", "100",
+    ]
+    if option.name == "layerwise":
+        cmd += ["--training.optimizer.n_layers", str(n_layers(args.encoder))]
+    if args.max_steps > 0:
+        cmd += ["--training.max_steps", str(args.max_steps)]
+    return cmd
+
+
+def train(option: Option, seed: int, args: argparse.Namespace, out: Path) -> Dict[str, object]:
+    """Train (or resume) unless done; RETURNS the done record (seconds, threads, command)."""
+    done = out / "done.json"
+    if done.exists():
+        return json.loads(done.read_text(encoding="utf8"))
+    cmd = train_command(option, seed, args, out)
+    env = dict(os.environ, HF_HUB_OFFLINE="1")
+    for key in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        env[key] = str(args.threads)
+    out.mkdir(parents=True, exist_ok=True)
+    print("$", " ".join(cmd), flush=True)
+    start = time.time()
+    with (out / "train.log").open("a", encoding="utf8") as log:
+        subprocess.run(cmd, check=True, env=env, stdout=log, stderr=subprocess.STDOUT)
+    # a resumed run counts the time of this process only: say so in the note
+    record = {"train_seconds": time.time() - start, "threads": args.threads,
+              "command": " ".join(cmd), "resumed": (out / "checkpoints").exists()}
+    done.write_text(json.dumps(record), encoding="utf8")
+    return record
+
+
+def scores(model: Path, corpus: Path, threads: int) -> Dict[str, Dict[str, object]]:
+    """P/R/F overall and per type on dev and test, gold tokenization."""
+    from .train_eval import evaluate_splits
+
+    keep = ("ents_p", "ents_r", "ents_f", "ents_per_type", "n_docs", "n_tokens")
+    return {split: {key: report[key] for key in keep}
+            for split, report in evaluate_splits(model, corpus, threads).items()}
+
+
+def max_steps(model: Path) -> int:
+    from spacy import util
+
+    return int(util.load_config(model / "config.cfg", interpolate=True)["training"]["max_steps"])
+
+
+def run_one(option: Option, seed: int, args: argparse.Namespace) -> AblationRun:
+    out = args.work / f"{option.name}-s{seed}"
+    make_corpus(args.data_dir, corpus_dir(args.work, option), option.corpus == "documents")
+    done = train(option, seed, args, out)
+    model = out / "model-best"
+    note = "resumed from a checkpoint: train time counts the last process only" \
+        if done.get("resumed") else ""
+    record: AblationRun = {
+        "option": option.name, "seed": seed, "config": option.config, "corpus": option.corpus,
+        "encoder": rel(args.encoder) if Path(args.encoder).exists() else args.encoder,
+        "steps": max_steps(model), "threads": int(done["threads"]),  # type: ignore[call-overload]
+        "train_seconds": done.get("train_seconds"),  # type: ignore[typeddict-item]
+        "command": portable(str(done["command"])),
+        "machine": machine_info(int(done["threads"])),  # type: ignore[call-overload]
+        "versions": package_versions(), "date": today(),
+        "scores": scores(model, corpus_dir(args.work, option), args.threads),
+    }
+    if note:
+        record["note"] = note
+    save_results(args.out / f"{option.name}-s{seed}.json", record)
+    return record
+
+
+# ---------------------------------------------------------------------------------------------
+# The report
+# ---------------------------------------------------------------------------------------------
+
+
+def load_runs(folder: Path) -> List[AblationRun]:
+    runs = []
+    for path in sorted(folder.glob("*-s*.json")):
+        record = load_results(path)
+        check(record, AblationRun, rel(path))
+        runs.append(record)
+    return runs
+
+
+def _mean_std(values: Sequence[float]) -> str:
+    if len(values) == 1:
+        return f"{values[0]:.2f}"
+    return f"{statistics.mean(values):.2f} ± {statistics.stdev(values):.2f}"
+
+
+def _f(run: AblationRun, split: str) -> float:
+    return 100 * float(run["scores"][split]["ents_f"])
+
+
+def _type_f(runs: Sequence[AblationRun], label: str) -> str:
+    values = [100 * float(r["scores"]["test"]["ents_per_type"][label]["f"]) for r in runs
+              if label in r["scores"]["test"]["ents_per_type"]]
+    return f"{statistics.mean(values):.2f}" if values else ""
+
+
+def render(runs: Sequence[AblationRun]) -> str:
+    """The ablation table (one row per option and encoder, over its seeds) and the runs."""
+    groups: Dict[tuple, List[AblationRun]] = {}
+    for run in runs:
+        groups.setdefault((run["encoder"], run["option"]), []).append(run)
+    order = {option.name: i for i, option in enumerate(OPTIONS)}
+    rows = []
+    for (encoder, name), group in sorted(groups.items(),
+                                         key=lambda kv: (kv[0][0], order.get(kv[0][1], 99))):
+        group = sorted(group, key=lambda r: r["seed"])
+        tests = [_f(r, "test") for r in group]
+        base = groups.get((encoder, "baseline"))
+        delta = ""
+        if base and name != "baseline":
+            delta = f"{statistics.mean(tests) - statistics.mean(_f(r, 'test') for r in base):+.2f}"
+        minutes = [float(r["train_seconds"] or 0) / 60 for r in group if r.get("train_seconds")]
+        rows.append([
+            f"`{name}`", BY_NAME[name].what if name in BY_NAME else "", encoder,
+            f"{group[0]['steps']} steps", ", ".join(str(r["seed"]) for r in group),
+            f"{statistics.mean(minutes):.0f} min ({group[0]['threads']} thr)" if minutes else "",
+            _mean_std([_f(r, "dev") for r in group]), _mean_std(tests), delta,
+        ] + [_type_f(group, label) for label in LABELS])
+    first = runs[0] if runs else None
+    lines = ["# Fine-tuning options against the shipped recipe (issue 15)", "",
+             "Produced by `python -m benchmarks.ablations` (one results file per option and seed "
+             "in this folder). CoNLL-2003, every option on the same encoder and training budget "
+             "(the config's `training.max_steps` and batcher), its `model-best` (chosen on dev "
+             "F1) scored on dev and test with the gold tokenization, entity-level micro F1 in %. "
+             "Test F1 is a mean ± standard deviation over the seeds (one seed: the value); Δ is "
+             "the difference of means against the baseline row of the same encoder.", ""]
+    if first:
+        lines += [f"Machine: {machine_text(first['machine'])}. Versions: "
+                  f"{versions_text(first['versions'])}. Dates: "
+                  f"{', '.join(sorted({r['date'] for r in runs}))}.", ""]
+    head = ["option", "what", "encoder", "budget", "seeds", "train time", "dev F1", "test F1",
+            "Δ test"] + [f"test {label}" for label in LABELS]
+    lines += table(head, rows, "lllllrrrr" + "r" * len(LABELS))
+    lines += ["", "## Runs", ""]
+    for run in sorted(runs, key=lambda r: (r["encoder"], order.get(r["option"], 99), r["seed"])):
+        extra = f" {run['note']}." if run.get("note") else ""
+        lines.append(f"- `{run['option']}` seed {run['seed']} ({run['corpus']}, "
+                     f"{run['threads']} torch threads): `{run['command']}`.{extra}")
+    return "\n".join(lines) + "\n"
+
+
+def write_report(folder: Path) -> str:
+    text = render(load_runs(folder))
+    (folder / REPORT).write_text(text, encoding="utf8")
+    return text
+
+
+def main(argv: Optional[Sequence[str]] = None) -> None:
+    args = parse_args(argv)
+    if not args.render_only:
+        for name in args.options.split(","):
+            for seed in (int(s) for s in args.seeds.split(",")):
+                run_one(BY_NAME[name], seed, args)
+    print(write_report(args.out))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,96 @@
+"""The ablation harness of issue 15 (benchmarks/ablations.py): its options, the training command
+each one runs and the report made from the results. Fast: nothing is trained."""
+import json
+from pathlib import Path
+
+import pytest
+from spacy import util
+
+from benchmarks import ablations
+from benchmarks.paths import ROOT
+from benchmarks.schema import ResultsError
+
+
+def _args(tmp_path, *extra):
+    encoder = tmp_path / "enc"
+    encoder.mkdir(exist_ok=True)
+    (encoder / "config.json").write_text(json.dumps({"num_hidden_layers": 4}), encoding="utf8")
+    return ablations.parse_args(["--encoder", str(encoder), "--work", str(tmp_path / "work"),
+                                 "--teacher", str(tmp_path / "teacher"), *extra])
+
+
+@pytest.mark.parametrize("option", ablations.OPTIONS, ids=lambda o: o.name)
+def test_every_option_config_loads_and_names_crf_ner(option):
+    config = util.load_config(ROOT / option.config, interpolate=False)
+    factories = [block.get("factory") for block in config["components"].values()]
+    assert factories.count("crf_ner") == 1
+
+
+def test_the_layerwise_run_gets_the_encoders_layer_count(tmp_path):
+    args = _args(tmp_path, "--max-steps", "30")
+    cmd = ablations.train_command(ablations.BY_NAME["layerwise"], 3, args, tmp_path / "out")
+    assert cmd[cmd.index("--training.optimizer.n_layers") + 1] == "4"
+    assert cmd[cmd.index("--system.seed") + 1] == "3"
+    assert cmd[cmd.index("--training.max_steps") + 1] == "30"
+    assert "--resume" in cmd
+    baseline = ablations.train_command(ablations.BY_NAME["baseline"], 3, args, tmp_path / "out")
+    assert "--training.optimizer.n_layers" not in baseline
+    assert baseline[baseline.index("train") + 1].endswith("configs/en_conll03.cfg")
+
+
+def test_documents_train_on_the_document_corpus_and_distill_on_the_teacher(tmp_path):
+    args = _args(tmp_path)
+    docs = ablations.train_command(ablations.BY_NAME["documents"], 0, args, tmp_path / "out")
+    train = Path(docs[docs.index("--paths.train") + 1])
+    assert train == tmp_path / "work" / "corpus" / "documents" / "train.spacy"
+    distill = ablations.train_command(ablations.BY_NAME["distill"], 0, args, tmp_path / "out")
+    assert distill[distill.index("distill") + 1] == str(tmp_path / "teacher")
+    assert distill[distill.index("--distill-weight") + 1] == "1.0"
+
+
+def test_bad_options_are_refused(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        ablations.parse_args(["--options", "baseline,dropout"])
+    assert "unknown options ['dropout']" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        ablations.parse_args(["--options", "distill"])
+    assert "needs --teacher" in capsys.readouterr().err
+
+
+def _run(option, seed, dev, test, encoder="encoders/minilm-l6"):
+    per_type = {"PER": {"p": test, "r": test, "f": test}}
+    return {"option": option, "seed": seed, "config": "configs/en_conll03.cfg",
+            "corpus": "sentences", "encoder": encoder, "steps": 900, "threads": 1,
+            "train_seconds": 1800.0, "command": "python -m spacy_bert_crf train ...",
+            "machine": {"cpu": "CPU", "cores": 2, "memory_gib": 24.0, "os": "Linux",
+                        "torch_threads": 1, "device": "cpu"},
+            "versions": {"python": "3.11"}, "date": "2026-12-02",
+            "scores": {"dev": {"ents_f": dev, "ents_per_type": per_type},
+                       "test": {"ents_f": test, "ents_per_type": per_type}}}
+
+
+def test_report_gives_means_deltas_against_the_baseline_of_the_same_encoder():
+    runs = [_run("baseline", 0, 0.91, 0.87), _run("baseline", 1, 0.91, 0.86),
+            _run("layerwise", 0, 0.92, 0.88), _run("baseline", 0, 0.93, 0.89, "encoders/e5")]
+    text = ablations.render(runs)
+    rows = {line.split(" | ")[0] + " | " + line.split(" | ")[2]: line
+            for line in text.splitlines() if line.startswith("| `")}
+    assert "86.50 ± 0.71" in rows["| `baseline` | encoders/minilm-l6"]
+    layerwise = rows["| `layerwise` | encoders/minilm-l6"]
+    assert "| 88.00 | +1.50 |" in layerwise  # one seed: the value; delta against 86.50
+    assert "| 89.00 |  |" in rows["| `baseline` | encoders/e5"]
+
+
+def test_a_results_file_without_scores_fails_naming_it(tmp_path):
+    run = _run("baseline", 0, 0.9, 0.9)
+    del run["scores"]
+    (tmp_path / "baseline-s0.json").write_text(json.dumps(run), encoding="utf8")
+    with pytest.raises(ResultsError, match="baseline-s0.json.*scores"):
+        ablations.load_runs(tmp_path)
+
+
+def test_the_committed_report_is_rendered_from_the_committed_results():
+    runs = ablations.load_runs(ablations.OUT)
+    assert runs  # the baseline at least
+    expected = (ablations.OUT / ablations.REPORT).read_text(encoding="utf8")
+    assert ablations.render(runs) == expected
