@@ -45,7 +45,7 @@ class Option:
     config: str  # relative to the repository
     what: str
     corpus: str = "sentences"  # or "documents": one Doc per -DOCSTART- document
-    distill: bool = False  # taught by --teacher (distill_weight 1.0)
+    distill_weight: float = 0.0  # > 0: taught by --teacher with this distill_weight
 
 
 OPTIONS = (
@@ -63,7 +63,9 @@ OPTIONS = (
            "multi-task: spaCy's tagger on the POS column, on the shared transformer"),
     Option("distill", "configs/en_conll03.cfg",
            "distilled from a teacher pipeline (--teacher; gold NLL + 1.0 x KL to its marginals)",
-           distill=True),
+           distill_weight=1.0),
+    Option("distill_w3", "configs/en_conll03.cfg",
+           "distilled as above, gold NLL + 3.0 x KL", distill_weight=3.0),
 )
 BY_NAME = {option.name: option for option in OPTIONS}
 
@@ -85,8 +87,9 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     unknown = [name for name in args.options.split(",") if name not in BY_NAME]
     if unknown:
         parser.error(f"unknown options {unknown}: choose from {', '.join(BY_NAME)}")
-    if "distill" in args.options.split(",") and not args.render_only and not args.teacher:
-        parser.error("the distill option needs --teacher (a trained pipeline)")
+    distilled = [n for n in args.options.split(",") if n in BY_NAME and BY_NAME[n].distill_weight]
+    if distilled and not args.render_only and not args.teacher:
+        parser.error(f"{', '.join(distilled)} need --teacher (a trained pipeline)")
     return args
 
 
@@ -120,8 +123,9 @@ def train_command(option: Option, seed: int, args: argparse.Namespace, out: Path
     """The training command line of one option and seed (the trained pipeline goes to out)."""
     corpus = corpus_dir(args.work, option)
     config = str(ROOT / option.config)
-    if option.distill:
-        head = ["distill", str(args.teacher), config, str(out), "--distill-weight", "1.0"]
+    if option.distill_weight:
+        head = ["distill", str(args.teacher), config, str(out), "--distill-weight",
+                str(option.distill_weight)]
     else:
         head = ["train", config, "--output", str(out)]
     cmd = [sys.executable, "-m", "spacy_bert_crf"] + head + [
@@ -162,8 +166,12 @@ def scores(model: Path, corpus: Path, threads: int) -> Dict[str, Dict[str, objec
     from .train_eval import evaluate_splits
 
     keep = ("ents_p", "ents_r", "ents_f", "ents_per_type", "n_docs", "n_tokens")
-    return {split: {key: report[key] for key in keep}
-            for split, report in evaluate_splits(model, corpus, threads).items()}
+    out = {}
+    for split, report in evaluate_splits(model, corpus, threads).items():
+        out[split] = {key: report[key] for key in keep}
+        # calibration of the entity confidences, at the pipeline's own temperature
+        out[split]["ece"] = (report.get("confidence") or {}).get("ece")
+    return out
 
 
 def max_steps(model: Path) -> int:
@@ -225,6 +233,12 @@ def _type_f(runs: Sequence[AblationRun], label: str) -> str:
     return f"{statistics.mean(values):.2f}" if values else ""
 
 
+def _ece(runs: Sequence[AblationRun]) -> str:
+    values = [r["scores"]["test"].get("ece") for r in runs]
+    known = [float(v) for v in values if v is not None]
+    return f"{statistics.mean(known):.3f}" if known and len(known) == len(values) else ""
+
+
 def render(runs: Sequence[AblationRun]) -> str:
     """The ablation table (one row per option and encoder, over its seeds) and the runs."""
     groups: Dict[tuple, List[AblationRun]] = {}
@@ -246,7 +260,7 @@ def render(runs: Sequence[AblationRun]) -> str:
             f"{group[0]['steps']} steps", ", ".join(str(r["seed"]) for r in group),
             f"{statistics.mean(minutes):.0f} min ({group[0]['threads']} thr)" if minutes else "",
             _mean_std([_f(r, "dev") for r in group]), _mean_std(tests), delta,
-        ] + [_type_f(group, label) for label in LABELS])
+        ] + [_type_f(group, label) for label in LABELS] + [_ece(group)])
     first = runs[0] if runs else None
     lines = ["# Fine-tuning options against the shipped recipe (issue 15)", "",
              "Produced by `python -m benchmarks.ablations` (one results file per option and seed "
@@ -254,14 +268,16 @@ def render(runs: Sequence[AblationRun]) -> str:
              "(the config's `training.max_steps` and batcher), its `model-best` (chosen on dev "
              "F1) scored on dev and test with the gold tokenization, entity-level micro F1 in %. "
              "Test F1 is a mean ± standard deviation over the seeds (one seed: the value); Δ is "
-             "the difference of means against the baseline row of the same encoder.", ""]
+             "the difference of means against the baseline row of the same encoder; test ECE: "
+             "expected calibration error of the entity confidences (10 bins) at the pipeline's "
+             "own temperature (1: none fitted).", ""]
     if first:
         lines += [f"Machine: {machine_text(first['machine'])}. Versions: "
                   f"{versions_text(first['versions'])}. Dates: "
                   f"{', '.join(sorted({r['date'] for r in runs}))}.", ""]
     head = ["option", "what", "encoder", "budget", "seeds", "train time", "dev F1", "test F1",
-            "Δ test"] + [f"test {label}" for label in LABELS]
-    lines += table(head, rows, "lllllrrrr" + "r" * len(LABELS))
+            "Δ test"] + [f"test {label}" for label in LABELS] + ["test ECE"]
+    lines += table(head, rows, "lllllrrrr" + "r" * len(LABELS) + "r")
     lines += ["", "## Runs", ""]
     for run in sorted(runs, key=lambda r: (r["encoder"], order.get(r["option"], 99), r["seed"])):
         extra = f" {run['note']}." if run.get("note") else ""

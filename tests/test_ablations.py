@@ -46,6 +46,8 @@ def test_documents_train_on_the_document_corpus_and_distill_on_the_teacher(tmp_p
     distill = ablations.train_command(ablations.BY_NAME["distill"], 0, args, tmp_path / "out")
     assert distill[distill.index("distill") + 1] == str(tmp_path / "teacher")
     assert distill[distill.index("--distill-weight") + 1] == "1.0"
+    heavier = ablations.train_command(ablations.BY_NAME["distill_w3"], 0, args, tmp_path / "o")
+    assert heavier[heavier.index("--distill-weight") + 1] == "3.0"
 
 
 def test_bad_options_are_refused(tmp_path, capsys):
@@ -54,7 +56,7 @@ def test_bad_options_are_refused(tmp_path, capsys):
     assert "unknown options ['dropout']" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         ablations.parse_args(["--options", "distill"])
-    assert "needs --teacher" in capsys.readouterr().err
+    assert "distill need --teacher" in capsys.readouterr().err
 
 
 def _run(option, seed, dev, test, encoder="encoders/minilm-l6"):
@@ -66,7 +68,7 @@ def _run(option, seed, dev, test, encoder="encoders/minilm-l6"):
                         "torch_threads": 1, "device": "cpu"},
             "versions": {"python": "3.11"}, "date": "2026-12-02",
             "scores": {"dev": {"ents_f": dev, "ents_per_type": per_type},
-                       "test": {"ents_f": test, "ents_per_type": per_type}}}
+                       "test": {"ents_f": test, "ents_per_type": per_type, "ece": 0.02}}}
 
 
 def test_report_gives_means_deltas_against_the_baseline_of_the_same_encoder():
@@ -79,6 +81,9 @@ def test_report_gives_means_deltas_against_the_baseline_of_the_same_encoder():
     layerwise = rows["| `layerwise` | encoders/minilm-l6"]
     assert "| 88.00 | +1.50 |" in layerwise  # one seed: the value; delta against 86.50
     assert "| 89.00 |  |" in rows["| `baseline` | encoders/e5"]
+    assert layerwise.endswith("| 0.020 |")
+    del runs[1]["scores"]["test"]["ece"]  # a run scored before ECE was kept: no mean shown
+    assert ablations.render(runs).count("| 0.020 |") == 2
 
 
 def test_a_results_file_without_scores_fails_naming_it(tmp_path):
