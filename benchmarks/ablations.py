@@ -149,6 +149,7 @@ def train(option: Option, seed: int, args: argparse.Namespace, out: Path) -> Dic
     env = dict(os.environ, HF_HUB_OFFLINE="1")
     for key in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
         env[key] = str(args.threads)
+    resumed = (out / "checkpoints").exists()  # an earlier process trained part of it
     out.mkdir(parents=True, exist_ok=True)
     print("$", " ".join(cmd), flush=True)
     start = time.time()
@@ -156,7 +157,7 @@ def train(option: Option, seed: int, args: argparse.Namespace, out: Path) -> Dic
         subprocess.run(cmd, check=True, env=env, stdout=log, stderr=subprocess.STDOUT)
     # a resumed run counts the time of this process only: say so in the note
     record = {"train_seconds": time.time() - start, "threads": args.threads,
-              "command": " ".join(cmd), "resumed": (out / "checkpoints").exists()}
+              "command": " ".join(cmd), "resumed": resumed}
     done.write_text(json.dumps(record), encoding="utf8")
     return record
 
@@ -281,8 +282,9 @@ def render(runs: Sequence[AblationRun]) -> str:
     lines += ["", "## Runs", ""]
     for run in sorted(runs, key=lambda r: (r["encoder"], order.get(r["option"], 99), r["seed"])):
         extra = f" {run['note']}." if run.get("note") else ""
-        lines.append(f"- `{run['option']}` seed {run['seed']} ({run['corpus']}, "
-                     f"{run['threads']} torch threads): `{run['command']}`.{extra}")
+        threads = f"{run['threads']} torch thread" + ("s" if run["threads"] != 1 else "")
+        lines.append(f"- `{run['option']}` seed {run['seed']} ({run['corpus']}, {threads}): "
+                     f"`{run['command']}`.{extra}")
     return "\n".join(lines) + "\n"
 
 

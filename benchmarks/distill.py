@@ -70,6 +70,7 @@ def pipelines(args) -> Dict[str, Path]:
     if args.student_int8:
         if not args.student:
             raise SystemExit("--student-int8 needs --student")
+        Path(args.work).mkdir(parents=True, exist_ok=True)
         export_all(Path(args.student), Path(args.work))
         paths["student_int8"] = Path(args.work) / "onnx_int8"
     if len(paths) < 2:
@@ -199,7 +200,8 @@ def render(results: Dict[str, Any]) -> str:
             lines.append(f"- {what}: not measured (no {row} or {ref} row)")
             continue
         met = value >= target if op == ">=" else value <= target
-        lines.append(f"- {what}: {value:.2f} (target {op} {target:g}): "
+        shown = f"{value:.3f}" if measure == "f1_share" else f"{value:.2f}"
+        lines.append(f"- {what}: {shown} (target {op} {target:g}): "
                      f"{'met' if met else 'NOT met'}")
     return "\n".join(lines) + "\n"
 

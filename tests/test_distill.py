@@ -495,3 +495,12 @@ def test_distill_benchmark_refuses_a_folder_that_is_no_pipeline(tmp_path):
         bench.pipelines(args)
     with pytest.raises(SystemExit, match="at least two pipelines"):
         bench.pipelines(bench.parse_args([str(tmp_path / "t.spacy"), "--gold", "x"]))
+
+
+def test_distill_md_is_rendered_from_its_results():
+    from benchmarks import distill as bench
+    from benchmarks.paths import RESULTS
+
+    results = json.loads((RESULTS / "distill.json").read_text(encoding="utf8"))
+    assert bench.render(results) == (RESULTS / "distill.md").read_text(encoding="utf8")
+    assert set(results["rows"]) <= set(bench.ROWS)

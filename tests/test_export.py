@@ -239,7 +239,7 @@ def test_cli_export_prints_tolerance_and_agreement(exported, tmp_path):
     root, _, _ = exported
     sample = tmp_path / "sample.txt"
     sample.write_text("\n".join(TEXTS) + "\n", encoding="utf8")
-    out = tmp_path / "cli"
+    out = tmp_path / "deploy" / "cli"  # its parent does not exist yet: made, as for spacy train
     result = CliRunner().invoke(app, ["export", str(root / "torch"), str(out), "--sample",
                                       str(sample)])
     assert result.exit_code == 0, result.output

@@ -140,6 +140,7 @@ def export_pipeline(
         report.int8_entities_vs_fp32 = entity_agreement(fp32_docs, int8_docs)
     info["verification"] = _verification_meta(report)
     out_nlp.meta["spacy_bert_crf_export"] = info
+    output_dir.parent.mkdir(parents=True, exist_ok=True)  # Language.to_disk makes one level only
     out_nlp.to_disk(output_dir)
     report.size_output = folder_size(output_dir)
     report.size_source = folder_size(source_dir) if source_dir is not None else 0
