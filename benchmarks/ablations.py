@@ -60,7 +60,10 @@ OPTIONS = (
     Option("token_mask", "configs/ablations/en_conll03_token_mask.cfg",
            "token masking augmenter (token_mask.v1, 10% of tokens in half the examples)"),
     Option("multitask", "configs/en_conll03_multitask.cfg",
-           "multi-task: spaCy's tagger on the POS column, on the shared transformer"),
+           "multi-task: spaCy's tagger on the POS column, on the shared transformer (its loss "
+           "a mean over tokens, as crf_ner's)"),
+    Option("multitask_summed", "configs/ablations/en_conll03_multitask_summed.cfg",
+           "multi-task as above with spaCy's default tagger loss, summed over tokens"),
     Option("distill", "configs/en_conll03.cfg",
            "distilled from a teacher pipeline (--teacher; gold NLL + 1.0 x KL to its marginals)",
            distill_weight=1.0),

@@ -83,6 +83,14 @@ def test_multitask_config_differs_only_by_the_tagger():
     }
 
 
+def test_multitask_tagger_loss_is_a_mean_and_the_summed_ablation_differs_only_there():
+    config = load_config(CONFIGS_DIR / "en_conll03_multitask.cfg", interpolate=False)
+    assert config["components"]["tagger"]["model"]["normalize"] is True
+    summed = CONFIGS_DIR / "ablations" / "en_conll03_multitask_summed.cfg"
+    differing = config_differences(summed, CONFIGS_DIR / "en_conll03_multitask.cfg")
+    assert differing == {"components.tagger.model.normalize"}
+
+
 def test_multitask_trains_both_heads(conll_sample, tiny_bert_dir, tmp_path):
     train_path = _write_corpus(conll_sample, tmp_path)
     overrides = {
