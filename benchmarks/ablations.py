@@ -59,11 +59,14 @@ OPTIONS = (
            "mention swap augmenter (entity_swap.v1, half the examples)"),
     Option("token_mask", "configs/ablations/en_conll03_token_mask.cfg",
            "token masking augmenter (token_mask.v1, 10% of tokens in half the examples)"),
+    Option("summed_loss", "configs/ablations/en_conll03_summed_loss.cfg",
+           "crf_ner's loss summed over tokens (normalize_loss = false), not a mean"),
     Option("multitask", "configs/en_conll03_multitask.cfg",
-           "multi-task: spaCy's tagger on the POS column, on the shared transformer (its loss "
-           "a mean over tokens, as crf_ner's)"),
-    Option("multitask_summed", "configs/ablations/en_conll03_multitask_summed.cfg",
-           "multi-task as above with spaCy's default tagger loss, summed over tokens"),
+           "multi-task: spaCy's tagger on the POS column, on the shared transformer (both "
+           "losses summed over tokens: crf_ner normalize_loss = false)"),
+    Option("multitask_mean", "configs/ablations/en_conll03_multitask_mean.cfg",
+           "multi-task as above with crf_ner's default loss, a mean over tokens, next to the "
+           "tagger's sum"),
     Option("distill", "configs/en_conll03.cfg",
            "distilled from a teacher pipeline (--teacher; gold NLL + 1.0 x KL to its marginals)",
            distill_weight=1.0),

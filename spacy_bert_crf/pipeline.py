@@ -22,7 +22,7 @@ from .decoding import Candidates, Decoded, DocDecoding, TagInventory, allowed_ta
 from .decoding import tag_inventory
 from .distillation.loss import check_distill_weight
 from .layers.crf import CRFConstraints, set_constraints
-from .loss import crf_loss
+from .loss import crf_loss, warn_on_loss_scales
 from .serialization import load_model_bytes
 from .tag_schemes import OUT, constraints, continuations, make_tags
 from .threads import single_thread_in_forked_children
@@ -63,6 +63,7 @@ __all__ = ["CRFEntityRecognizer", "make_crf_ner", "MIN_TEMPERATURE", "MAX_TEMPER
         "candidates_threshold": 0.1,
         "candidates_max_length": 16,
         "distill_weight": 0.0,
+        "normalize_loss": True,
         "scorer": {"@scorers": "spacy-bert-crf.ner_scorer.v1"},
     },
     default_score_weights={
@@ -84,6 +85,7 @@ def make_crf_ner(
     candidates_threshold: float,
     candidates_max_length: int,
     distill_weight: float,
+    normalize_loss: bool,
     scorer: Optional[Callable],
 ) -> "CRFEntityRecognizer":
     """Create a CRFEntityRecognizer component.
@@ -112,13 +114,19 @@ def make_crf_ner(
     distill_weight (float): Training only: the loss is the gold NLL plus distill_weight times
         KL(teacher || model) of the tag marginals, on the tokens of reference docs that carry a
         teacher's soft targets (see `python -m spacy_bert_crf distill`). 0.0 (default): gold only.
+    normalize_loss (bool): Training only. True (default): the gradient is that of the batch's
+        loss divided by its number of tokens (a mean over tokens). False: the loss summed over
+        tokens, as spaCy's own tagger, ner, parser and spancat take theirs. Set it to False when
+        crf_ner shares its transformer (or tok2vec) with such components: their gradients are
+        then on the same scale as crf_ner's, instead of about as many times larger as a batch
+        has tokens (initialize warns when it sees this).
     scorer (Optional[Callable]): The scoring method.
     """
     return CRFEntityRecognizer(
         nlp.vocab, model, name, spans_key=spans_key, overwrite_ents=overwrite_ents,
         respect_sentences=respect_sentences, threshold=threshold, candidates_key=candidates_key,
         candidates_threshold=candidates_threshold, candidates_max_length=candidates_max_length,
-        distill_weight=distill_weight, scorer=scorer,
+        distill_weight=distill_weight, normalize_loss=normalize_loss, scorer=scorer,
     )
 
 
@@ -143,6 +151,7 @@ class CRFEntityRecognizer(TrainablePipe):
         candidates_threshold: float = 0.1,
         candidates_max_length: int = 16,
         distill_weight: float = 0.0,
+        normalize_loss: bool = True,
         scorer: Optional[Callable] = None,
     ) -> None:
         """Initialize the component.
@@ -172,6 +181,11 @@ class CRFEntityRecognizer(TrainablePipe):
         )
         self.candidates_max_length = check_max_length(candidates_max_length, name)
         self.distill_weight = check_distill_weight(distill_weight, name)
+        if not isinstance(normalize_loss, bool):
+            raise ValueError(
+                f"Invalid normalize_loss {normalize_loss!r} for {name!r}: expected true or false."
+            )
+        self.normalize_loss = normalize_loss
         self.scorer = scorer
         # temperature: set by calibration.fit_temperature, saved with the pipe (cfg)
         self.cfg: Dict[str, Any] = {"labels": [], "nI": None, "temperature": 1.0}
@@ -283,6 +297,8 @@ class CRFEntityRecognizer(TrainablePipe):
         self.model.set_dim("nO", len(self.tags), force=True)
         self.model.initialize(X=doc_sample)
         self.cfg["nI"] = self.model.get_dim("nI")
+        if nlp is not None:
+            warn_on_loss_scales(self, nlp)
 
     # ------------------------------------------------------------------------ predict
     def predict(self, docs: Iterable[Doc]) -> Decoded:
@@ -430,7 +446,7 @@ class CRFEntityRecognizer(TrainablePipe):
         soft targets (distillation.loss).
 
         RETURNS (Tuple[float, List[Floats2d]]): The summed loss and d_emissions per doc,
-            normalised by the number of tokens in the batch.
+            divided by the number of tokens in the batch unless normalize_loss is False.
         """
         return crf_loss(self, list(examples), emissions)
 

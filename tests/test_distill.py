@@ -17,6 +17,7 @@ from spacy_bert_crf.distillation import SOFT_TARGETS_KEY, aligned_soft_targets
 from spacy_bert_crf.distillation.run import DIR_CORPUS, TRAIN_FILE, distill
 from spacy_bert_crf.distillation.targets import DistillError, Teacher, read_unlabelled, tag_map
 from spacy_bert_crf.layers.constrained_crf import ConstrainedCRF
+from spacy_bert_crf.pipeline import CRFEntityRecognizer
 from spacy_bert_crf.tag_schemes import constraints, continuations, make_tags
 
 from .util import (
@@ -504,3 +505,27 @@ def test_distill_md_is_rendered_from_its_results():
     results = json.loads((RESULTS / "distill.json").read_text(encoding="utf8"))
     assert bench.render(results) == (RESULTS / "distill.md").read_text(encoding="utf8")
     assert set(results["rows"]) <= set(bench.ROWS)
+
+
+@pytest.mark.parametrize("weight", [0.0, 0.7])
+def test_summed_loss_scales_the_gradient_by_the_batch_tokens(weight):
+    """normalize_loss = false: the same loss, its gradient (gold NLL and KL alike) that of the
+    sum over tokens: n_tokens times the mean's."""
+    nlp, examples = initialized(_light_nlp(weight))
+    pipe = nlp.get_pipe("crf_ner")
+    soft = _with_targets(examples, pipe.tags, seed=3)
+    emissions = pipe.model.predict([eg.predicted for eg in soft])
+    n_tokens = sum(len(eg.predicted) for eg in soft)
+    mean_loss, d_mean = pipe.get_loss(soft, emissions)
+    pipe.normalize_loss = False
+    sum_loss, d_sum = pipe.get_loss(soft, emissions)
+    assert sum_loss == pytest.approx(mean_loss, rel=1e-6)
+    assert max(float(numpy.abs(d).max()) for d in d_mean) > 1e-3
+    for mean, summed in zip(d_mean, d_sum):
+        numpy.testing.assert_allclose(summed, mean * n_tokens, rtol=1e-4, atol=1e-6)
+
+
+def test_normalize_loss_must_be_a_bool():
+    with pytest.raises(ValueError, match="Invalid normalize_loss 'no' for 'crf_ner'"):
+        CRFEntityRecognizer(spacy.blank("en").vocab, _light_nlp(0.0).get_pipe("crf_ner").model,
+                            normalize_loss="no")

@@ -1,14 +1,18 @@
 """Multi-task: the CoNLL converter keeps POS and chunks; crf_ner and spaCy's tagger train on one
 shared transformer (configs/en_conll03_multitask.cfg)."""
+import warnings
+
 import pytest
 import spacy
 from spacy.cli.train import train as spacy_train
 from spacy.tokens import DocBin
+from spacy.training import Example
 from spacy.util import load_config, load_model_from_config
 
 from spacy_bert_crf.corpora import ConversionError, read_conll
 
-from .util import CONFIGS_DIR, config_differences, short_training_overrides
+from .util import CONFIGS_DIR, config_differences, make_examples, make_trf_nlp
+from .util import short_training_overrides
 
 
 def test_conll_keeps_pos_and_chunks(conll_sample):
@@ -74,21 +78,72 @@ def test_multitask_config_loads(tiny_bert_dir):
     assert config["training"]["score_weights"]["tag_acc"] == 0.0
 
 
-def test_multitask_config_differs_only_by_the_tagger():
+def test_multitask_config_differs_only_by_the_tagger_and_the_loss_sum():
     differing = config_differences(CONFIGS_DIR / "en_conll03_multitask.cfg")
     assert "nlp.pipeline" in differing
     tagger = ("components.tagger", "initialize.components.tagger")
     assert {k for k in differing if not k.startswith(tagger)} == {
-        "nlp.pipeline", "training.score_weights.tag_acc"
+        "nlp.pipeline", "training.score_weights.tag_acc", "components.crf_ner.normalize_loss"
     }
-
-
-def test_multitask_tagger_loss_is_a_mean_and_the_summed_ablation_differs_only_there():
     config = load_config(CONFIGS_DIR / "en_conll03_multitask.cfg", interpolate=False)
-    assert config["components"]["tagger"]["model"]["normalize"] is True
-    summed = CONFIGS_DIR / "ablations" / "en_conll03_multitask_summed.cfg"
-    differing = config_differences(summed, CONFIGS_DIR / "en_conll03_multitask.cfg")
-    assert differing == {"components.tagger.model.normalize"}
+    assert config["components"]["crf_ner"]["normalize_loss"] is False
+
+
+def test_loss_ablations_differ_only_in_normalize_loss():
+    ablations = CONFIGS_DIR / "ablations"
+    mean = config_differences(ablations / "en_conll03_multitask_mean.cfg",
+                              CONFIGS_DIR / "en_conll03_multitask.cfg")
+    assert mean == {"components.crf_ner.normalize_loss"}
+    assert config_differences(ablations / "en_conll03_summed_loss.cfg") == {
+        "components.crf_ner.normalize_loss"
+    }
+    config = load_config(ablations / "en_conll03_summed_loss.cfg", interpolate=False)
+    assert config["components"]["crf_ner"]["normalize_loss"] is False
+
+
+TAGGER_ON_TRANSFORMER = {
+    "model": {
+        "@architectures": "spacy.Tagger.v2",
+        "tok2vec": {
+            "@architectures": "spacy-transformers.TransformerListener.v1",
+            "grad_factor": 1.0,
+            "pooling": {"@layers": "reduce_mean.v1"},
+        },
+    }
+}
+
+
+def _shared_nlp(tiny_bert_dir, normalize_loss, second="tagger"):
+    nlp = make_trf_nlp(tiny_bert_dir)
+    nlp.get_pipe("crf_ner").normalize_loss = normalize_loss
+    if second == "tagger":
+        nlp.add_pipe("tagger", config=TAGGER_ON_TRANSFORMER)
+    else:  # a second crf_ner on the same transformer, with its default mean loss
+        nlp.add_pipe("crf_ner", name="crf_ner2")
+    examples = []
+    for eg in make_examples(nlp):
+        doc = nlp.make_doc(eg.reference.text)
+        examples.append(Example.from_dict(doc, {
+            "entities": [(e.start_char, e.end_char, e.label_) for e in eg.reference.ents],
+            "tags": ["NN" if t.is_alpha else "." for t in doc],
+        }))
+    return nlp, examples
+
+
+def test_initialize_warns_when_sharing_the_transformer_with_a_summed_loss(tiny_bert_dir):
+    nlp, examples = _shared_nlp(tiny_bert_dir, normalize_loss=True)
+    with pytest.warns(UserWarning, match=r"shares 'transformer' with 'tagger'.*"
+                                         r"\[components.crf_ner\] normalize_loss = false"):
+        nlp.initialize(lambda: examples)
+
+
+@pytest.mark.parametrize("normalize_loss,second", [(False, "tagger"), (True, "crf_ner")])
+def test_no_warning_when_the_loss_scales_agree(tiny_bert_dir, normalize_loss, second):
+    nlp, examples = _shared_nlp(tiny_bert_dir, normalize_loss, second)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message=".*normalize_loss.*")
+        nlp.initialize(lambda: examples)
+    assert len(nlp.get_pipe("transformer").listeners) == 2
 
 
 def test_multitask_trains_both_heads(conll_sample, tiny_bert_dir, tmp_path):

@@ -46,10 +46,10 @@ def distillation_loss(
     n_tokens: int,
 ) -> float:
     """Add distill_weight x KL(teacher || student) of the examples with soft targets to the
-    loss: RETURNS the weighted KL summed over their tokens; its gradient, normalised by n_tokens
-    (the tokens of the batch, as the gold NLL's), is added to d_emissions in place and to the
-    CRF's parameters (their .grad, which the next finish_update applies). 0.0 and nothing added
-    when no example has soft targets or distill_weight is 0.
+    loss: RETURNS the weighted KL summed over their tokens; its gradient, divided by n_tokens
+    (the tokens of the batch, as the gold NLL's, or 1 when the pipe sums its loss), is added to
+    d_emissions in place and to the CRF's parameters (their .grad, which the next finish_update
+    applies). 0.0 and nothing added when no example has soft targets or distill_weight is 0.
     """
     weight = pipe.distill_weight
     if not weight:
