@@ -121,6 +121,8 @@ def budget_text(budget: Optional[dict]) -> str:
     parts = [f"{budget['epochs']} ep"]
     if budget.get("steps"):
         parts.append(f"{budget['steps']} steps")
+    if budget.get("augment"):
+        parts.append(f"+ {budget['augment']}")
     return ", ".join(parts)
 
 

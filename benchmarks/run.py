@@ -83,6 +83,9 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p.add_argument("--keep-schedule", action="store_true",
                    help="spaCy systems: keep the config's warmup_linear steps instead of fitting "
                         "them to --epochs")
+    p.add_argument("--augment", choices=["entity_swap", "token_mask"], default=None,
+                   help="spaCy systems (crf, softmax, spacy_ner) only: train with this "
+                        "spacy-bert-crf augmenter on the training corpus")
     p.add_argument("--timeout-train", type=float, default=8 * 3600)
     p.add_argument("--timeout-infer", type=float, default=2 * 3600)
     p.add_argument("--timeout-setup", type=float, default=1800)
@@ -142,6 +145,11 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     unknown = sorted(set(systems) - set(NAMES))
     if unknown:
         raise SystemExit(f"Unknown systems {unknown}: expected some of {', '.join(NAMES)}")
+    if args.augment:
+        other = sorted(set(systems) - {"raw", "crf", "softmax", "spacy_ner"})
+        if other:
+            raise SystemExit(f"--augment applies to the spaCy systems (crf, softmax, spacy_ner) "
+                             f"only, not {', '.join(other)}")
     args.encoder = (args.encoder or default_encoder(args.dataset)).resolve()
     args.run_key = hashlib.sha1(str(out.resolve()).encode()).hexdigest()[:8]
     seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
@@ -157,6 +165,8 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
                 "encoder": rel(args.encoder), "threads": args.threads,
                 "batch_sizes": args.batch_sizes, "limit_b1": args.limit_b1,
                 "keep_schedule": args.keep_schedule}
+    if args.augment:  # absent otherwise, so that earlier results files keep their settings
+        settings["augment"] = args.augment
     for system in ["raw"] + [s for s in systems if s != "raw"]:
         measure_system(system, systems, seeds, args, data, path, settings, stats,
                        lambda: write_report(out, markdown))

@@ -21,7 +21,8 @@ from .data import DATASETS
 from .flair_env import FLAIR_PYTHON, flair_python
 from .paths import ROOT, WORK
 from .peers.common import read_jsonl
-from .peers.spacy_pipe import SOFTMAX_OVERRIDE, derive_spacy_ner_config, schedule_overrides
+from .peers.spacy_pipe import SOFTMAX_OVERRIDE, derive_augmented_config, derive_spacy_ner_config
+from .peers.spacy_pipe import schedule_overrides
 
 Command = List[object]
 
@@ -85,6 +86,10 @@ class SpacyPipeline(System):
 
     def train_command(self, seed, args, data, work, env):
         config = self.config(args)
+        augment = getattr(args, "augment", None)
+        if augment:
+            derived = WORK / "peers" / "configs" / f"{config.stem}_{augment}.cfg"
+            config = derive_augmented_config(config, derived, augment)
         cmd = [self.python(args), "-m", "spacy", "train", config, "--output", work / "train",
                "--paths.train", data / "train.spacy", "--paths.dev", data / "dev.spacy",
                "--paths.transformer", args.encoder, "--gpu-id", "-1", "--system.seed", seed,
@@ -102,6 +107,8 @@ class SpacyPipeline(System):
             cmd += ["--training.optimizer.learn_rate.total_steps", config_total]
         budget = {"epochs": args.epochs, "steps_per_epoch": steps, "steps": steps * args.epochs,
                   "schedule": "config's" if args.keep_schedule else sched}
+        if augment:
+            budget["augment"] = augment
         return cmd, budget
 
 

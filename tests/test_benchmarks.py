@@ -486,3 +486,45 @@ def test_annotate_md_is_rendered_from_the_committed_results():
     results = json.loads((RESULTS / "annotate.json").read_text(encoding="utf8"))
     assert annotate.render(results) == (RESULTS / "annotate.md").read_text(encoding="utf8")
     assert annotate.summarize(results) == results["summary"]
+
+
+@pytest.mark.parametrize("augment", ["entity_swap", "token_mask"])
+def test_augmented_peer_configs_train_with_the_augmenter(tmp_path, augment):
+    """--augment: crf, softmax and spacy_ner train on the dataset's config with the augmenter on
+    the training corpus, and only that differs; the budget (and the report) says so."""
+    from spacy.util import load_config, registry
+
+    from benchmarks.data import DATASETS
+    from benchmarks.peers.spacy_pipe import derive_augmented_config
+    from benchmarks.systems import SYSTEMS
+
+    from .util import write_corpus
+
+    base = ROOT / DATASETS["conll03"].config
+    derived = derive_augmented_config(base, tmp_path / "aug.cfg", augment)
+    ours, theirs = load_config(base, interpolate=False), load_config(derived, interpolate=False)
+    augmenter = theirs["corpora"]["train"].pop("augmenter")
+    assert ours["corpora"]["train"].pop("augmenter") is None
+    assert augmenter["@augmenters"] == f"spacy-bert-crf.{augment}.v1"
+    assert ours == theirs
+    # it resolves to spaCy's augmenter callable (entity_swap reads its mentions from the corpus)
+    corpus = write_corpus(tmp_path / "train.spacy")
+    config = load_config(derived, overrides={"paths.train": str(corpus)}, interpolate=True)
+    resolved = registry.resolve({"a": config["corpora"]["train"]["augmenter"]})
+    assert callable(resolved["a"])
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "train.jsonl").write_text(json.dumps({"words": ["Maria", "flew"]}) + "\n")
+    args = Namespace(augment=augment, dataset="conll03", encoder=tmp_path, epochs=2,
+                     keep_schedule=False)
+    for name in ("crf", "softmax", "spacy_ner"):
+        cmd, budget = SYSTEMS[name].train_command(0, args, data, tmp_path / name, {})
+        config = load_config(cmd[4], interpolate=False)
+        assert config["corpora"]["train"]["augmenter"]["@augmenters"] == augmenter["@augmenters"]
+        assert budget["augment"] == augment
+        assert report.budget_text(budget).endswith(f"+ {augment}")
+
+
+def test_augment_refuses_systems_that_are_not_spacy_pipelines(tmp_path):
+    with pytest.raises(SystemExit, match="--augment applies to the spaCy systems .* not hf"):
+        run_main(["--systems", "crf,hf", "--augment", "entity_swap", "--out", str(tmp_path)])

@@ -41,6 +41,14 @@ SPACY_NER_COMPONENT = {
 }
 STOCK_TRANSFORMER = "spacy-transformers.TransformerModel.v3"
 SOFTMAX_OVERRIDE = ("components.crf_ner.model.@architectures", "spacy-bert-crf.SoftmaxTagger.v1")
+# --augment: the training corpus's augmenter, as in configs/ablations/ (the mention pool of
+# entity_swap is the training corpus itself)
+AUGMENTERS = {
+    "entity_swap": {"@augmenters": "spacy-bert-crf.entity_swap.v1", "level": 0.5,
+                    "swap_prob": 0.5, "path": "${paths.train}"},
+    "token_mask": {"@augmenters": "spacy-bert-crf.token_mask.v1", "level": 0.5,
+                   "mask_prob": 0.1, "mask": None},
+}
 
 
 def derive_spacy_ner_config(base: Path, output: Path) -> Path:
@@ -63,6 +71,20 @@ def derive_spacy_ner_config(base: Path, output: Path) -> Path:
     trf["@architectures"] = STOCK_TRANSFORMER
     for arg in ("max_batch_pieces", "min_fill"):
         trf.pop(arg, None)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    cfg.to_disk(output)
+    return output
+
+
+def derive_augmented_config(base: Path, output: Path, augment: str) -> Path:
+    """Write base's config with AUGMENTERS[augment] on its training corpus (everything else
+    unchanged)."""
+    from thinc.api import Config
+
+    if augment not in AUGMENTERS:
+        raise ValueError(f"Unknown augmenter {augment!r}: expected one of {sorted(AUGMENTERS)}")
+    cfg = Config().from_disk(base, interpolate=False)
+    cfg["corpora"]["train"]["augmenter"] = dict(AUGMENTERS[augment])
     output.parent.mkdir(parents=True, exist_ok=True)
     cfg.to_disk(output)
     return output
