@@ -81,19 +81,21 @@ def warn_on_loss_scales(pipe: "CRFEntityRecognizer", nlp: Language) -> None:
     transformer or tok2vec with other components (spaCy's own sum their losses over tokens):
     their gradients into the shared layer are then about as many times larger as a batch has
     tokens, and on CoNLL-2003 crf_ner hardly learned next to spaCy's tagger (issue 15: dev F1
-    30.7 after 900 steps, 91.2 alone). Other crf_ner pipes that also take the mean are fine.
+    30.7 after 900 steps, 91.2 alone). Other crf_ner pipes that also take the mean, and frozen
+    components ([training] frozen_components), are fine.
     """
     if not pipe.normalize_loss:
         return
     components = dict(nlp.components)
+    frozen = set(nlp.config.get("training", {}).get("frozen_components") or [])
     for upstream, proc in nlp.components:
         listener_map = getattr(proc, "listener_map", None)
         if not isinstance(listener_map, dict) or pipe.name not in listener_map:
             continue
         summed = [
             name for name in listener_map
-            if name != pipe.name and getattr(components.get(name), "normalize_loss", False)
-            is not True
+            if name != pipe.name and name not in frozen
+            and getattr(components.get(name), "normalize_loss", False) is not True
         ]
         if summed:
             warnings.warn(

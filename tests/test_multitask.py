@@ -137,9 +137,12 @@ def test_initialize_warns_when_sharing_the_transformer_with_a_summed_loss(tiny_b
         nlp.initialize(lambda: examples)
 
 
-@pytest.mark.parametrize("normalize_loss,second", [(False, "tagger"), (True, "crf_ner")])
-def test_no_warning_when_the_loss_scales_agree(tiny_bert_dir, normalize_loss, second):
+@pytest.mark.parametrize("normalize_loss,second,frozen", [
+    (False, "tagger", []), (True, "crf_ner", []), (True, "tagger", ["tagger"])
+])
+def test_no_warning_when_the_loss_scales_agree(tiny_bert_dir, normalize_loss, second, frozen):
     nlp, examples = _shared_nlp(tiny_bert_dir, normalize_loss, second)
+    nlp.config["training"]["frozen_components"] = frozen
     with warnings.catch_warnings():
         warnings.filterwarnings("error", message=".*normalize_loss.*")
         nlp.initialize(lambda: examples)
