@@ -528,3 +528,48 @@ def test_augmented_peer_configs_train_with_the_augmenter(tmp_path, augment):
 def test_augment_refuses_systems_that_are_not_spacy_pipelines(tmp_path):
     with pytest.raises(SystemExit, match="--augment applies to the spaCy systems .* not hf"):
         run_main(["--systems", "crf,hf", "--augment", "entity_swap", "--out", str(tmp_path)])
+
+
+def test_hf_peer_micro_batches_bound_the_padded_size_and_keep_the_batch_gradient(tiny_bert_dir):
+    """A batch too long for one pass (MSRA) runs as micro-batches whose weighted losses give the
+    batch's gradient."""
+    import torch
+    from transformers import AutoModelForTokenClassification, DataCollatorForTokenClassification
+    from transformers import AutoTokenizer
+
+    from benchmarks.peers.hf_tagger import micro_batches
+
+    def feature(n, label=1):
+        return {"input_ids": [5] * n, "attention_mask": [1] * n,
+                "labels": [-100] + [label] * (n - 2) + [-100]}
+
+    parts = micro_batches([feature(10), feature(30), feature(12), feature(3)], max_pieces=60)
+    assert [[len(f["input_ids"]) for f in p] for p in parts] == [[10, 30], [12, 3]]
+    assert all(len(p) * max(len(f["input_ids"]) for f in p) <= 60 for p in parts)
+    assert [len(p) for p in micro_batches([feature(100)], max_pieces=60)] == [1]  # one at least
+
+    torch.manual_seed(0)
+    tokenizer = AutoTokenizer.from_pretrained(str(tiny_bert_dir))
+    model = AutoModelForTokenClassification.from_pretrained(str(tiny_bert_dir), num_labels=3)
+    model.eval()  # no dropout: the two ways must agree
+    collate = DataCollatorForTokenClassification(tokenizer)
+    batch = [feature(n, label=n % 3) for n in (6, 17, 9, 4, 12)]
+    for f in batch:
+        inner = [7 + i for i in range(len(f["input_ids"]) - 2)]
+        f["input_ids"] = [tokenizer.cls_token_id] + inner + [tokenizer.sep_token_id]
+
+    def grads():
+        out = [p.grad.clone() for p in model.parameters() if p.grad is not None]
+        model.zero_grad()
+        return out
+
+    model(**collate(batch)).loss.backward()
+    whole = grads()
+    labelled = sum(sum(x != -100 for x in f["labels"]) for f in batch)
+    parts = micro_batches(batch, max_pieces=40)
+    assert len(parts) > 1
+    for part in parts:
+        share = sum(sum(x != -100 for x in f["labels"]) for f in part) / labelled
+        (model(**collate(part)).loss * share).backward()
+    for a, b in zip(whole, grads()):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)

@@ -8,7 +8,11 @@ label on the first sub-word of each word (the others -100, label_all_tokens=Fals
 lr 5e-5, betas (0.9, 0.999), eps 1e-8, weight decay 0, a linear schedule without warm-up,
 gradient clipping at 1.0, batches of 32 sentences shuffled every epoch, padding to the longest
 in the batch (DataCollatorForTokenClassification), truncation at the encoder's maximum length.
-The loop is written out (as Trainer's, without Trainer, which needs `accelerate`).
+The loop is written out (as Trainer's, without Trainer, which needs `accelerate`). A batch whose
+padded size would pass MAX_BATCH_PIECES wordpieces (long MSRA sentences: 32 x 512 pieces took
+21 GB on this CPU and was killed) runs as several forward/backward passes whose gradients add up
+to the batch's (each pass's mean loss weighted by its share of the batch's labelled pieces): the
+same update in bounded memory. CoNLL-2003's batches fit in one pass.
 
 Inference is `pipeline("token-classification", aggregation_strategy="first")` on the words
 (`is_split_into_words=True`); its character spans are mapped back onto the words (a span that
@@ -25,6 +29,25 @@ from .common import (ents_to_iob2, labels_of, read_split, run_steps, set_threads
 LR = 5e-5
 BATCH_SIZE = 32
 MAX_GRAD_NORM = 1.0
+MAX_BATCH_PIECES = 4096  # padded wordpieces in one forward pass (32 sentences of 128)
+
+
+def micro_batches(features: Sequence[dict], max_pieces: int = MAX_BATCH_PIECES) -> List[list]:
+    """Split a batch (in its order) into runs whose padded size, sentences x the longest
+    sentence's pieces, stays within max_pieces (one sentence at least)."""
+    out: List[list] = []
+    current: list = []
+    longest = 0
+    for feature in features:
+        n = len(feature["input_ids"])
+        if current and (len(current) + 1) * max(longest, n) > max_pieces:
+            out.append(current)
+            current, longest = [], 0
+        current.append(feature)
+        longest = max(longest, n)
+    if current:
+        out.append(current)
+    return out
 
 
 def train(args) -> None:
@@ -63,15 +86,20 @@ def train(args) -> None:
     for epoch in range(args.epochs):
         order = torch.randperm(len(features), generator=generator).tolist()
         for b in range(0, len(order), BATCH_SIZE):
-            batch = collate([features[i] for i in order[b:b + BATCH_SIZE]])
-            loss = model(**batch).loss
-            loss.backward()
+            batch = [features[i] for i in order[b:b + BATCH_SIZE]]
+            labelled = sum(sum(x != -100 for x in f["labels"]) for f in batch)
+            loss = 0.0
+            for part in micro_batches(batch):
+                share = sum(sum(x != -100 for x in f["labels"]) for f in part) / max(1, labelled)
+                part_loss = model(**collate(part)).loss * share
+                part_loss.backward()
+                loss += float(part_loss)
             torch.nn.utils.clip_grad_norm_(model.parameters(), MAX_GRAD_NORM)
             optimizer.step()
             scheduler.step()
             optimizer.zero_grad()
             step += 1
-            losses.append(loss.item())
+            losses.append(loss)
             if step % 50 == 0 or step == total:
                 recent = losses[-50:]
                 print(f"epoch {epoch} step {step}/{total} loss {sum(recent) / len(recent):.4f} "
