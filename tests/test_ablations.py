@@ -35,7 +35,8 @@ def test_the_layerwise_run_gets_the_encoders_layer_count(tmp_path):
     assert "--resume" in cmd
     baseline = ablations.train_command(ablations.BY_NAME["baseline"], 3, args, tmp_path / "out")
     assert "--training.optimizer.n_layers" not in baseline
-    assert baseline[baseline.index("train") + 1].endswith("configs/en_conll03.cfg")
+    config = baseline[baseline.index("train") + 1]
+    assert config.endswith("configs/ablations/en_conll03_mean_loss.cfg")
 
 
 def test_documents_train_on_the_document_corpus_and_distill_on_the_teacher(tmp_path):

@@ -71,6 +71,8 @@ INTENDED_DIFFERENCES = {
         "training.optimizer.learn_rate.initial_rate",
     },
     "zh_msra.cfg": {
+        # the mean loss stays until the summed one (en_conll03.cfg) is measured on MSRA
+        "components.crf_ner.normalize_loss",
         "paths.transformer",
         "nlp.lang",
         "nlp.tokenizer",

@@ -63,6 +63,9 @@ Baker NNP B-NP I-PER
 # The shipped configs (configs/*.cfg) and the one the others are variants of.
 CONFIGS_DIR = Path(__file__).resolve().parents[1] / "configs"
 BASE_CONFIG = CONFIGS_DIR / "en_conll03.cfg"
+# The recipe before 2026-12-03 (crf_ner's loss a mean over tokens): the ablation configs of
+# configs/ablations/ are variants of it.
+MEAN_LOSS_CONFIG = CONFIGS_DIR / "ablations" / "en_conll03_mean_loss.cfg"
 
 
 def make_examples(
