@@ -1,4 +1,4 @@
-"""The fine-tuning options of issue 15 against the shipped recipe, on CoNLL-2003, under one budget.
+"""The fine-tuning options of issue 15 against one reference recipe, on CoNLL-2003, one budget.
 
     python -m benchmarks.ablations [--options baseline,layerwise,...] [--seeds 0,1]
         [--encoder encoders/minilm-l6] [--threads 1] [--max-steps -1]
@@ -6,8 +6,9 @@
         [--work benchmarks/.work/ablations] [--out benchmarks/results/ablations]
     python -m benchmarks.ablations --render-only
 
-Each option is a shipped config (or the shipped recipe on another corpus, or distilled from a
-teacher); every option trains with the same encoder, the same steps (the config's
+Each option is a shipped config (or the reference recipe on another corpus, or distilled from a
+teacher); the reference, option `baseline`, is the CoNLL recipe of 2026-12-02
+(configs/ablations/en_conll03_mean_loss.cfg); the shipped recipe since is option `summed_loss`; every option trains with the same encoder, the same steps (the config's
 training.max_steps, about 2 epochs, unless --max-steps) and the same batcher, and is scored the
 same way: its model-best (chosen on dev F1, as `spacy train` ships it) on dev and test, on the
 gold tokenization, one scorer (spacy_bert_crf.evaluate). Every training is
@@ -271,13 +272,15 @@ def render(runs: Sequence[AblationRun]) -> str:
             _mean_std([_f(r, "dev") for r in group]), _mean_std(tests), delta,
         ] + [_type_f(group, label) for label in LABELS] + [_ece(group)])
     first = runs[0] if runs else None
-    lines = ["# Fine-tuning options against the shipped recipe (issue 15)", "",
+    lines = ["# Fine-tuning options against one reference recipe (issue 15)", "",
              "Produced by `python -m benchmarks.ablations` (one results file per option and seed "
              "in this folder). CoNLL-2003, every option on the same encoder and training budget "
              "(the config's `training.max_steps` and batcher), its `model-best` (chosen on dev "
              "F1) scored on dev and test with the gold tokenization, entity-level micro F1 in %. "
              "Test F1 is a mean ± standard deviation over the seeds (one seed: the value); Δ is "
-             "the difference of means against the baseline row of the same encoder; test ECE: "
+             "the difference of means against the `baseline` row of the same encoder (the "
+             "CoNLL recipe of 2026-12-02, whose crf_ner loss was a mean over tokens; the "
+             "shipped recipe since 2026-12-03 is the `summed_loss` row); test ECE: "
              "expected calibration error of the entity confidences (10 bins) at the pipeline's "
              "own temperature (1: none fitted).", ""]
     if first:
