@@ -8,7 +8,8 @@
 
 Each option is a shipped config (or the reference recipe on another corpus, or distilled from a
 teacher); the reference, option `baseline`, is the CoNLL recipe of 2026-12-02
-(configs/ablations/en_conll03_mean_loss.cfg); the shipped recipe since is option `summed_loss`; every option trains with the same encoder, the same steps (the config's
+(configs/ablations/en_conll03_mean_loss.cfg); the shipped recipe since is option
+`summed_loss`. Every option trains with the same encoder, the same steps (the config's
 training.max_steps, about 2 epochs, unless --max-steps) and the same batcher, and is scored the
 same way: its model-best (chosen on dev F1, as `spacy train` ships it) on dev and test, on the
 gold tokenization, one scorer (spacy_bert_crf.evaluate). Every training is
