@@ -93,7 +93,7 @@ def train(args) -> None:
                 share = sum(sum(x != -100 for x in f["labels"]) for f in part) / max(1, labelled)
                 part_loss = model(**collate(part)).loss * share
                 part_loss.backward()
-                loss += float(part_loss)
+                loss += float(part_loss.detach())
             torch.nn.utils.clip_grad_norm_(model.parameters(), MAX_GRAD_NORM)
             optimizer.step()
             scheduler.step()
