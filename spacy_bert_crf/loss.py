@@ -13,9 +13,6 @@ from thinc.types import Floats2d
 from .distillation.loss import distillation_loss
 from .tag_schemes import biluo_to_scheme
 
-# spaCy's own trainable components (tagger, ner, parser, spancat, textcat, ...) sum their losses
-# over tokens or spans; crf_ner takes the mean unless normalize_loss is False.
-
 if TYPE_CHECKING:
     from .pipeline import CRFEntityRecognizer
 
