@@ -40,7 +40,8 @@ from .paths import RESULTS, ROOT, rel
 from .report import write_report
 from .schema import save_results
 from .steps import run_step
-from .systems import NAMES, SYSTEMS
+from .peers.spacy_pipe import AUGMENTERS
+from .systems import NAMES, SYSTEMS, SpacyPipeline
 
 # The names tests and older scripts call through this module.
 load_results = load_peer_results
@@ -83,7 +84,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p.add_argument("--keep-schedule", action="store_true",
                    help="spaCy systems: keep the config's warmup_linear steps instead of fitting "
                         "them to --epochs")
-    p.add_argument("--augment", choices=["entity_swap", "token_mask"], default=None,
+    p.add_argument("--augment", choices=AUGMENTERS, default=None,
                    help="spaCy systems (crf, softmax, spacy_ner) only: train with this "
                         "spacy-bert-crf augmenter on the training corpus")
     p.add_argument("--timeout-train", type=float, default=8 * 3600)
@@ -146,7 +147,8 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     if unknown:
         raise SystemExit(f"Unknown systems {unknown}: expected some of {', '.join(NAMES)}")
     if args.augment:
-        other = sorted(set(systems) - {"raw", "crf", "softmax", "spacy_ner"})
+        other = [s for s in systems
+                 if SYSTEMS[s].trains and not isinstance(SYSTEMS[s], SpacyPipeline)]
         if other:
             raise SystemExit(f"--augment applies to the spaCy systems (crf, softmax, spacy_ner) "
                              f"only, not {', '.join(other)}")

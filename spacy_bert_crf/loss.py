@@ -37,13 +37,14 @@ def crf_loss(
         return 0.0, d_emissions
     crf = pipe.model.get_ref("crf")
     nll, backprop = crf.begin_update(([emissions[i] for i in rows], allowed))
-    n_tokens = sum(len(emissions[i]) for i in rows) if pipe.normalize_loss else 1
-    d_rows = backprop(ops.alloc1f(len(rows)) + 1.0 / n_tokens)
+    # the gradient of the mean over the batch's tokens, or of the sum (normalize_loss False)
+    divisor = sum(len(emissions[i]) for i in rows) if pipe.normalize_loss else 1
+    d_rows = backprop(ops.alloc1f(len(rows)) + 1.0 / divisor)
     for i, d in zip(rows, d_rows):
         d_emissions[i] = d
     loss = float(nll.sum())
     # + distill_weight x KL(teacher || model) where the reference docs carry soft targets
-    loss += distillation_loss(pipe, examples, emissions, d_emissions, n_tokens)
+    loss += distillation_loss(pipe, examples, emissions, d_emissions, divisor)
     if not numpy.isfinite(loss):
         raise ValueError(f"{pipe.name}: the loss is not finite ({loss}).")
     return loss, d_emissions

@@ -537,7 +537,7 @@ def test_hf_peer_micro_batches_bound_the_padded_size_and_keep_the_batch_gradient
     from transformers import AutoModelForTokenClassification, DataCollatorForTokenClassification
     from transformers import AutoTokenizer
 
-    from benchmarks.peers.hf_tagger import micro_batches
+    from benchmarks.peers.hf_tagger import labelled, micro_batches
 
     def feature(n, label=1):
         return {"input_ids": [5] * n, "attention_mask": [1] * n,
@@ -565,11 +565,10 @@ def test_hf_peer_micro_batches_bound_the_padded_size_and_keep_the_batch_gradient
 
     model(**collate(batch)).loss.backward()
     whole = grads()
-    labelled = sum(sum(x != -100 for x in f["labels"]) for f in batch)
     parts = micro_batches(batch, max_pieces=40)
     assert len(parts) > 1
     for part in parts:
-        share = sum(sum(x != -100 for x in f["labels"]) for f in part) / labelled
+        share = labelled(part) / labelled(batch)
         (model(**collate(part)).loss * share).backward()
     for a, b in zip(whole, grads()):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)

@@ -50,6 +50,11 @@ def micro_batches(features: Sequence[dict], max_pieces: int = MAX_BATCH_PIECES) 
     return out
 
 
+def labelled(features: Sequence[dict]) -> int:
+    """The pieces that carry a label (not -100) in `features`: what the loss averages over."""
+    return sum(sum(x != -100 for x in f["labels"]) for f in features)
+
+
 def train(args) -> None:
     import torch
     from transformers import (AutoModelForTokenClassification, AutoTokenizer,
@@ -87,10 +92,10 @@ def train(args) -> None:
         order = torch.randperm(len(features), generator=generator).tolist()
         for b in range(0, len(order), BATCH_SIZE):
             batch = [features[i] for i in order[b:b + BATCH_SIZE]]
-            labelled = sum(sum(x != -100 for x in f["labels"]) for f in batch)
+            n_labelled = labelled(batch)
             loss = 0.0
             for part in micro_batches(batch):
-                share = sum(sum(x != -100 for x in f["labels"]) for f in part) / max(1, labelled)
+                share = labelled(part) / max(1, n_labelled)
                 part_loss = model(**collate(part)).loss * share
                 part_loss.backward()
                 loss += float(part_loss.detach())

@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 from typing import List, Sequence
 
+from ..paths import ROOT
 from .common import (int_list, read_split, run_steps, scaling_docs_words, set_threads,
                      time_and_write_predictions, write_json)
 
@@ -41,14 +42,9 @@ SPACY_NER_COMPONENT = {
 }
 STOCK_TRANSFORMER = "spacy-transformers.TransformerModel.v3"
 SOFTMAX_OVERRIDE = ("components.crf_ner.model.@architectures", "spacy-bert-crf.SoftmaxTagger.v1")
-# --augment: the training corpus's augmenter, as in configs/ablations/ (the mention pool of
-# entity_swap is the training corpus itself)
-AUGMENTERS = {
-    "entity_swap": {"@augmenters": "spacy-bert-crf.entity_swap.v1", "level": 0.5,
-                    "swap_prob": 0.5, "path": "${paths.train}"},
-    "token_mask": {"@augmenters": "spacy-bert-crf.token_mask.v1", "level": 0.5,
-                   "mask_prob": 0.1, "mask": None},
-}
+# --augment NAME: the training corpus's augmenter of the ablation config
+# configs/ablations/en_conll03_NAME.cfg (its one home), on the dataset's config
+AUGMENTERS = ("entity_swap", "token_mask")
 
 
 def derive_spacy_ner_config(base: Path, output: Path) -> Path:
@@ -77,14 +73,16 @@ def derive_spacy_ner_config(base: Path, output: Path) -> Path:
 
 
 def derive_augmented_config(base: Path, output: Path, augment: str) -> Path:
-    """Write base's config with AUGMENTERS[augment] on its training corpus (everything else
-    unchanged)."""
+    """Write base's config with the training-corpus augmenter of the ablation config
+    configs/ablations/en_conll03_<augment>.cfg (everything else unchanged)."""
     from thinc.api import Config
 
     if augment not in AUGMENTERS:
-        raise ValueError(f"Unknown augmenter {augment!r}: expected one of {sorted(AUGMENTERS)}")
+        raise ValueError(f"Unknown augmenter {augment!r}: expected one of {list(AUGMENTERS)}")
+    ablation = ROOT / "configs" / "ablations" / f"en_conll03_{augment}.cfg"
     cfg = Config().from_disk(base, interpolate=False)
-    cfg["corpora"]["train"]["augmenter"] = dict(AUGMENTERS[augment])
+    augmenter = Config().from_disk(ablation, interpolate=False)["corpora"]["train"]["augmenter"]
+    cfg["corpora"]["train"]["augmenter"] = augmenter
     output.parent.mkdir(parents=True, exist_ok=True)
     cfg.to_disk(output)
     return output
