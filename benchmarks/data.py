@@ -7,12 +7,17 @@ read_conll / read_msra (one Doc per sentence; MSRA tokens are characters), keeps
 sentences of each split and writes benchmarks/.work/peers/data/<dataset>-<limits>/:
 <split>.spacy for the spaCy systems, <split>.jsonl (words, spaces, gold entities) for the others,
 and stats.json (counts, the source files, how dev was made), which the results file records.
+
+With context "documents" (CoNLL only: MSRA has no document boundaries) each -DOCSTART- document
+is one Doc (read_conll(docs=True), as `convert --docs` writes it), and a limit of N sentences
+keeps the first documents up to N sentences, the last one whole. The documents hold the same
+sentences and the same gold entities as the sentence setting: scores are comparable.
 """
 import importlib.util
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 from .paths import DATA_DIR, WORK, rel
 from .peers.common import SPLITS, write_json, write_jsonl
@@ -31,6 +36,13 @@ class Dataset:
     # command with --dev-size 3000 --seed 0): {"source", "size", "seed"}
     dev_from_train: Optional[Dict[str, Any]] = None
 
+    @property
+    def has_documents(self) -> bool:
+        """Whether its files mark documents (-DOCSTART-), which context "documents" needs."""
+        return self.format == "conll"
+
+
+CONTEXTS = ("sentences", "documents")  # what one Doc of the peer data holds
 
 DATASETS = {
     "conll03": Dataset(
@@ -64,19 +76,22 @@ def default_encoder(dataset: str) -> Path:
         raise SystemExit(f"No --encoder, and the default encoder {name} could not be built: {err}")
 
 
-def read_dataset(dataset: str, data_dir: Path) -> Dict[str, tuple]:
+def read_dataset(dataset: str, data_dir: Path, context: str = "sentences") -> Dict[str, tuple]:
     """RETURNS (dict): split -> (docs, file counts (sentences, tokens, entities), ConversionStats,
-    source file name). CoNLL: train/dev/test files (read_conll). MSRA: dev carved from train.txt
-    with split_docs (DATASETS' size and seed, the project's), test from test.txt (read_msra)."""
+    source file name). CoNLL: train/dev/test files (read_conll; context "documents": one Doc per
+    document). MSRA: dev carved from train.txt with split_docs (DATASETS' size and seed, the
+    project's), test from test.txt (read_msra)."""
     from spacy_bert_crf.corpora import read_conll, read_msra, split_docs
 
     info = DATASETS[dataset]
+    check_context(dataset, context)
     read = read_msra if info.format == "msra" else read_conll
+    options: Dict[str, Any] = {"docs": True} if context == "documents" else {}
     carve = info.dev_from_train
     splits = {}
     for name in SPLITS:
         if not (carve and name == "dev"):
-            docs, conv = read(data_dir / f"{name}.txt", lang=info.lang)
+            docs, conv = read(data_dir / f"{name}.txt", lang=info.lang, **options)
             counts = (conv.sentences, conv.tokens, conv.n_entities)
             splits[name] = (docs, counts, conv, f"{name}.txt")
     if carve:
@@ -87,39 +102,73 @@ def read_dataset(dataset: str, data_dir: Path) -> Dict[str, tuple]:
     return {name: splits[name] for name in SPLITS}
 
 
-def prepare_data(dataset: str, data_dir: Path, limits: Dict[str, int]) -> Path:
-    """Read the dataset's splits (read_dataset: one Doc per sentence), keep the first N sentences
-    of each split (0 = all), and write <split>.spacy, <split>.jsonl and stats.json. Reused when
-    the source files and the way dev is made have not changed."""
+def check_context(dataset: str, context: str) -> None:
+    if context not in CONTEXTS:
+        raise SystemExit(f"Unknown context {context!r}: expected one of {', '.join(CONTEXTS)}")
+    if context == "documents" and not DATASETS[dataset].has_documents:
+        raise SystemExit(f"--context documents: the {dataset} files mark no documents "
+                         "(-DOCSTART-); only sentences can be read from them")
+
+
+def n_sentences(doc) -> int:
+    return sum(1 for _ in doc.sents)
+
+
+def first_sentences(docs: list, limit: int, context: str) -> List:
+    """The first `limit` sentences (0 = all): with documents, the first documents up to `limit`
+    sentences, the last one whole."""
+    if not limit:
+        return docs
+    if context == "sentences":
+        return docs[:limit]
+    kept, total = [], 0
+    for doc in docs:
+        if total >= limit:
+            break
+        kept.append(doc)
+        total += n_sentences(doc)
+    return kept
+
+
+def prepare_data(dataset: str, data_dir: Path, limits: Dict[str, int],
+                 context: str = "sentences") -> Path:
+    """Read the dataset's splits (read_dataset: one Doc per sentence, or per document), keep the
+    first N sentences of each split (0 = all; first_sentences), and write <split>.spacy,
+    <split>.jsonl and stats.json. Reused when the source files and the way dev is made have not
+    changed."""
     from spacy.tokens import DocBin
 
     info = DATASETS[dataset]
+    check_context(dataset, context)
     tag = "-".join(f"{s}{limits[s] or 'all'}" for s in SPLITS)
+    if context != "sentences":
+        tag += f"-{context}"
     out = WORK / "peers" / "data" / f"{dataset}-{tag}"
     stats_path = out / "stats.json"
     sources = sorted(data_dir.glob("*.txt"))
     if not sources:
         raise SystemExit(f"No *.txt files in {data_dir} (--data-dir): see ../shared/data/README.md")
     fingerprint = {p.name: [p.stat().st_size, int(p.stat().st_mtime)] for p in sources}
-    made = {"sources": fingerprint, "dev_from_train": info.dev_from_train}
+    made = {"sources": fingerprint, "dev_from_train": info.dev_from_train, "context": context}
     if stats_path.exists():
         old = json.loads(stats_path.read_text())
         if all(old.get(key) == value for key, value in made.items()):
             return out
     out.mkdir(parents=True, exist_ok=True)
     stats: Dict[str, Any] = {**made, "data_dir": rel(data_dir), "splits": {}}
-    for split, (docs, counts, conv, source) in read_dataset(dataset, data_dir).items():
-        n_all = len(docs)
-        if limits[split]:
-            docs = docs[: limits[split]]
+    for split, (docs, counts, conv, source) in read_dataset(dataset, data_dir, context).items():
+        n_all = sum(n_sentences(doc) for doc in docs) if context == "documents" else len(docs)
+        docs = first_sentences(docs, limits[split], context)
         DocBin(docs=docs).to_disk(out / f"{split}.spacy")
         write_jsonl(out / f"{split}.jsonl", (
             {"doc": i, "words": [t.text for t in doc], "spaces": [bool(t.whitespace_) for t in doc],
              "ents": [[e.start, e.end, e.label_] for e in doc.ents]}
             for i, doc in enumerate(docs)))
         canonical = info.canonical.get(source[: -len(".txt")])
-        stats["splits"][split] = split_stats(docs, n_all, source, counts, conv, canonical)
-        print(f"{split}: {len(docs)} sentences of {n_all} (file {source}: "
+        stats["splits"][split] = split_stats(docs, n_all, source, counts, conv, canonical,
+                                             context)
+        print(f"{split}: {stats['splits'][split]['sentences']} sentences of {n_all} in "
+              f"{len(docs)} docs (file {source}: "
               f"{'canonical counts' if counts == canonical else 'COUNTS DIFFER FROM README'})",
               flush=True)
     write_json(stats_path, stats)
@@ -127,10 +176,13 @@ def prepare_data(dataset: str, data_dir: Path, limits: Dict[str, int]) -> Path:
 
 
 def split_stats(docs: list, n_all: int, source: str, counts: Tuple[int, int, int], conv,
-                canonical: Optional[Tuple[int, int, int]]) -> dict:
-    """What the results record of one split: the sentences kept and the file they came from."""
+                canonical: Optional[Tuple[int, int, int]], context: str = "sentences") -> dict:
+    """What the results record of one split: the sentences kept (with documents: and the
+    documents holding them) and the file they came from."""
+    sentences = sum(n_sentences(d) for d in docs) if context == "documents" else len(docs)
+    grouping = {"documents": len(docs)} if context == "documents" else {}
     return {
-        "sentences": len(docs), "tokens": sum(len(d) for d in docs),
+        "sentences": sentences, **grouping, "tokens": sum(len(d) for d in docs),
         "entities": sum(len(doc.ents) for doc in docs), "split_sentences": n_all,
         "full_file": {"file": source, "sentences": counts[0], "tokens": counts[1],
                       "entities": counts[2], "repairs": conv.repairs, "scheme": conv.scheme},

@@ -37,6 +37,13 @@ epoch budget; `crf` and `softmax` run our `spacy-bert-crf.TransformerModel.v1` (
 inference), `spacy_ner` spacy-transformers' own `TransformerModel.v3`, as a user without this
 package would. Models: the final model of each run (spaCy `model-last`), no selection on dev."""
 
+DOCUMENTS_TEXT = (
+    "**Document context** (`--context documents`): each -DOCSTART- document of the CoNLL files is "
+    "one Doc, read with `read_conll(docs=True)` as `convert --docs` writes it, for training and "
+    "prediction alike; the sentences and gold entities are those of the sentence setting, so the "
+    "scores compare with its rows (same encoder and epochs; fewer, longer batches). The raw "
+    "encoder truncates each document at its maximum length, so its words/s and the × raw ratios "
+    "here overstate it.")
 SPEED_TEXT = (
     "Inference speed with every system in ONE process (`benchmarks/peers/speed.py`: "
     "{which_models}, {rounds} rounds, in each round one pass per system and batch size in "
@@ -123,6 +130,8 @@ def budget_text(budget: Optional[dict]) -> str:
         parts.append(f"{budget['steps']} steps")
     if budget.get("augment"):
         parts.append(f"+ {budget['augment']}")
+    if budget.get("context"):
+        parts.append(budget["context"])
     return ", ".join(parts)
 
 
@@ -296,7 +305,8 @@ def render_data(dataset: str, d: dict) -> List[str]:
     limited = any(s["sentences"] != whole[split] for split, s in stats.items())
     parts = []
     for split, s in stats.items():
-        text = (f"{split} {s['sentences']:,} sentences / {s['tokens']:,} tokens / "
+        grouping = f" in {s['documents']:,} documents" if "documents" in s else ""
+        text = (f"{split} {s['sentences']:,} sentences{grouping} / {s['tokens']:,} tokens / "
                 f"{s['entities']:,} entities")
         if s["sentences"] != whole[split]:
             text += f" (first {s['sentences']:,} of {whole[split]:,})"
@@ -308,8 +318,12 @@ def render_data(dataset: str, d: dict) -> List[str]:
                       f"(spacy_bert_crf.corpora.split_docs, seed {carve['seed']}, as the project "
                       "splits it), train the rest")
     subset = " (SUBSET: not comparable with published numbers)" if limited else ""
-    return [f"### {dataset}{subset}", "",
-            "Data: " + "; ".join(parts) + f". Encoder: `{d.get('encoder', '?')}`.", ""]
+    lines = [f"### {dataset}{subset}", "",
+             "Data: " + "; ".join(parts) + f". Encoder: `{d.get('encoder', '?')}`.", ""]
+    if d["data"].get("context") == "documents":
+        lines[0] += " · document context"
+        lines += [DOCUMENTS_TEXT, ""]
+    return lines
 
 
 def render_machine(results: PeerResults, path: Path) -> List[str]:

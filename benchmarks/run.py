@@ -3,7 +3,8 @@
     python -m benchmarks.run [--systems raw,crf,softmax,spacy_ner,hf,flair]
         [--dataset conll03|msra] [--epochs 2] [--limit-train N] [--limit-test N]
         [--seeds 0[,1,2]] [--threads 2] [--encoder DIR] [--step-time-steps 40]
-        [--speed-rounds 3] [--out benchmarks/results] [--force] [--note TEXT]
+        [--speed-rounds 3] [--augment NAME] [--context sentences|documents]
+        [--out benchmarks/results] [--force] [--note TEXT]
 
 Systems (benchmarks/systems.py; each trained for --epochs on the same sentences, on the same
 encoder): raw (the encoder alone), crf, softmax (the CRF ablation), spacy_ner (spaCy's `ner` on
@@ -11,7 +12,10 @@ spacy-transformers), hf (AutoModelForTokenClassification) and flair (in its own 
 benchmarks/flair_env.py).
 
 The corpus is converted once with the package's own readers (benchmarks/data.py) into
-benchmarks/.work/peers/data/. Every system writes its predictions as JSONL ({"doc": i, "ents":
+benchmarks/.work/peers/data/: one sentence per doc, the setting of the peer table, or with
+`--context documents` one CoNLL document per doc (the spaCy systems only: the same sentences and
+gold entities, each read with its neighbours; a separate --out keeps it apart from the sentence
+rows). Every system writes its predictions as JSONL ({"doc": i, "ents":
 [[start, end, label]]}) and ONE scorer (benchmarks/peers/score.py: exact span and label,
 cross-checked with seqeval strict IOB2) scores them all. With both crf and softmax, the training
 step time of the two heads is measured in one process on the same batches. Last, the trained
@@ -32,7 +36,7 @@ import json
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence
 
-from .data import DATASETS, default_encoder, prepare_data
+from .data import CONTEXTS, DATASETS, check_context, default_encoder, prepare_data
 from .flair_env import flair_versions
 from .machine import machine_info, machine_slug, now, package_versions, today
 from .measure import load_peer_results, run_seed, run_speed, run_step_time
@@ -87,6 +91,9 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p.add_argument("--augment", choices=AUGMENTERS, default=None,
                    help="spaCy systems (crf, softmax, spacy_ner) only: train with this "
                         "spacy-bert-crf augmenter on the training corpus")
+    p.add_argument("--context", choices=CONTEXTS, default="sentences",
+                   help="what one doc holds; documents: spaCy systems (crf, softmax, spacy_ner) "
+                        "only, CoNLL only")
     p.add_argument("--timeout-train", type=float, default=8 * 3600)
     p.add_argument("--timeout-infer", type=float, default=2 * 3600)
     p.add_argument("--timeout-setup", type=float, default=1800)
@@ -146,12 +153,13 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     unknown = sorted(set(systems) - set(NAMES))
     if unknown:
         raise SystemExit(f"Unknown systems {unknown}: expected some of {', '.join(NAMES)}")
-    if args.augment:
-        other = [s for s in systems
-                 if SYSTEMS[s].trains and not isinstance(SYSTEMS[s], SpacyPipeline)]
-        if other:
-            raise SystemExit(f"--augment applies to the spaCy systems (crf, softmax, spacy_ner) "
-                             f"only, not {', '.join(other)}")
+    check_context(args.dataset, args.context)
+    spacy_only = ["--augment"] if args.augment else []
+    spacy_only += [f"--context {args.context}"] if args.context != "sentences" else []
+    other = [s for s in systems if SYSTEMS[s].trains and not isinstance(SYSTEMS[s], SpacyPipeline)]
+    if spacy_only and other:
+        raise SystemExit(f"{' and '.join(spacy_only)} applies to the spaCy systems (crf, softmax, "
+                         f"spacy_ner) only, not {', '.join(other)}")
     args.encoder = (args.encoder or default_encoder(args.dataset)).resolve()
     args.run_key = hashlib.sha1(str(out.resolve()).encode()).hexdigest()[:8]
     seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
@@ -161,14 +169,17 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         "train": args.limit_train,
         "dev": args.limit_test if args.limit_dev is None else args.limit_dev,
         "test": args.limit_test}
-    data = prepare_data(args.dataset, data_dir, limits)
+    data = prepare_data(args.dataset, data_dir, limits, args.context)
     stats = json.loads((data / "stats.json").read_text())
     settings = {"dataset": args.dataset, "limits": limits, "epochs": args.epochs,
                 "encoder": rel(args.encoder), "threads": args.threads,
                 "batch_sizes": args.batch_sizes, "limit_b1": args.limit_b1,
                 "keep_schedule": args.keep_schedule}
-    if args.augment:  # absent otherwise, so that earlier results files keep their settings
+    # absent when not used, so that earlier results files keep their settings
+    if args.augment:
         settings["augment"] = args.augment
+    if args.context != "sentences":
+        settings["context"] = args.context
     for system in ["raw"] + [s for s in systems if s != "raw"]:
         measure_system(system, systems, seeds, args, data, path, settings, stats,
                        lambda: write_report(out, markdown))

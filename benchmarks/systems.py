@@ -109,6 +109,8 @@ class SpacyPipeline(System):
                   "schedule": "config's" if args.keep_schedule else sched}
         if augment:
             budget["augment"] = augment
+        if getattr(args, "context", "sentences") != "sentences":
+            budget["context"] = args.context
         return cmd, budget
 
 

@@ -530,6 +530,92 @@ def test_augment_refuses_systems_that_are_not_spacy_pipelines(tmp_path):
         run_main(["--systems", "crf,hf", "--augment", "entity_swap", "--out", str(tmp_path)])
 
 
+CONLL_DOCS = """-DOCSTART- -X- -X- O
+
+EU NNP B-NP B-ORG
+rejects VBZ B-VP O
+
+Peter NNP B-NP B-PER
+Blackburn NNP I-NP I-PER
+
+-DOCSTART- -X- -X- O
+
+BRUSSELS NNP B-NP B-LOC
+
+The DT B-NP O
+Commission NNP I-NP B-ORG
+said VBD B-VP O
+
+-DOCSTART- -X- -X- O
+
+Germany NNP B-NP B-LOC
+"""
+
+
+def test_document_context_data_hold_the_same_sentences_and_entities(tmp_path, monkeypatch):
+    """--context documents: one doc per -DOCSTART- document, holding the sentences and gold
+    entities of the sentence setting at shifted offsets; a sentence limit keeps whole documents;
+    the stats and the report say so."""
+    from benchmarks import data as bench_data
+    from benchmarks.peers.common import read_split
+
+    source = tmp_path / "conll"
+    source.mkdir()
+    for split in ("train", "dev", "test"):
+        (source / f"{split}.txt").write_text(CONLL_DOCS, encoding="utf8")
+    monkeypatch.setattr(bench_data, "WORK", tmp_path / "work")
+    whole = {"train": 0, "dev": 0, "test": 0}
+    sent_dir = bench_data.prepare_data("conll03", source, whole)
+    doc_dir = bench_data.prepare_data("conll03", source, whole, "documents")
+    assert doc_dir != sent_dir
+    sentences, documents = read_split(sent_dir, "test"), read_split(doc_dir, "test")
+    assert [len(r["words"]) for r in sentences] == [2, 2, 1, 3, 1]
+    assert [len(r["words"]) for r in documents] == [4, 4, 1]
+    assert documents[0]["ents"] == [[0, 1, "ORG"], [2, 4, "PER"]]
+    assert documents[1]["ents"] == [[0, 1, "LOC"], [2, 3, "ORG"]]
+
+    def mentions(rows):
+        return sorted((tuple(r["words"][s:e]), label) for r in rows for s, e, label in r["ents"])
+
+    assert mentions(documents) == mentions(sentences)
+    stats = json.loads((doc_dir / "stats.json").read_text(encoding="utf8"))
+    assert stats["context"] == "documents"
+    assert stats["splits"]["test"]["sentences"] == 5
+    assert stats["splits"]["test"]["documents"] == 3
+    text = "\n".join(report.render_data("conll03", {"data": stats, "encoder": "e"}))
+    assert "### conll03 · document context" in text
+    assert "test 5 sentences in 3 documents / 9 tokens / 5 entities" in text
+    # 3 sentences: the first document (2) and the whole second one (2 more)
+    limited = bench_data.prepare_data("conll03", source, dict(whole, train=3), "documents")
+    train = read_split(limited, "train")
+    assert [len(r["words"]) for r in train] == [4, 4]
+    stats = json.loads((limited / "stats.json").read_text(encoding="utf8"))
+    assert stats["splits"]["train"]["sentences"] == 4
+    assert "(first 4 of 5)" in "\n".join(report.render_data("conll03", {"data": stats}))
+
+
+def test_document_context_budget_and_refusals(tmp_path):
+    from spacy.util import load_config
+
+    from benchmarks.systems import SYSTEMS
+
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "train.jsonl").write_text(json.dumps({"words": ["EU", "rejects"]}) + "\n")
+    args = Namespace(augment=None, context="documents", dataset="conll03", encoder=tmp_path,
+                     epochs=2, keep_schedule=False)
+    for name in ("crf", "softmax", "spacy_ner"):
+        cmd, budget = SYSTEMS[name].train_command(0, args, data, tmp_path / name, {})
+        assert load_config(cmd[4], interpolate=False)["corpora"]["train"]["augmenter"] is None
+        assert report.budget_text(budget) == "2 ep, 2 steps, documents"
+    with pytest.raises(SystemExit, match="--context documents applies to the spaCy systems .* "
+                                         "not hf, flair"):
+        run_main(["--systems", "crf,hf,flair", "--context", "documents", "--out", str(tmp_path)])
+    with pytest.raises(SystemExit, match="the msra files mark no documents"):
+        run_main(["--dataset", "msra", "--systems", "crf", "--context", "documents",
+                  "--out", str(tmp_path)])
+
+
 def test_hf_peer_micro_batches_bound_the_padded_size_and_keep_the_batch_gradient(tiny_bert_dir):
     """A batch too long for one pass (MSRA) runs as micro-batches whose weighted losses give the
     batch's gradient."""
