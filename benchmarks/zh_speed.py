@@ -73,6 +73,8 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--threads", type=int, default=0,
                         help="Measure with this many torch threads only (0: each of THREADS)")
+    parser.add_argument("--note", default="The machine was shared with other work while this ran.",
+                        help="a sentence about the machine's state, copied into the results")
     parser.add_argument("--measure", nargs=3, type=Path, metavar=("PIPELINE", "TEXTS", "OUTPUTS"),
                         help=argparse.SUPPRESS)  # one pipeline, in the fresh process
     args = parser.parse_args()
@@ -107,7 +109,7 @@ def main() -> None:
         "encoders": {v: portable(str(p)) for v, p in encoders.items()},
         "texts": source,
         "load_average": os.getloadavg()[0],
-        "note": "The machine was shared with other work while this ran (2 cores).",
+        "note": args.note,
         "sizes": {v: sizes(p, encoders[v]) for v, p in pipelines.items()},
         "runs": runs,
         "pruning_check": {**token_check, **compare_outputs(outputs["full"], outputs["pruned"])},
