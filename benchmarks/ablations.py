@@ -65,6 +65,10 @@ OPTIONS = (
     Option("summed_loss", "configs/en_conll03.cfg",
            "crf_ner's loss summed over tokens (normalize_loss = false), not a mean: the shipped "
            "recipe since 2026-12-03"),
+    Option("case_features", "configs/ablations/en_conll03_case_features.cfg",
+           "the shipped recipe (summed loss) with case features: the transformer vector of each "
+           "token concatenated with a 64-wide embedding of its shape (token.shape_); compare with "
+           "summed_loss"),
     Option("multitask", "configs/en_conll03_multitask.cfg",
            "multi-task: spaCy's tagger on the POS column, on the shared transformer (both "
            "losses summed over tokens: crf_ner normalize_loss = false)"),
