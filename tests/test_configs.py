@@ -91,3 +91,33 @@ def test_configs_differ_only_where_intended(name):
     differing = config_differences(CONFIGS[0].parent / name)
     assert differing <= INTENDED_DIFFERENCES[name], sorted(differing - INTENDED_DIFFERENCES[name])
     assert differing  # the budgets do differ: the comparison sees the values
+
+
+def _emissions(nlp, text):
+    doc = nlp(text, disable=["crf_ner"])
+    return nlp.get_pipe("crf_ner").model.predict([doc])[0]
+
+
+def test_case_features_ablation_sees_the_case_an_uncased_encoder_drops(tiny_bert_dir, tmp_path):
+    """configs/ablations/en_conll03_case_features.cfg: en_conll03.cfg but crf_ner's tok2vec, the
+    transformer vector concatenated with a token-shape embedding. The tiny BERT lowercases, so
+    "Paris" and "paris" get the same transformer vectors: only with the shape embedding do their
+    emissions differ."""
+    from .util import BASE_CONFIG, CONFIGS_DIR, short_training_overrides, write_corpus
+
+    path = CONFIGS_DIR / "ablations" / "en_conll03_case_features.cfg"
+    differing = config_differences(path, BASE_CONFIG)
+    assert differing and all(k.startswith("components.crf_ner.model.tok2vec.") for k in differing)
+    overrides = short_training_overrides(tiny_bert_dir, write_corpus(tmp_path / "train.spacy"))
+    emissions = {}
+    for name, config in (("case", path), ("plain", BASE_CONFIG)):
+        spacy_train(config, tmp_path / name, overrides=overrides)
+        nlp = spacy.load(tmp_path / name / "model-last")
+        assert nlp.get_pipe("crf_ner").labels == ("LOC", "ORG", "PER")
+        texts = ("Maria flew to Paris", "maria flew to paris")
+        emissions[name] = [_emissions(nlp, text) for text in texts]
+    plain_cased, plain_lower = emissions["plain"]
+    assert plain_cased.shape == (4, 13)  # BILUO x 3 labels + O
+    assert abs(plain_cased - plain_lower).max() < 1e-5
+    case_cased, case_lower = emissions["case"]
+    assert abs(case_cased - case_lower).max() > 1e-3
