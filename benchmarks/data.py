@@ -114,6 +114,10 @@ def n_sentences(doc) -> int:
     return sum(1 for _ in doc.sents)
 
 
+def count_sentences(docs: list, context: str) -> int:
+    return sum(n_sentences(doc) for doc in docs) if context == "documents" else len(docs)
+
+
 def first_sentences(docs: list, limit: int, context: str) -> List:
     """The first `limit` sentences (0 = all): with documents, the first documents up to `limit`
     sentences, the last one whole."""
@@ -139,7 +143,6 @@ def prepare_data(dataset: str, data_dir: Path, limits: Dict[str, int],
     from spacy.tokens import DocBin
 
     info = DATASETS[dataset]
-    check_context(dataset, context)
     tag = "-".join(f"{s}{limits[s] or 'all'}" for s in SPLITS)
     if context != "sentences":
         tag += f"-{context}"
@@ -157,7 +160,7 @@ def prepare_data(dataset: str, data_dir: Path, limits: Dict[str, int],
     out.mkdir(parents=True, exist_ok=True)
     stats: Dict[str, Any] = {**made, "data_dir": rel(data_dir), "splits": {}}
     for split, (docs, counts, conv, source) in read_dataset(dataset, data_dir, context).items():
-        n_all = sum(n_sentences(doc) for doc in docs) if context == "documents" else len(docs)
+        n_all = count_sentences(docs, context)
         docs = first_sentences(docs, limits[split], context)
         DocBin(docs=docs).to_disk(out / f"{split}.spacy")
         write_jsonl(out / f"{split}.jsonl", (
@@ -179,10 +182,9 @@ def split_stats(docs: list, n_all: int, source: str, counts: Tuple[int, int, int
                 canonical: Optional[Tuple[int, int, int]], context: str = "sentences") -> dict:
     """What the results record of one split: the sentences kept (with documents: and the
     documents holding them) and the file they came from."""
-    sentences = sum(n_sentences(d) for d in docs) if context == "documents" else len(docs)
     grouping = {"documents": len(docs)} if context == "documents" else {}
     return {
-        "sentences": sentences, **grouping, "tokens": sum(len(d) for d in docs),
+        "sentences": count_sentences(docs, context), **grouping, "tokens": sum(len(d) for d in docs),
         "entities": sum(len(doc.ents) for doc in docs), "split_sentences": n_all,
         "full_file": {"file": source, "sentences": counts[0], "tokens": counts[1],
                       "entities": counts[2], "repairs": conv.repairs, "scheme": conv.scheme},
