@@ -184,7 +184,8 @@ def split_stats(docs: list, n_all: int, source: str, counts: Tuple[int, int, int
     documents holding them) and the file they came from."""
     grouping = {"documents": len(docs)} if context == "documents" else {}
     return {
-        "sentences": count_sentences(docs, context), **grouping, "tokens": sum(len(d) for d in docs),
+        "sentences": count_sentences(docs, context), **grouping,
+        "tokens": sum(len(d) for d in docs),
         "entities": sum(len(doc.ents) for doc in docs), "split_sentences": n_all,
         "full_file": {"file": source, "sentences": counts[0], "tokens": counts[1],
                       "entities": counts[2], "repairs": conv.repairs, "scheme": conv.scheme},
