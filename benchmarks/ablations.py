@@ -16,8 +16,9 @@ gold tokenization, one scorer (spacy_bert_crf.evaluate). Every training is
 `python -m spacy_bert_crf train ... --resume` (or `distill ... --resume`), so an interrupted
 run continues where it stopped; a finished one (WORK/<option>-s<seed>/done.json) is not redone.
 
-One results file per option and seed, OUT/<option>-s<seed>.json (runs in parallel processes do
-not share a file); OUT/ablations.md is rendered from all of them.
+One results file per option and seed, OUT/<option>-s<seed>.json (<option>-<encoder>-s<seed>.json
+on an encoder other than minilm-l6; runs in parallel processes do not share a file);
+OUT/ablations.md is rendered from all of them.
 """
 import argparse
 import json
@@ -28,7 +29,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Union
 
 from .machine import machine_info, package_versions, today
 from .markdown import table
@@ -39,6 +40,7 @@ OUT = RESULTS / "ablations"
 REPORT = "ablations.md"
 SPLITS = ("train", "dev", "test")
 LABELS = ("LOC", "MISC", "ORG", "PER")
+DEFAULT_ENCODER = "minilm-l6"
 
 
 @dataclass(frozen=True)
@@ -89,7 +91,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument("--options", default=",".join(o.name for o in OPTIONS),
                         help=f"comma-separated, of {', '.join(BY_NAME)}")
     parser.add_argument("--seeds", default="0", help="comma-separated")
-    parser.add_argument("--encoder", default="encoders/minilm-l6")
+    parser.add_argument("--encoder", default=f"encoders/{DEFAULT_ENCODER}")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--max-steps", type=int, default=-1, help="-1: the config's")
     parser.add_argument("--teacher", default=None, help="trained pipeline, for distill")
@@ -214,8 +216,16 @@ def run_one(option: Option, seed: int, args: argparse.Namespace) -> AblationRun:
     }
     if note:
         record["note"] = note
-    save_results(args.out / f"{option.name}-s{seed}.json", record)
+    save_results(args.out / results_name(option, seed, args.encoder), record)
     return record
+
+
+def results_name(option: Option, seed: int, encoder: Union[str, Path]) -> str:
+    """<option>-s<seed>.json on the default encoder (minilm-l6), <option>-<encoder>-s<seed>.json
+    on another, so that runs of one option on two encoders keep their own files."""
+    name = Path(encoder).name
+    return f"{option.name}-s{seed}.json" if name == DEFAULT_ENCODER else \
+        f"{option.name}-{name}-s{seed}.json"
 
 
 # ---------------------------------------------------------------------------------------------
