@@ -104,6 +104,7 @@ def test_the_committed_report_is_rendered_from_the_committed_results():
 
 def test_results_files_of_one_option_on_two_encoders_do_not_collide():
     option = ablations.BY_NAME["case_features"]
-    assert ablations.results_name(option, 0, "../runs/encoders/minilm-l6") == "case_features-s0.json"
+    default = ablations.results_name(option, 0, "../runs/encoders/minilm-l6")
+    assert default == "case_features-s0.json"
     assert ablations.results_name(option, 0, "../runs/encoders/e5-small") == \
         "case_features-e5-small-s0.json"
