@@ -8,11 +8,12 @@
 
 Each option is a shipped config (or the reference recipe on another corpus, or distilled from a
 teacher); the reference, option `baseline`, is the CoNLL recipe of 2026-12-02
-(configs/ablations/en_conll03_mean_loss.cfg); the shipped recipe since is option
-`summed_loss`. Every option trains with the same encoder, the same steps (the config's
-training.max_steps, about 2 epochs, unless --max-steps) and the same batcher, and is scored the
-same way: its model-best (chosen on dev F1, as `spacy train` ships it) on dev and test, on the
-gold tokenization, one scorer (spacy_bert_crf.evaluate). Every training is
+(configs/ablations/en_conll03_mean_loss.cfg); the shipped recipe (configs/en_conll03.cfg) is
+option `case_features`, which adds case features to option `summed_loss`. Every option trains
+with the same encoder, the same steps (the config's training.max_steps, about 2 epochs, unless
+--max-steps) and the same batcher, and is scored the same way: its model-best (chosen on dev
+F1, as `spacy train` ships it) on dev and test, on the gold tokenization, one scorer
+(spacy_bert_crf.evaluate). Every training is
 `python -m spacy_bert_crf train ... --resume` (or `distill ... --resume`), so an interrupted
 run continues where it stopped; a finished one (WORK/<option>-s<seed>/done.json) is not redone.
 
@@ -64,13 +65,12 @@ OPTIONS = (
            "mention swap augmenter (entity_swap.v1, half the examples)"),
     Option("token_mask", "configs/ablations/en_conll03_token_mask.cfg",
            "token masking augmenter (token_mask.v1, 10% of tokens in half the examples)"),
-    Option("summed_loss", "configs/en_conll03.cfg",
-           "crf_ner's loss summed over tokens (normalize_loss = false), not a mean: the shipped "
-           "recipe since 2026-12-03"),
-    Option("case_features", "configs/ablations/en_conll03_case_features.cfg",
-           "the shipped recipe (summed loss) with case features: the transformer vector of each "
-           "token concatenated with a 64-wide embedding of its shape (token.shape_); compare with "
-           "summed_loss"),
+    Option("summed_loss", "configs/ablations/en_conll03_summed_loss.cfg",
+           "crf_ner's loss summed over tokens (normalize_loss = false), not a mean"),
+    Option("case_features", "configs/en_conll03.cfg",
+           "summed_loss with case features (CRFTagger.v2): each token's transformer vector "
+           "concatenated with a 64-wide embedding of its shape (token.shape_); compare with "
+           "summed_loss. The shipped recipe since 2026-12-03"),
     Option("multitask", "configs/en_conll03_multitask.cfg",
            "multi-task: spaCy's tagger on the POS column, on the shared transformer (both "
            "losses summed over tokens: crf_ner normalize_loss = false)"),
@@ -295,7 +295,8 @@ def render(runs: Sequence[AblationRun]) -> str:
              "Test F1 is a mean ± standard deviation over the seeds (one seed: the value); Δ is "
              "the difference of means against the `baseline` row of the same encoder (the "
              "CoNLL recipe of 2026-12-02, whose crf_ner loss was a mean over tokens; the "
-             "shipped recipe since 2026-12-03 is the `summed_loss` row); test ECE: "
+             "shipped recipe is the `case_features` row, which adds case features to "
+             "`summed_loss`); test ECE: "
              "expected calibration error of the entity confidences (10 bins) at the pipeline's "
              "own temperature (1: none fitted).", ""]
     if first:

@@ -2,7 +2,7 @@
 
     raw        the encoder's forward pass alone on the test words: the speed limit for any head
     crf        our transformer + crf_ner: `spacy train` with the dataset's config
-    softmax    the same config with spacy-bert-crf.SoftmaxTagger.v1 (the CRF ablation)
+    softmax    the same config with spacy-bert-crf.SoftmaxTagger.v2 (the CRF ablation)
     spacy_ner  the same config with spaCy's transition-based `ner` on spacy-transformers' own
                TransformerModel.v3 (en_core_web_trf's recipe: what a user builds without us)
     hf         AutoModelForTokenClassification, the run_ner recipe; pipeline(aggregation="first")
@@ -138,7 +138,7 @@ SYSTEMS: Dict[str, System] = {system.name: system for system in (
                "benchmarks.peers.raw_encoder"),
     SpacyPipeline("crf", "spacy-bert-crf.TransformerModel.v1 + crf_ner (constrained CRF), "
                          "spacy train"),
-    SpacyPipeline("softmax", "spacy-bert-crf.TransformerModel.v1 + crf_ner with SoftmaxTagger.v1 "
+    SpacyPipeline("softmax", "spacy-bert-crf.TransformerModel.v1 + crf_ner with SoftmaxTagger.v2 "
                              "(CRF ablation), spacy train", [SOFTMAX_OVERRIDE]),
     SpacyNer("spacy_ner", "spacy-transformers.TransformerModel.v3 + spaCy transition-based ner "
                           "(en_core_web_trf recipe), spacy train"),

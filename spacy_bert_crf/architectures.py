@@ -3,7 +3,7 @@ from typing import List, Optional
 
 from spacy.tokens import Doc
 from spacy.util import registry
-from thinc.api import Model
+from thinc.api import Model, concatenate
 from thinc.types import Floats2d
 
 from .layers.crf import build_tagger_model
@@ -64,3 +64,53 @@ def build_softmax_tagger(
         dropout=dropout,
         nO=nO,
     )
+
+
+@registry.architectures("spacy-bert-crf.CRFTagger.v2")
+def build_crf_tagger_v2(
+    tok2vec: Model[List[Doc], List[Floats2d]],
+    features: Optional[Model[List[Doc], List[Floats2d]]] = None,
+    scheme: str = "BILUO",
+    hidden_width: int = 256,
+    depth: int = 0,
+    dropout: float = 0.1,
+    nO: Optional[int] = None,
+) -> Model[List[Doc], List[Floats2d]]:
+    """spacy-bert-crf.CRFTagger.v1 with token features: each token's tok2vec vector concatenated
+    with its `features` vector before the emission layer.
+
+    features (Optional[Model[List[Doc], List[Floats2d]]]): Token features computed from the docs,
+        e.g. spacy.MultiHashEmbed.v2 over SHAPE: the case an uncased encoder cannot see. None:
+        as v1. The tok2vec stays a layer of its own (model.tok2vec in the config), so that
+        nlp.replace_listeners("transformer", "crf_ner", ["model.tok2vec"]) still finds it.
+    Other arguments as for spacy-bert-crf.CRFTagger.v1.
+    """
+    return build_crf_tagger(
+        with_features(tok2vec, features), scheme=scheme, hidden_width=hidden_width, depth=depth,
+        dropout=dropout, nO=nO,
+    )
+
+
+@registry.architectures("spacy-bert-crf.SoftmaxTagger.v2")
+def build_softmax_tagger_v2(
+    tok2vec: Model[List[Doc], List[Floats2d]],
+    features: Optional[Model[List[Doc], List[Floats2d]]] = None,
+    scheme: str = "BILUO",
+    hidden_width: int = 256,
+    depth: int = 0,
+    dropout: float = 0.1,
+    nO: Optional[int] = None,
+) -> Model[List[Doc], List[Floats2d]]:
+    """spacy-bert-crf.SoftmaxTagger.v1 with token features, as spacy-bert-crf.CRFTagger.v2."""
+    return build_softmax_tagger(
+        with_features(tok2vec, features), scheme=scheme, hidden_width=hidden_width, depth=depth,
+        dropout=dropout, nO=nO,
+    )
+
+
+def with_features(
+    tok2vec: Model[List[Doc], List[Floats2d]],
+    features: Optional[Model[List[Doc], List[Floats2d]]],
+) -> Model[List[Doc], List[Floats2d]]:
+    """The tok2vec, or the tok2vec's vectors concatenated with the features' per token."""
+    return tok2vec if features is None else concatenate(tok2vec, features)

@@ -90,8 +90,8 @@ def make_crf_ner(
 ) -> "CRFEntityRecognizer":
     """Create a CRFEntityRecognizer component.
 
-    model (Model[List[Doc], List[Floats2d]]): A spacy-bert-crf tagger model (CRFTagger.v1 or
-        SoftmaxTagger.v1).
+    model (Model[List[Doc], List[Floats2d]]): A spacy-bert-crf tagger model (CRFTagger.v1/v2 or
+        SoftmaxTagger.v1/v2).
     spans_key (Optional[str]): Also store the entities with their confidences in
         doc.spans[spans_key] (attrs["scores"]); None to skip.
     overwrite_ents (bool): False (default): entities already set by an earlier component (e.g.
@@ -164,7 +164,7 @@ class CRFEntityRecognizer(TrainablePipe):
         if "scheme" not in model.attrs or not model.has_ref("crf"):
             raise ValueError(
                 f"The {name!r} component needs a spacy-bert-crf tagger model "
-                "(spacy-bert-crf.CRFTagger.v1 or SoftmaxTagger.v1), got "
+                "(spacy-bert-crf.CRFTagger.v1/v2 or SoftmaxTagger.v1/v2), got "
                 f"{model.name!r}."
             )
         single_thread_in_forked_children()  # nlp.pipe(n_process=N) workers: see threads.py

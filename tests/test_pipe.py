@@ -501,3 +501,25 @@ def test_decoding_paths_are_the_crf_viterbi(architecture):
         for row, (path, n) in enumerate(zip(expected, arrays.lengths)):
             numpy.testing.assert_array_equal(paths[row, :n], path)
     assert any(len(set(p.tolist())) > 1 for p in expected)  # not all O
+
+
+def test_v2_taggers_concatenate_token_features(tiny_bert_dir):
+    """CRFTagger.v2 / SoftmaxTagger.v2: features=None is v1; with features, the emission layer
+    reads the tok2vec's vectors and the features' side by side (width tok2vec + features)."""
+    features = {"@architectures": "spacy.MultiHashEmbed.v2", "width": 8, "attrs": ["SHAPE"],
+                "rows": [50], "include_static_vectors": False}
+    widths = {}
+    for arch in ("CRFTagger", "SoftmaxTagger"):
+        for version, extra in (("v1", {}), ("v2", {}), ("v2", {"features": features})):
+            nlp = make_trf_nlp(
+                tiny_bert_dir, {"@architectures": f"spacy-bert-crf.{arch}.{version}", **extra,
+                                "tok2vec": {"@architectures":
+                                            "spacy-transformers.TransformerListener.v1",
+                                            "pooling": {"@layers": "reduce_mean.v1"}}})
+            initialized(nlp)
+            key = (arch, version, bool(extra))
+            widths[key] = nlp.get_pipe("crf_ner").model.get_dim("nI")
+            assert nlp("Maria flew to Paris")  # runs
+    for arch in ("CRFTagger", "SoftmaxTagger"):
+        assert widths[(arch, "v1", False)] == widths[(arch, "v2", False)] == 32
+        assert widths[(arch, "v2", True)] == 32 + 8

@@ -263,3 +263,43 @@ def test_damaged_bytes_are_named_damaged(saved_trf):
     msg["model"] = msg["model"][:100]
     with pytest.raises(TransformerLoadError, match="model: it is damaged or incomplete"):
         pipe.from_bytes(srsly.msgpack_dumps(msg))
+
+
+# ------------------------------------------------------------------ replace_listeners
+
+
+SHAPE_FEATURES = {"@architectures": "spacy.MultiHashEmbed.v2", "width": 8, "attrs": ["SHAPE"],
+                  "rows": [50], "include_static_vectors": False}
+
+
+@pytest.mark.parametrize("features", [None, SHAPE_FEATURES], ids=["listener", "with_features"])
+def test_replaced_listener_saves_and_loads_without_the_transformer(
+    tiny_bert_dir, tmp_path, features
+):
+    """nlp.replace_listeners gives crf_ner its own copy of the transformer (README): saved, the
+    component loads again on its own (spacy-bert-crf.Tok2VecTransformer.v1; spacy-transformers'
+    Tok2VecTransformer.v3 takes none of TransformerModel.v1's settings) with the same entities,
+    also under CRFTagger.v2's token features, whose listener stays at model.tok2vec."""
+    from .util import make_examples
+
+    cfg = transformer_config(tiny_bert_dir)
+    cfg["model"]["@architectures"] = "spacy-bert-crf.TransformerModel.v1"
+    nlp = spacy.blank("en")
+    nlp.add_pipe("transformer", config=cfg)
+    model = {"@architectures": "spacy-bert-crf.CRFTagger.v2", "features": features,
+             "tok2vec": {"@architectures": "spacy-transformers.TransformerListener.v1",
+                         "pooling": {"@layers": "reduce_mean.v1"}}}
+    nlp.add_pipe("crf_ner", config={"model": model})
+    examples = make_examples(nlp)
+    nlp.initialize(lambda: examples)
+    texts = [eg.reference.text for eg in examples]
+    expected = [[(e.start, e.end, e.label_) for e in doc.ents] for doc in nlp.pipe(texts)]
+    nlp.replace_listeners("transformer", "crf_ner", ["model.tok2vec"])
+    saved = nlp.config["components"]["crf_ner"]["model"]["tok2vec"]
+    assert saved["@architectures"] == "spacy-bert-crf.Tok2VecTransformer.v1"
+    assert saved["max_batch_pieces"] == 4096
+    nlp.to_disk(tmp_path / "nlp")
+    alone = spacy.load(tmp_path / "nlp", exclude=["transformer"])
+    assert alone.pipe_names == ["crf_ner"]
+    got = [[(e.start, e.end, e.label_) for e in doc.ents] for doc in alone.pipe(texts)]
+    assert got == expected

@@ -41,7 +41,8 @@ SPACY_NER_COMPONENT = {
     },
 }
 STOCK_TRANSFORMER = "spacy-transformers.TransformerModel.v3"
-SOFTMAX_OVERRIDE = ("components.crf_ner.model.@architectures", "spacy-bert-crf.SoftmaxTagger.v1")
+# v2 takes the config's token features if it has any (en_conll03.cfg), and is v1 otherwise
+SOFTMAX_OVERRIDE = ("components.crf_ner.model.@architectures", "spacy-bert-crf.SoftmaxTagger.v2")
 # --augment NAME: the training corpus's augmenter of the ablation config
 # configs/ablations/en_conll03_NAME.cfg (its one home), on the dataset's config
 AUGMENTERS = ("entity_swap", "token_mask")

@@ -3,7 +3,7 @@
     python -m benchmarks.peers.step_time --data DATA --encoder DIR --config CONFIG --out DIR
         [--steps 40] [--warmup 4] [--threads 2] [--seed 0]
 
-Both pipelines are built from the same config (the softmax one with SoftmaxTagger.v1), with the
+Both pipelines are built from the same config (the softmax one with SoftmaxTagger.v2), with the
 same seed, initialized on the same sentences and updated on the same batches (the config's own
 batcher over a seeded shuffle of the train split), in alternating order (crf then softmax, then
 softmax then crf, ...) so that the machine's noise falls on both alike. One step is

@@ -35,11 +35,14 @@ from spacy.util import SimpleFrozenDict, registry
 from spacy_transformers.align import get_alignment, get_alignment_via_offset_mapping
 from spacy_transformers.data_classes import FullTransformerBatch, WordpieceBatch
 from spacy_transformers.layers.hf_shim import HFShim
+from spacy_transformers.layers.split_trf import split_trf_batch
+from spacy_transformers.layers.trfs2arrays import trfs2arrays
 from spacy_transformers.layers.transformer_model import TransformerModel
 from spacy_transformers.layers.transformer_model import forward as trf_forward
 from spacy_transformers.layers.transformer_model import huggingface_from_pretrained
 from spacy_transformers.truncate import truncate_oversize_splits
-from thinc.api import Model, get_array_module
+from thinc.api import Model, chain, get_array_module
+from thinc.types import Floats2d
 from thinc.util import convert_recursive, is_xp_array
 from transformers.tokenization_utils_base import BatchEncoding
 from transformers.tokenization_utils_fast import PreTrainedTokenizerFast
@@ -102,6 +105,51 @@ def build_transformer_model(
     )
 
 
+@registry.architectures("spacy-bert-crf.Tok2VecTransformer.v1")
+def build_tok2vec_transformer(
+    name: str,
+    get_spans: Callable,
+    tokenizer_config: dict,
+    pooling: Model,
+    grad_factor: float = 1.0,
+    transformer_config: dict = SimpleFrozenDict(),
+    mixed_precision: bool = False,
+    grad_scaler_config: dict = SimpleFrozenDict(),
+    max_batch_pieces: int = 4096,
+    min_fill: float = 0.75,
+) -> Model[List[Doc], List[Floats2d]]:
+    """spacy-bert-crf.TransformerModel.v1 as a component's own tok2vec, as
+    spacy-transformers.Tok2VecTransformer.v3 is TransformerModel.v3's: what
+    `nlp.replace_listeners("transformer", NAME, ["model.tok2vec"])` writes into the component's
+    config, so that the component, saved with its own copy of the transformer, loads again.
+
+    pooling (Model[Ragged, Floats2d]): Reduces each token's wordpiece vectors (the listener's).
+    grad_factor (float): Scales the gradient into the transformer (the listener's).
+    Other arguments as for spacy-bert-crf.TransformerModel.v1.
+    """
+    transformer = build_transformer_model(
+        name, get_spans, tokenizer_config, transformer_config, mixed_precision,
+        grad_scaler_config, max_batch_pieces, min_fill,
+    )
+    # a chain of a chain, as spacy-transformers builds it: the structure a listener has once
+    # replace_listener has replaced it, so that the weights saved either way load either way
+    return chain(chain(transformer, split_trf_batch()), trfs2arrays(pooling, grad_factor))
+
+
+def replace_listener_cfg(tok2vec_model_cfg: dict, listener_model_cfg: dict) -> dict:
+    """The config of a listener's replacement (nlp.replace_listeners): this transformer's config as
+    spacy-bert-crf.Tok2VecTransformer.v1, with the listener's pooling and grad_factor.
+    spacy-transformers' own function names Tok2VecTransformer.v3, which takes none of this
+    model's own settings (max_batch_pieces, min_fill), so the saved component would not load."""
+    result = dict(tok2vec_model_cfg)
+    if "TransformerListener" in listener_model_cfg.get("@architectures", ""):
+        result["@architectures"] = "spacy-bert-crf.Tok2VecTransformer.v1"
+        for key in ("pooling", "grad_factor"):
+            if key in listener_model_cfg and key not in result:
+                result[key] = listener_model_cfg[key]
+    return result
+
+
 class BoundedTransformerModel(TransformerModel):
     """spacy-transformers' TransformerModel with windows bounded by wordpieces, bucketed
     inference, a checked model name at initialize and checked loading (see the module)."""
@@ -127,6 +175,7 @@ class BoundedTransformerModel(TransformerModel):
         self.attrs["get_spans"] = self.bounded_spans
         self.attrs["max_batch_pieces"] = max_batch_pieces
         self.attrs["min_fill"] = min_fill
+        self.attrs["replace_listener_cfg"] = replace_listener_cfg
         # attention maps have no single sequence axis to re-pad: keep spacy-transformers' pass
         self.attrs["bucketed"] = not transformer_config.get("output_attentions", False)
         self._func = bucketed_forward
