@@ -34,6 +34,7 @@ from spacy.tokens import Doc, Span
 from spacy.util import SimpleFrozenDict, registry
 from spacy_transformers.align import get_alignment, get_alignment_via_offset_mapping
 from spacy_transformers.data_classes import FullTransformerBatch, WordpieceBatch
+from spacy_transformers.layers._util import replace_listener_cfg as trf_replace_listener_cfg
 from spacy_transformers.layers.hf_shim import HFShim
 from spacy_transformers.layers.split_trf import split_trf_batch
 from spacy_transformers.layers.trfs2arrays import trfs2arrays
@@ -137,16 +138,14 @@ def build_tok2vec_transformer(
 
 
 def replace_listener_cfg(tok2vec_model_cfg: dict, listener_model_cfg: dict) -> dict:
-    """The config of a listener's replacement (nlp.replace_listeners): this transformer's config as
-    spacy-bert-crf.Tok2VecTransformer.v1, with the listener's pooling and grad_factor.
-    spacy-transformers' own function names Tok2VecTransformer.v3, which takes none of this
-    model's own settings (max_batch_pieces, min_fill), so the saved component would not load."""
-    result = dict(tok2vec_model_cfg)
-    if "TransformerListener" in listener_model_cfg.get("@architectures", ""):
+    """The config of a listener's replacement (nlp.replace_listeners): spacy-transformers' own
+    (this transformer's config with the listener's pooling and grad_factor), naming
+    spacy-bert-crf.Tok2VecTransformer.v1 instead of Tok2VecTransformer.v3, which takes none of
+    this model's own settings (max_batch_pieces, min_fill), so the saved component would not
+    load."""
+    result = trf_replace_listener_cfg(tok2vec_model_cfg, listener_model_cfg)
+    if result.get("@architectures") == "spacy-transformers.Tok2VecTransformer.v3":
         result["@architectures"] = "spacy-bert-crf.Tok2VecTransformer.v1"
-        for key in ("pooling", "grad_factor"):
-            if key in listener_model_cfg and key not in result:
-                result[key] = listener_model_cfg[key]
     return result
 
 
