@@ -288,6 +288,34 @@ def test_decode_load_report_reads_the_shared_machine_record():
     assert "share of the 4 CPUs" in made[-1]
 
 
+def test_decode_load_brackets_each_run_with_a_reference_in_the_same_condition(monkeypatch):
+    """measure() times a single-threaded reference next to every run, and `own` is the decode's
+    time over the reference's in loaded runs against the same in idle runs."""
+    calls = []
+
+    def fake_timed(fn, condition, reference=0):
+        calls.append((condition, reference))
+        # idle: decode 1 s, reference 1 s; loaded: decode 3 s, reference 2 s -> own 1.5
+        return (3.0, 1.0, 2.0) if condition == "loaded" else (1.0, 1.0, 1.0)
+
+    monkeypatch.setattr(decode_load, "timed", fake_timed)
+    monkeypatch.setattr(decode_load, "reference_iterations", lambda seconds: 1234)
+    crf, tags = decode_load.build_crf(seed=0)
+    em, mask = decode_load.make_workloads(crf)["sentences"]
+    r = decode_load.measure(crf, tags, "viterbi", em[:4], mask[:4], "after", budget=0.0)
+    assert r["loaded_over_idle"] == pytest.approx(3.0)
+    assert r["reference_loaded_over_idle"] == pytest.approx(2.0)
+    assert r["own"] == pytest.approx(1.5)
+    timed_runs = [c for c in calls if c[1] == 1234]
+    assert len(timed_runs) == 2 * r["idle"]["runs"] and r["idle"]["runs"] >= 2
+    assert {c[0] for c in timed_runs} == {"idle", "loaded"}
+
+
+def test_decode_load_reference_loop_scales_with_the_time_asked_for():
+    few, many = decode_load.reference_iterations(0.001), decode_load.reference_iterations(0.05)
+    assert 1000 <= few < many
+
+
 def test_prepare_data_records_how_dev_was_carved(tmp_path, monkeypatch):
     """The carving (source, size, seed) goes into stats.json, which the results and report
     take it from; changing it makes the data again."""
