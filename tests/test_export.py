@@ -164,6 +164,23 @@ def test_threads_setting_and_copy(exported):
     assert entities(onnx_nlp(TEXTS[1])) == expected
 
 
+def test_replaced_listener_saves_and_loads_without_the_transformer(exported, tmp_path):
+    """In an exported pipeline too, crf_ner's own copy of the encoder (nlp.replace_listeners)
+    is saved under an architecture that loads again (spacy-bert-crf.OnnxTok2VecTransformer.v1;
+    spacy-transformers' Tok2VecTransformer.v3 would build a torch model from a Hub name)."""
+    root, _, _ = exported
+    onnx_nlp = spacy.load(root / "int8")
+    expected = [entities(doc) for doc in onnx_nlp.pipe(TEXTS)]
+    onnx_nlp.replace_listeners("transformer", "crf_ner", ["model.tok2vec"])
+    saved = onnx_nlp.config["components"]["crf_ner"]["model"]["tok2vec"]
+    assert saved["@architectures"] == "spacy-bert-crf.OnnxTok2VecTransformer.v1"
+    assert saved["max_batch_pieces"] == 4096 and "pooling" in saved
+    onnx_nlp.to_disk(tmp_path / "nlp")
+    alone = spacy.load(tmp_path / "nlp", exclude=["transformer"])
+    assert alone.pipe_names == ["crf_ner"]
+    assert [entities(doc) for doc in alone.pipe(TEXTS)] == expected
+
+
 def test_no_transformer_is_refused(tmp_path):
     nlp = make_light_nlp()
     nlp.initialize(lambda: make_examples(nlp))

@@ -137,16 +137,20 @@ def build_tok2vec_transformer(
     return chain(chain(transformer, split_trf_batch()), trfs2arrays(pooling, grad_factor))
 
 
-def replace_listener_cfg(tok2vec_model_cfg: dict, listener_model_cfg: dict) -> dict:
-    """The config of a listener's replacement (nlp.replace_listeners): spacy-transformers' own
-    (this transformer's config with the listener's pooling and grad_factor), naming
-    spacy-bert-crf.Tok2VecTransformer.v1 instead of Tok2VecTransformer.v3, which takes none of
-    this model's own settings (max_batch_pieces, min_fill), so the saved component would not
-    load."""
-    result = trf_replace_listener_cfg(tok2vec_model_cfg, listener_model_cfg)
-    if result.get("@architectures") == "spacy-transformers.Tok2VecTransformer.v3":
-        result["@architectures"] = "spacy-bert-crf.Tok2VecTransformer.v1"
-    return result
+def replace_listener_cfg_naming(architecture: str) -> Callable[[dict, dict], dict]:
+    """A model's replace_listener_cfg (the config nlp.replace_listeners writes for a listener's
+    replacement): spacy-transformers' own (the transformer's config with the listener's
+    pooling and grad_factor), naming `architecture` instead of
+    spacy-transformers.Tok2VecTransformer.v3, which takes none of this plugin's own settings
+    (max_batch_pieces, min_fill, ...), so the saved component would not load."""
+
+    def replace_listener_cfg(tok2vec_model_cfg: dict, listener_model_cfg: dict) -> dict:
+        result = trf_replace_listener_cfg(tok2vec_model_cfg, listener_model_cfg)
+        if result.get("@architectures") == "spacy-transformers.Tok2VecTransformer.v3":
+            result["@architectures"] = architecture
+        return result
+
+    return replace_listener_cfg
 
 
 class BoundedTransformerModel(TransformerModel):
@@ -174,7 +178,9 @@ class BoundedTransformerModel(TransformerModel):
         self.attrs["get_spans"] = self.bounded_spans
         self.attrs["max_batch_pieces"] = max_batch_pieces
         self.attrs["min_fill"] = min_fill
-        self.attrs["replace_listener_cfg"] = replace_listener_cfg
+        self.attrs["replace_listener_cfg"] = replace_listener_cfg_naming(
+            "spacy-bert-crf.Tok2VecTransformer.v1"
+        )
         # attention maps have no single sequence axis to re-pad: keep spacy-transformers' pass
         self.attrs["bucketed"] = not transformer_config.get("output_attentions", False)
         self._func = bucketed_forward

@@ -18,12 +18,19 @@ import torch
 from spacy.tokens import Doc
 from spacy.util import make_tempdir, registry
 from spacy_transformers.data_classes import FullTransformerBatch, WordpieceBatch
-from thinc.api import Model, Shim
+from spacy_transformers.layers import split_trf_batch, trfs2arrays
+from spacy_transformers.layers._util import replace_listener
+from thinc.api import Model, Shim, chain
+from thinc.types import Floats2d
 from thinc.util import convert_recursive, is_xp_array
 from transformers import AutoConfig, AutoTokenizer
 from transformers.utils import ModelOutput
 
-from ..layers.transformer import BoundedTransformerModel, bucketed_forward
+from ..layers.transformer import (
+    BoundedTransformerModel,
+    bucketed_forward,
+    replace_listener_cfg_naming,
+)
 from ..layers.transformer_loading import (
     LoadProblem,
     check_saved_transformer,
@@ -32,6 +39,7 @@ from ..layers.transformer_loading import (
 from ..threads import single_thread_in_forked_children
 
 ARCHITECTURE = "spacy-bert-crf.OnnxTransformerModel.v1"
+TOK2VEC_ARCHITECTURE = "spacy-bert-crf.OnnxTok2VecTransformer.v1"
 INSTALL_HINT = "pip install 'spacy-bert-crf[onnx]'"
 # Encoder inputs the exported graph may take, in the order the tokenizer can produce them.
 ENCODER_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
@@ -89,6 +97,29 @@ def build_onnx_transformer_model(
     return OnnxTransformerModel(
         get_spans, max_batch_pieces=max_batch_pieces, min_fill=min_fill, threads=threads
     )
+
+
+@registry.architectures(TOK2VEC_ARCHITECTURE)
+def build_onnx_tok2vec_transformer(
+    get_spans: Callable,
+    pooling: Model,
+    grad_factor: float = 1.0,
+    max_batch_pieces: int = 4096,
+    min_fill: float = 0.75,
+    threads: int = 0,
+) -> Model[List[Doc], List[Floats2d]]:
+    """spacy-bert-crf.OnnxTransformerModel.v1 as a component's own tok2vec: what
+    `nlp.replace_listeners("transformer", NAME, ["model.tok2vec"])` writes into the component's
+    config in an exported pipeline, so that the component, saved with its own copy of the
+    encoder, loads again (as spacy-bert-crf.Tok2VecTransformer.v1 does for the torch model).
+
+    pooling (Model[Ragged, Floats2d]): Reduces each token's wordpiece vectors (the listener's).
+    grad_factor (float): The listener's; the model is inference only.
+    Other arguments as for spacy-bert-crf.OnnxTransformerModel.v1.
+    """
+    transformer = build_onnx_transformer_model(get_spans, max_batch_pieces, min_fill, threads)
+    # the structure spacy-transformers' replace_listener gives the copied model
+    return chain(chain(transformer, split_trf_batch()), trfs2arrays(pooling, grad_factor))
 
 
 class OnnxShim(Shim):
@@ -245,11 +276,10 @@ class OnnxTransformerModel(BoundedTransformerModel):
                 "flush_cache_chance": 0.0,
             },
         )
-        # spacy-transformers' listener replacement (nlp.replace_listeners) copies this model
-        from spacy_transformers.layers._util import replace_listener, replace_listener_cfg
-
+        # nlp.replace_listeners copies this model (spacy-transformers' replace_listener) and
+        # writes the copy's config (replace_listener_cfg)
         self.attrs["replace_listener"] = replace_listener
-        self.attrs["replace_listener_cfg"] = replace_listener_cfg
+        self.attrs["replace_listener_cfg"] = replace_listener_cfg_naming(TOK2VEC_ARCHITECTURE)
 
     @property
     def shim(self) -> OnnxShim:
