@@ -82,6 +82,9 @@ OPTIONS = (
            distill_weight=1.0),
     Option("distill_w3", "configs/ablations/en_conll03_mean_loss.cfg",
            "distilled as above, gold NLL + 3.0 x KL", distill_weight=3.0),
+    Option("case_features_distill", "configs/en_conll03.cfg",
+           "the shipped recipe (case_features) distilled from a teacher pipeline of the same "
+           "recipe (--teacher; gold NLL + 3.0 x KL to its marginals)", distill_weight=3.0),
 )
 BY_NAME = {option.name: option for option in OPTIONS}
 
