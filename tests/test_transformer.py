@@ -272,6 +272,24 @@ SHAPE_FEATURES = {"@architectures": "spacy.MultiHashEmbed.v2", "width": 8, "attr
                   "rows": [50], "include_static_vectors": False}
 
 
+def test_replace_listener_cfg_renames_and_pickles():
+    """The config function nlp.replace_listeners calls names this plugin's tok2vec, and survives
+    pickling (spaCy pickles the pipeline for workers where processes are spawned)."""
+    import pickle
+
+    from spacy_bert_crf.layers.transformer import replace_listener_cfg_naming
+
+    rename = pickle.loads(pickle.dumps(replace_listener_cfg_naming("my.Tok2Vec.v1")))
+    model_cfg = {"@architectures": "spacy-bert-crf.TransformerModel.v1", "min_fill": 0.5}
+    listener = {"@architectures": "spacy-transformers.TransformerListener.v1",
+                "pooling": {"@layers": "reduce_mean.v1"}, "grad_factor": 1.0}
+    assert rename(model_cfg, listener) == {
+        "@architectures": "my.Tok2Vec.v1", "min_fill": 0.5,
+        "pooling": {"@layers": "reduce_mean.v1"}, "grad_factor": 1.0}
+    other = {"@architectures": "spacy.HashEmbedCNN.v2"}
+    assert rename(other, listener) == other  # not a transformer: left alone
+
+
 @pytest.mark.parametrize("features", [None, SHAPE_FEATURES], ids=["listener", "with_features"])
 def test_replaced_listener_saves_and_loads_without_the_transformer(
     tiny_bert_dir, tmp_path, features

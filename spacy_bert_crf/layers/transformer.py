@@ -26,6 +26,7 @@ files or run code (tokenizer file names that are not plain names, `trust_remote_
 path-like model name that is not a local folder is an error, never a Hub query.
 """
 import copy
+import functools
 from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple, cast
 
 import numpy
@@ -142,15 +143,18 @@ def replace_listener_cfg_naming(architecture: str) -> Callable[[dict, dict], dic
     replacement): spacy-transformers' own (the transformer's config with the listener's
     pooling and grad_factor), naming `architecture` instead of
     spacy-transformers.Tok2VecTransformer.v3, which takes none of this plugin's own settings
-    (max_batch_pieces, min_fill, ...), so the saved component would not load."""
+    (max_batch_pieces, min_fill, ...), so the saved component would not load. A partial of a
+    module-level function, so that the model stays picklable (spawned workers)."""
+    return functools.partial(_replace_listener_cfg, architecture=architecture)
 
-    def replace_listener_cfg(tok2vec_model_cfg: dict, listener_model_cfg: dict) -> dict:
-        result = trf_replace_listener_cfg(tok2vec_model_cfg, listener_model_cfg)
-        if result.get("@architectures") == "spacy-transformers.Tok2VecTransformer.v3":
-            result["@architectures"] = architecture
-        return result
 
-    return replace_listener_cfg
+def _replace_listener_cfg(
+    tok2vec_model_cfg: dict, listener_model_cfg: dict, *, architecture: str
+) -> dict:
+    result = trf_replace_listener_cfg(tok2vec_model_cfg, listener_model_cfg)
+    if result.get("@architectures") == "spacy-transformers.Tok2VecTransformer.v3":
+        result["@architectures"] = architecture
+    return result
 
 
 class BoundedTransformerModel(TransformerModel):
