@@ -113,15 +113,17 @@ def timed(
     it, in the same condition (0 if no reference)."""
     load = busy_cpu(LOAD_PROCESSES, SPIN_LIMIT) if condition == "loaded" else None
     with load or contextlib.nullcontext():
-        ref = time.perf_counter()
-        reference_loop(reference)
-        ref = time.perf_counter() - ref
-        wall, cpu = time.perf_counter(), time.process_time()
-        fn()
-        wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
-        after = time.perf_counter()
-        reference_loop(reference)
-        return wall, cpu, (ref + time.perf_counter() - after) / 2
+        before = _wall_seconds(reference_loop, reference)
+        cpu = time.process_time()
+        wall = _wall_seconds(fn)
+        cpu = time.process_time() - cpu
+        return wall, cpu, (before + _wall_seconds(reference_loop, reference)) / 2
+
+
+def _wall_seconds(fn: Callable[..., object], *args: object) -> float:
+    start = time.perf_counter()
+    fn(*args)
+    return time.perf_counter() - start
 
 
 def make_workloads(

@@ -133,8 +133,13 @@ def build_tok2vec_transformer(
         name, get_spans, tokenizer_config, transformer_config, mixed_precision,
         grad_scaler_config, max_batch_pieces, min_fill,
     )
-    # a chain of a chain, as spacy-transformers builds it: the structure a listener has once
-    # replace_listener has replaced it, so that the weights saved either way load either way
+    return as_tok2vec(transformer, pooling, grad_factor)
+
+
+def as_tok2vec(transformer: Model, pooling: Model, grad_factor: float) -> Model:
+    """A transformer model as a component's own tok2vec: a chain of a chain, as
+    spacy-transformers builds it, the structure a listener has once replace_listener has
+    replaced it, so that the weights saved either way load either way."""
     return chain(chain(transformer, split_trf_batch()), trfs2arrays(pooling, grad_factor))
 
 

@@ -18,9 +18,8 @@ import torch
 from spacy.tokens import Doc
 from spacy.util import make_tempdir, registry
 from spacy_transformers.data_classes import FullTransformerBatch, WordpieceBatch
-from spacy_transformers.layers import split_trf_batch, trfs2arrays
 from spacy_transformers.layers._util import replace_listener
-from thinc.api import Model, Shim, chain
+from thinc.api import Model, Shim
 from thinc.types import Floats2d
 from thinc.util import convert_recursive, is_xp_array
 from transformers import AutoConfig, AutoTokenizer
@@ -28,6 +27,7 @@ from transformers.utils import ModelOutput
 
 from ..layers.transformer import (
     BoundedTransformerModel,
+    as_tok2vec,
     bucketed_forward,
     replace_listener_cfg_naming,
 )
@@ -118,8 +118,7 @@ def build_onnx_tok2vec_transformer(
     Other arguments as for spacy-bert-crf.OnnxTransformerModel.v1.
     """
     transformer = build_onnx_transformer_model(get_spans, max_batch_pieces, min_fill, threads)
-    # the structure spacy-transformers' replace_listener gives the copied model
-    return chain(chain(transformer, split_trf_batch()), trfs2arrays(pooling, grad_factor))
+    return as_tok2vec(transformer, pooling, grad_factor)
 
 
 class OnnxShim(Shim):
