@@ -321,3 +321,84 @@ def test_replaced_listener_saves_and_loads_without_the_transformer(
     assert alone.pipe_names == ["crf_ner"]
     got = [[(e.start, e.end, e.label_) for e in doc.ents] for doc in alone.pipe(texts)]
     assert got == expected
+
+
+def _frozen_nlp(model_dir, freeze):
+    from .util import make_examples
+
+    cfg = transformer_config(model_dir)
+    cfg["model"]["@architectures"] = "spacy-bert-crf.TransformerModel.v2"
+    cfg["model"]["freeze_input_embeddings"] = freeze
+    nlp = spacy.blank("en")
+    nlp.add_pipe("transformer", config=cfg)
+    nlp.add_pipe("crf_ner")
+    examples = make_examples(nlp)
+    nlp.initialize(lambda: examples)
+    return nlp, examples
+
+
+def _encoder_weights(nlp):
+    encoder = nlp.get_pipe("transformer").model.transformer
+    return (encoder.get_input_embeddings().weight.detach().clone(),
+            encoder.encoder.layer[0].attention.self.query.weight.detach().clone())
+
+
+def _train(nlp, examples, steps=3):
+    optimizer = nlp.resume_training()
+    for _ in range(steps):
+        nlp.update(examples, sgd=optimizer)
+
+
+@pytest.mark.parametrize("freeze", [True, False])
+def test_freeze_input_embeddings_keeps_them_and_trains_the_rest(tiny_bert_dir, freeze):
+    """TransformerModel.v2 with freeze_input_embeddings: the wordpiece embedding matrix gets no
+    gradient and stays as pretrained while the layers train; without it, it trains (v1)."""
+    nlp, examples = _frozen_nlp(tiny_bert_dir, freeze)
+    embeddings, layer = _encoder_weights(nlp)
+    _train(nlp, examples)
+    embeddings_after, layer_after = _encoder_weights(nlp)
+    assert not torch.equal(layer, layer_after)
+    assert torch.equal(embeddings, embeddings_after) == freeze
+    weight = nlp.get_pipe("transformer").model.transformer.get_input_embeddings().weight
+    assert weight.requires_grad != freeze
+
+
+def test_frozen_input_embeddings_stay_frozen_after_loading(tiny_bert_dir, tmp_path):
+    """Saved and loaded (a resumed training loads its checkpoint so), the embeddings are still
+    frozen: the shim builds a new torch model, whose weights would otherwise all train."""
+    nlp, examples = _frozen_nlp(tiny_bert_dir, True)
+    nlp.to_disk(tmp_path / "nlp")
+    loaded = spacy.load(tmp_path / "nlp")
+    embeddings, layer = _encoder_weights(loaded)
+    _train(loaded, examples)
+    embeddings_after, layer_after = _encoder_weights(loaded)
+    assert torch.equal(embeddings, embeddings_after)
+    assert not torch.equal(layer, layer_after)
+
+
+def test_replaced_listener_of_a_frozen_transformer_stays_frozen(tiny_bert_dir, tmp_path):
+    """replace_listeners on TransformerModel.v2 writes Tok2VecTransformer.v2 with the setting,
+    and the component saved with its own copy of the transformer loads and trains frozen."""
+    nlp, examples = _frozen_nlp(tiny_bert_dir, True)
+    nlp.replace_listeners("transformer", "crf_ner", ["model.tok2vec"])
+    saved = nlp.config["components"]["crf_ner"]["model"]["tok2vec"]
+    assert saved["@architectures"] == "spacy-bert-crf.Tok2VecTransformer.v2"
+    assert saved["freeze_input_embeddings"] is True
+    nlp.to_disk(tmp_path / "nlp")
+    alone = spacy.load(tmp_path / "nlp", exclude=["transformer"])
+    encoder = alone.get_pipe("crf_ner").model.get_ref("tok2vec").layers[0].layers[0].transformer
+    before = encoder.get_input_embeddings().weight.detach().clone()
+    _train(alone, examples)
+    assert torch.equal(before, encoder.get_input_embeddings().weight)
+
+
+def test_freeze_input_embeddings_without_input_embeddings_is_an_error(tiny_bert_dir, monkeypatch):
+    """An encoder that cannot name its input embeddings is refused, not trained unfrozen."""
+    from transformers import BertModel
+
+    def missing(self):
+        raise NotImplementedError
+
+    monkeypatch.setattr(BertModel, "get_input_embeddings", missing)
+    with pytest.raises(ValueError, match="get_input_embeddings"):
+        _frozen_nlp(tiny_bert_dir, True)

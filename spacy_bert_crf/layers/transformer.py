@@ -82,6 +82,35 @@ def build_transformer_model(
     min_fill (float): Start a new sub-batch before real wordpieces would fill less than this
         fraction of it (0 < min_fill <= 1).
     """
+    return build_transformer_model_v2(
+        name, get_spans, tokenizer_config, transformer_config, mixed_precision,
+        grad_scaler_config, max_batch_pieces, min_fill, freeze_input_embeddings=False,
+    )
+
+
+@registry.architectures("spacy-bert-crf.TransformerModel.v2")
+def build_transformer_model_v2(
+    name: str,
+    get_spans: Callable,
+    tokenizer_config: dict = SimpleFrozenDict(),
+    transformer_config: dict = SimpleFrozenDict(),
+    mixed_precision: bool = False,
+    grad_scaler_config: dict = SimpleFrozenDict(),
+    max_batch_pieces: int = 4096,
+    min_fill: float = 0.75,
+    freeze_input_embeddings: bool = False,
+) -> Model[List[Doc], FullTransformerBatch]:
+    """spacy-bert-crf.TransformerModel.v1, whose input embeddings (the wordpiece embedding
+    matrix) can be kept as pretrained.
+
+    freeze_input_embeddings (bool): Do not train the encoder's input embeddings
+        (`get_input_embeddings()`): they get no gradient and no optimizer update. Training
+        steps get cheaper where that matrix is most of the encoder, as in the multilingual
+        encoders (e5-small: 96M of its 118M weights), whose optimizer update of the whole
+        matrix, every step, costs about as much as a third of the step; the position
+        embeddings and every layer still train.
+    Other arguments as for spacy-bert-crf.TransformerModel.v1.
+    """
     if max_batch_pieces < 1:
         raise ValueError(f"max_batch_pieces must be at least 1, got {max_batch_pieces}.")
     if not 0.0 < min_fill <= 1.0:
@@ -91,7 +120,7 @@ def build_transformer_model(
         found = remote_code_keys(values)
         if found:
             raise ValueError(
-                f"{setting} sets {', '.join(found)}: spacy-bert-crf.TransformerModel.v1 never runs "
+                f"{setting} sets {', '.join(found)}: spacy-bert-crf.TransformerModel never runs "
                 f"Python code shipped with a model. Remove the setting."
             )
     single_thread_in_forked_children()  # nlp.pipe(n_process=N) workers: see threads.py
@@ -104,6 +133,7 @@ def build_transformer_model(
         dict(grad_scaler_config),
         max_batch_pieces=max_batch_pieces,
         min_fill=min_fill,
+        freeze_input_embeddings=freeze_input_embeddings,
     )
 
 
@@ -129,9 +159,33 @@ def build_tok2vec_transformer(
     grad_factor (float): Scales the gradient into the transformer (the listener's).
     Other arguments as for spacy-bert-crf.TransformerModel.v1.
     """
-    transformer = build_transformer_model(
+    return build_tok2vec_transformer_v2(
+        name, get_spans, tokenizer_config, pooling, grad_factor, transformer_config,
+        mixed_precision, grad_scaler_config, max_batch_pieces, min_fill,
+        freeze_input_embeddings=False,
+    )
+
+
+@registry.architectures("spacy-bert-crf.Tok2VecTransformer.v2")
+def build_tok2vec_transformer_v2(
+    name: str,
+    get_spans: Callable,
+    tokenizer_config: dict,
+    pooling: Model,
+    grad_factor: float = 1.0,
+    transformer_config: dict = SimpleFrozenDict(),
+    mixed_precision: bool = False,
+    grad_scaler_config: dict = SimpleFrozenDict(),
+    max_batch_pieces: int = 4096,
+    min_fill: float = 0.75,
+    freeze_input_embeddings: bool = False,
+) -> Model[List[Doc], List[Floats2d]]:
+    """spacy-bert-crf.TransformerModel.v2 as a component's own tok2vec (what replace_listeners
+    writes for it); arguments as for Tok2VecTransformer.v1 and TransformerModel.v2."""
+    transformer = build_transformer_model_v2(
         name, get_spans, tokenizer_config, transformer_config, mixed_precision,
         grad_scaler_config, max_batch_pieces, min_fill,
+        freeze_input_embeddings=freeze_input_embeddings,
     )
     return as_tok2vec(transformer, pooling, grad_factor)
 
@@ -177,6 +231,7 @@ class BoundedTransformerModel(TransformerModel):
         *,
         max_batch_pieces: int,
         min_fill: float,
+        freeze_input_embeddings: bool = False,
     ):
         super().__init__(
             name, get_spans, tokenizer_config, transformer_config, mixed_precision,
@@ -187,8 +242,11 @@ class BoundedTransformerModel(TransformerModel):
         self.attrs["get_spans"] = self.bounded_spans
         self.attrs["max_batch_pieces"] = max_batch_pieces
         self.attrs["min_fill"] = min_fill
+        self.attrs["freeze_input_embeddings"] = freeze_input_embeddings
+        # a replaced listener gets the tok2vec version that takes this version's settings
         self.attrs["replace_listener_cfg"] = replace_listener_cfg_naming(
-            "spacy-bert-crf.Tok2VecTransformer.v1"
+            "spacy-bert-crf.Tok2VecTransformer.v2" if freeze_input_embeddings
+            else "spacy-bert-crf.Tok2VecTransformer.v1"
         )
         # attention maps have no single sequence axis to re-pad: keep spacy-transformers' pass
         self.attrs["bucketed"] = not transformer_config.get("output_attentions", False)
@@ -217,6 +275,7 @@ class BoundedTransformerModel(TransformerModel):
             {},
             max_batch_pieces=self.attrs["max_batch_pieces"],
             min_fill=self.attrs["min_fill"],
+            freeze_input_embeddings=self.attrs["freeze_input_embeddings"],
         )
         for key in ("bucketed", "has_transformer", "flush_cache_chance"):
             copied.attrs[key] = self.attrs[key]
@@ -258,6 +317,29 @@ def _init(model: TransformerModel, X: Any = None, Y: Any = None) -> None:
         source, dict(model._init_tokenizer_config), dict(model._init_transformer_config)
     )
     model.attrs["set_transformer"](model, hf_model)
+    freeze_input_embeddings(model)
+
+
+def freeze_input_embeddings(model: TransformerModel) -> None:
+    """Keep the encoder's input embeddings as they are (no gradient, so no optimizer update),
+    where the model's freeze_input_embeddings setting asks for it and the encoder is loaded:
+    at initialize and before every training forward pass."""
+    if not model.attrs.get("freeze_input_embeddings") or not model.attrs["has_transformer"]:
+        return
+    encoder = model.transformer
+    try:
+        embeddings = encoder.get_input_embeddings()
+    except NotImplementedError:
+        embeddings = None
+    if embeddings is None:
+        raise ValueError(
+            f"freeze_input_embeddings = true, but the encoder '{model.attrs['name']}' "
+            f"({type(encoder).__name__}) does not say which are its input embeddings "
+            f"(get_input_embeddings). Set freeze_input_embeddings = false."
+        )
+    for weight in embeddings.parameters():
+        weight.requires_grad_(False)
+        weight.grad = None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -372,6 +454,10 @@ def bucketed_forward(
     inference, the windows run in sub-batches of similar wordpiece length (see the module
     docstring); in training, or when the encoder outputs attention maps, spacy-transformers'
     own forward pass over the bounded windows."""
+    if is_train:
+        # here, not at loading: a component's own copy of the transformer (replace_listeners)
+        # loads through its chain's from_bytes, which builds new torch weights, all trainable
+        freeze_input_embeddings(model)
     if is_train or not model.attrs["bucketed"]:
         return trf_forward(model, docs, is_train)  # through bounded_spans
     tokenizer = model.tokenizer
