@@ -475,8 +475,10 @@ def test_distill_benchmark_targets_compare_the_right_rows():
     results = {"rows": rows, "date": "2026-12-02", "command": "python -m benchmarks.distill x",
                "machine": {"cpu": "CPU", "cores": 2}, "versions": {"python": "3.11"},
                "load_average": [0.1, 0.1, 0.1],
-               "settings": {"threads": 2, "rounds": 2, "batch1_docs": 400, "batch64_docs": 10}}
+               "settings": {"threads": 2, "rounds": 2, "batch1_docs": 400, "batch64_docs": 10,
+                            "test": "corpus/msra/test.spacy"}}
     text = bench.render(results)
+    assert "Test F1: the whole test set (corpus/msra/test.spacy)" in text
     gain = "- distilled student vs gold only: test F1 gain (points): 1.50 (target >= 1): met"
     assert gain in text
     assert "6-layer student vs teacher: words/s, batch 64: 1.70 (target >= 1.8): NOT met" in text
