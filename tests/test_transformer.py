@@ -376,20 +376,22 @@ def test_frozen_input_embeddings_stay_frozen_after_loading(tiny_bert_dir, tmp_pa
     assert not torch.equal(layer, layer_after)
 
 
-def test_replaced_listener_of_a_frozen_transformer_stays_frozen(tiny_bert_dir, tmp_path):
-    """replace_listeners on TransformerModel.v2 writes Tok2VecTransformer.v2 with the setting,
-    and the component saved with its own copy of the transformer loads and trains frozen."""
-    nlp, examples = _frozen_nlp(tiny_bert_dir, True)
+@pytest.mark.parametrize("freeze", [True, False])
+def test_replaced_listener_of_a_v2_transformer_keeps_its_setting(tiny_bert_dir, tmp_path, freeze):
+    """replace_listeners on TransformerModel.v2 writes Tok2VecTransformer.v2 with the setting
+    (v1 takes no freeze_input_embeddings), and the component saved with its own copy of the
+    transformer loads and trains with its embeddings frozen or not."""
+    nlp, examples = _frozen_nlp(tiny_bert_dir, freeze)
     nlp.replace_listeners("transformer", "crf_ner", ["model.tok2vec"])
     saved = nlp.config["components"]["crf_ner"]["model"]["tok2vec"]
     assert saved["@architectures"] == "spacy-bert-crf.Tok2VecTransformer.v2"
-    assert saved["freeze_input_embeddings"] is True
+    assert saved["freeze_input_embeddings"] is freeze
     nlp.to_disk(tmp_path / "nlp")
     alone = spacy.load(tmp_path / "nlp", exclude=["transformer"])
     encoder = alone.get_pipe("crf_ner").model.get_ref("tok2vec").layers[0].layers[0].transformer
     before = encoder.get_input_embeddings().weight.detach().clone()
     _train(alone, examples)
-    assert torch.equal(before, encoder.get_input_embeddings().weight)
+    assert torch.equal(before, encoder.get_input_embeddings().weight) == freeze
 
 
 def test_freeze_input_embeddings_without_input_embeddings_is_an_error(tiny_bert_dir, monkeypatch):

@@ -82,10 +82,15 @@ def build_transformer_model(
     min_fill (float): Start a new sub-batch before real wordpieces would fill less than this
         fraction of it (0 < min_fill <= 1).
     """
-    return build_transformer_model_v2(
+    model = build_transformer_model_v2(
         name, get_spans, tokenizer_config, transformer_config, mixed_precision,
         grad_scaler_config, max_batch_pieces, min_fill, freeze_input_embeddings=False,
     )
+    # a replaced listener gets the tok2vec version that takes this version's settings
+    model.attrs["replace_listener_cfg"] = replace_listener_cfg_naming(
+        "spacy-bert-crf.Tok2VecTransformer.v1"
+    )
+    return model
 
 
 @registry.architectures("spacy-bert-crf.TransformerModel.v2")
@@ -243,10 +248,9 @@ class BoundedTransformerModel(TransformerModel):
         self.attrs["max_batch_pieces"] = max_batch_pieces
         self.attrs["min_fill"] = min_fill
         self.attrs["freeze_input_embeddings"] = freeze_input_embeddings
-        # a replaced listener gets the tok2vec version that takes this version's settings
+        # TransformerModel.v1 names its own Tok2VecTransformer.v1 (see build_transformer_model)
         self.attrs["replace_listener_cfg"] = replace_listener_cfg_naming(
-            "spacy-bert-crf.Tok2VecTransformer.v2" if freeze_input_embeddings
-            else "spacy-bert-crf.Tok2VecTransformer.v1"
+            "spacy-bert-crf.Tok2VecTransformer.v2"
         )
         # attention maps have no single sequence axis to re-pad: keep spacy-transformers' pass
         self.attrs["bucketed"] = not transformer_config.get("output_attentions", False)
@@ -277,7 +281,7 @@ class BoundedTransformerModel(TransformerModel):
             min_fill=self.attrs["min_fill"],
             freeze_input_embeddings=self.attrs["freeze_input_embeddings"],
         )
-        for key in ("bucketed", "has_transformer", "flush_cache_chance"):
+        for key in ("bucketed", "has_transformer", "flush_cache_chance", "replace_listener_cfg"):
             copied.attrs[key] = self.attrs[key]
         copied._dims = copy.deepcopy(self._dims)
         copied.layers[0] = copy.deepcopy(self.layers[0])  # mixed precision lives in its shim
