@@ -6,7 +6,8 @@
 Two pipelines from the same training config, initialized alike (seed 0) on TRAIN_SPACY: the
 config as it is ("trained": spacy-bert-crf.TransformerModel.v1), and the same with
 spacy-bert-crf.TransformerModel.v2 and `freeze_input_embeddings = true` ("frozen"). They take
-turns, in one process, on the same batches of the config's own batcher, each step a full
+turns, in one process, on the same batches of the config's own batcher (the CRF-vs-softmax step
+time's `benchmarks.peers.step_time.paired_step_seconds`), each step a full
 `nlp.update` (forward, backward, optimizer update) with the config's dropout and optimizer;
 the first --warmup steps are not counted. Reported: median seconds per step of each, and the
 median over steps of frozen / trained (a ratio taken within each pair of steps, so that what
@@ -18,14 +19,14 @@ import os
 import shlex
 import statistics
 import sys
-import time
 from pathlib import Path
-from typing import Any, Dict, Iterator, List
+from typing import Any, Dict
 
 from .machine import machine_info, package_versions, today
 from .markdown import table
 from .paths import RESULTS, portable, rel
 from .peers.common import write_json
+from .peers.step_time import paired_step_seconds
 from .schema import machine_text, versions_text
 
 PACKAGES = ("spacy-bert-crf", "spacy", "spacy-transformers", "thinc", "transformers", "torch",
@@ -35,60 +36,20 @@ FROZEN = {"components.transformer.model.@architectures": "spacy-bert-crf.Transfo
           "components.transformer.model.freeze_input_embeddings": True}
 
 
-def build(config_path: Path, train: Path, encoder: Path, variant: str):
-    """RETURNS: (nlp, optimizer, batches iterator, dropout) of the config, initialized."""
-    from spacy.schemas import ConfigSchemaTraining
-    from spacy.training.initialize import init_nlp
-    from spacy.util import fix_random_seed, load_config, registry, resolve_dot_names
-
-    overrides: Dict[str, Any] = {"paths.train": str(train), "paths.dev": str(train),
-                                 "paths.transformer": str(encoder)}
-    if variant == "frozen":
-        overrides.update(FROZEN)
-    config = load_config(config_path, overrides=overrides, interpolate=False)
-    fix_random_seed(0)
-    nlp = init_nlp(config)
-    resolved = nlp.config.interpolate()
-    training = registry.resolve(resolved["training"], schema=ConfigSchemaTraining)
-    (corpus,) = resolve_dot_names(resolved, [training["train_corpus"]])
-    fix_random_seed(0)
-
-    def batches() -> Iterator[List[Any]]:  # epoch after epoch, as spacy train reads
-        while True:
-            yield from training["batcher"](corpus(nlp))
-
-    return nlp, training["optimizer"], batches(), training["dropout"]
-
-
-def embeddings_trainable(nlp) -> bool:
-    weight = nlp.get_pipe("transformer").model.transformer.get_input_embeddings().weight
-    return bool(weight.requires_grad)
-
-
 def measure(args) -> Dict[str, Any]:
     import torch
 
     torch.set_num_threads(args.threads)
-    runs = {v: build(Path(args.config), Path(args.train), Path(args.encoder), v)
-            for v in VARIANTS}
-    seconds: Dict[str, List[float]] = {v: [] for v in VARIANTS}
-    words = 0
-    for step in range(args.warmup + args.steps):
-        order = VARIANTS if step % 2 == 0 else VARIANTS[::-1]
-        for variant in order:
-            nlp, optimizer, batches, dropout = runs[variant]
-            batch = list(next(batches))
-            start = time.perf_counter()
-            nlp.update(batch, sgd=optimizer, drop=dropout)
-            optimizer.step_schedules()
-            if step >= args.warmup:
-                seconds[variant].append(time.perf_counter() - start)
-                if variant == VARIANTS[0]:
-                    words += sum(len(eg.reference) for eg in batch)
-    trainable = {v: embeddings_trainable(runs[v][0]) for v in VARIANTS}
+    overrides = {"paths.train": str(args.train), "paths.dev": str(args.train),
+                 "paths.transformer": str(args.encoder)}
+    seconds, words, nlps = paired_step_seconds(
+        Path(args.config), overrides, {"trained": {}, "frozen": FROZEN}, Path(args.train),
+        args.steps, args.warmup, seed=0)
+    trainable = {v: bool(nlps[v].get_pipe("transformer").model.transformer
+                         .get_input_embeddings().weight.requires_grad) for v in VARIANTS}
     if trainable != {"trained": True, "frozen": False}:
         raise RuntimeError(f"the variants did not train as named: {trainable}")
-    encoder = runs["trained"][0].get_pipe("transformer").model.transformer
+    encoder = nlps["trained"].get_pipe("transformer").model.transformer
     return {
         "date": today(),
         "command": portable(shlex.join(["python", "-m", "benchmarks.train_step"] + sys.argv[1:])),
@@ -99,7 +60,7 @@ def measure(args) -> Dict[str, Any]:
                      "steps": args.steps, "warmup": args.warmup},
         "encoder_weights": sum(p.numel() for p in encoder.parameters()),
         "input_embedding_weights": encoder.get_input_embeddings().weight.numel(),
-        "tokens_per_step": words / args.steps,
+        "tokens_per_step": statistics.mean(words),
         "load_average_1min": round(os.getloadavg()[0], 2),
         "note": args.note,
         "median_s": {v: statistics.median(seconds[v]) for v in VARIANTS},

@@ -17,6 +17,7 @@ import random
 import statistics
 import time
 from pathlib import Path
+from typing import Any, Dict, List, Tuple
 
 from .common import set_threads, write_json
 from .spacy_pipe import SOFTMAX_OVERRIDE
@@ -24,57 +25,74 @@ from .spacy_pipe import SOFTMAX_OVERRIDE
 HEADS = ("crf", "softmax")
 
 
-def build(config: Path, overrides: dict, head: str, seed: int):
+def build(config: Path, overrides: dict, seed: int):
     import spacy
     from spacy.util import load_config
     from thinc.api import fix_random_seed
 
-    if head == "softmax":
-        overrides = {**overrides, SOFTMAX_OVERRIDE[0]: SOFTMAX_OVERRIDE[1]}
     cfg = load_config(config, overrides=overrides, interpolate=False)
     fix_random_seed(seed)
-    return spacy.util.load_model_from_config(cfg, auto_fill=True, validate=True), cfg
+    return spacy.util.load_model_from_config(cfg, auto_fill=True, validate=True)
 
 
-def measure(args) -> dict:
+def paired_step_seconds(
+    config: Path, overrides: dict, variants: Dict[str, dict], train_path: Path, steps: int,
+    warmup: int, seed: int,
+) -> Tuple[Dict[str, List[float]], List[int], Dict[str, Any]]:
+    """Seconds per training step of each variant of one config (its own extra overrides), in
+    this process: built with the same seed, initialized on the same sentences, updated on the
+    same batches (the config's batcher over a seeded shuffle of train_path, again from the start
+    when it runs out) in alternating order; the first `warmup` steps are not counted. Also
+    benchmarks/train_step.py's.
+
+    RETURNS: seconds per counted step of each variant, words per counted batch, and the
+        variants' pipelines.
+    """
+    import itertools
+
     from spacy.training import Corpus
     from spacy.util import registry
 
-    threads = set_threads(args.threads)
-    train_path = args.data / "train.spacy"
-    overrides = {"paths.transformer": str(args.encoder), "paths.train": str(train_path),
-                 "paths.dev": str(args.data / "dev.spacy"), "system.seed": args.seed}
     pipes, batches = {}, None
-    for head in HEADS:
-        nlp, cfg = build(args.config, overrides, head, args.seed)
+    for name, extra in variants.items():
+        nlp = build(config, {**overrides, **extra}, seed)
+        cfg = nlp.config  # auto-filled: the batcher's defaults too
         examples = list(Corpus(train_path)(nlp))
-        if batches is None:  # the same batches (as indices into the train split) for both
+        if batches is None:  # the same batches (as indices into the train split) for all
             order = list(range(len(examples)))
-            random.Random(args.seed).shuffle(order)
+            random.Random(seed).shuffle(order)
             position = {id(examples[i]): i for i in order}
             batcher = registry.resolve({"b": cfg["training"]["batcher"]})["b"]
-            batches = []
-            for batch in batcher([examples[i] for i in order]):
-                batches.append([position[id(eg)] for eg in batch])
-                if len(batches) == args.warmup + args.steps:
-                    break
-        if len(batches) < args.warmup + args.steps:
-            raise SystemExit(f"{train_path}: only {len(batches)} batches, "
-                             f"need {args.warmup + args.steps} (--warmup + --steps)")
+            stream = itertools.chain.from_iterable(
+                batcher([examples[i] for i in order]) for _ in itertools.count())
+            batches = [[position[id(eg)] for eg in batch]
+                       for batch in itertools.islice(stream, warmup + steps)]
         optimizer = nlp.initialize(lambda: examples[:2000])
-        dropout = cfg["training"]["dropout"]
-        pipes[head] = (nlp, examples, optimizer, dropout)
-    times = {head: [] for head in HEADS}
+        pipes[name] = (nlp, examples, optimizer, cfg["training"]["dropout"])
+    times: Dict[str, List[float]] = {name: [] for name in variants}
+    names = tuple(variants)
     for step, batch in enumerate(batches):
-        for head in (HEADS if step % 2 == 0 else HEADS[::-1]):
-            nlp, examples, optimizer, dropout = pipes[head]
+        for name in (names if step % 2 == 0 else names[::-1]):
+            nlp, examples, optimizer, dropout = pipes[name]
             egs = [examples[i] for i in batch]
             start = time.perf_counter()
             nlp.update(egs, sgd=optimizer, drop=dropout, losses={})
             seconds = time.perf_counter() - start
-            if step >= args.warmup:
-                times[head].append(seconds)
-    words = [sum(len(examples[i].reference) for i in batch) for batch in batches[args.warmup:]]
+            if step >= warmup:
+                times[name].append(seconds)
+    examples = next(iter(pipes.values()))[1]
+    words = [sum(len(examples[i].reference) for i in batch) for batch in batches[warmup:]]
+    return times, words, {name: pipe[0] for name, pipe in pipes.items()}
+
+
+def measure(args) -> dict:
+    threads = set_threads(args.threads)
+    train_path = args.data / "train.spacy"
+    overrides = {"paths.transformer": str(args.encoder), "paths.train": str(train_path),
+                 "paths.dev": str(args.data / "dev.spacy"), "system.seed": args.seed}
+    variants = {"crf": {}, "softmax": {SOFTMAX_OVERRIDE[0]: SOFTMAX_OVERRIDE[1]}}
+    times, words, _ = paired_step_seconds(args.config, overrides, variants, train_path,
+                                          args.steps, args.warmup, args.seed)
     result = {"threads": threads, "steps": args.steps, "warmup": args.warmup, "seed": args.seed,
               "words_per_batch": statistics.mean(words), "config": str(args.config)}
     for head in HEADS:
