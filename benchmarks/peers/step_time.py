@@ -53,12 +53,15 @@ def paired_step_seconds(
     from spacy.training import Corpus
     from spacy.util import registry
 
-    pipes, batches = {}, None
+    pipes: Dict[str, Any] = {}
+    batches: List[List[int]] = []
     for name, extra in variants.items():
         nlp = build(config, {**overrides, **extra}, seed)
         cfg = nlp.config  # auto-filled: the batcher's defaults too
         examples = list(Corpus(train_path)(nlp))
-        if batches is None:  # the same batches (as indices into the train split) for all
+        if not examples:
+            raise SystemExit(f"{train_path}: no training docs")
+        if not batches:  # the same batches (as indices into the train split) for all
             order = list(range(len(examples)))
             random.Random(seed).shuffle(order)
             position = {id(examples[i]): i for i in order}
