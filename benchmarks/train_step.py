@@ -1,18 +1,23 @@
-"""Training step time with the encoder's input embeddings trained or frozen (issue 13).
+"""Training step time with the encoder's input embeddings updated densely, row-sparsely or frozen
+(issue 13).
 
     python -m benchmarks.train_step CONFIG TRAIN_SPACY --encoder DIR [--steps 20] [--warmup 2]
         [--threads 1] [--label NAME] [--note TEXT] [--out benchmarks/results]
 
-Two pipelines from the same training config, initialized alike (seed 0) on TRAIN_SPACY: the
-config as it is ("trained": spacy-bert-crf.TransformerModel.v1), and the same with
-spacy-bert-crf.TransformerModel.v2 and `freeze_input_embeddings = true` ("frozen"). They take
-turns, in one process, on the same batches of the config's own batcher (the CRF-vs-softmax step
-time's `benchmarks.peers.step_time.paired_step_seconds`), each step a full
+Three pipelines from the same training config, initialized alike (seed 0) on TRAIN_SPACY:
+"dense", the embedding matrix updated as spacy-transformers does (a dense gradient, the
+optimizer over every row: the transformer model's attrs["sparse_embedding_updates"] = False);
+"sparse", the config as it is (the optimizer over the rows that have had a gradient, the same
+weights: spacy_bert_crf/layers/sparse_embeddings.py); and "frozen",
+spacy-bert-crf.TransformerModel.v2 with `freeze_input_embeddings = true` (no update at all).
+They take turns, in one process, on the same batches of the config's own batcher (the
+CRF-vs-softmax step time's `benchmarks.peers.step_time.paired_step_seconds`), each step a full
 `nlp.update` (forward, backward, optimizer update) with the config's dropout and optimizer;
 the first --warmup steps are not counted. Reported: median seconds per step of each, and the
-median over steps of frozen / trained (a ratio taken within each pair of steps, so that what
-else runs on the machine weighs on both alike). Results go to train_step.json under --label
-and train_step.md renders them all.
+median over steps of sparse / dense and frozen / dense (ratios taken within each round of
+steps, so that what else runs on the machine weighs on all alike). Results go to
+train_step.json under --label and train_step.md renders them all (runs from before the sparse
+variant have "trained", the dense update, and "frozen" only).
 """
 import argparse
 import os
@@ -31,7 +36,7 @@ from .schema import machine_text, versions_text
 
 PACKAGES = ("spacy-bert-crf", "spacy", "spacy-transformers", "thinc", "transformers", "torch",
             "numpy")
-VARIANTS = ("trained", "frozen")
+VARIANTS = ("dense", "sparse", "frozen")
 FROZEN = {"components.transformer.model.@architectures": "spacy-bert-crf.TransformerModel.v2",
           "components.transformer.model.freeze_input_embeddings": True}
 
@@ -42,14 +47,23 @@ def measure(args) -> Dict[str, Any]:
     torch.set_num_threads(args.threads)
     overrides = {"paths.train": str(args.train), "paths.dev": str(args.train),
                  "paths.transformer": str(args.encoder)}
+
+    def prepare(name: str, nlp: Any) -> None:
+        if name == "dense":
+            nlp.get_pipe("transformer").model.attrs["sparse_embedding_updates"] = False
+
     seconds, words, nlps = paired_step_seconds(
-        Path(args.config), overrides, {"trained": {}, "frozen": FROZEN}, Path(args.train),
-        args.steps, args.warmup, seed=0)
-    trainable = {v: bool(nlps[v].get_pipe("transformer").model.transformer
-                         .get_input_embeddings().weight.requires_grad) for v in VARIANTS}
-    if trainable != {"trained": True, "frozen": False}:
-        raise RuntimeError(f"the variants did not train as named: {trainable}")
-    encoder = nlps["trained"].get_pipe("transformer").model.transformer
+        Path(args.config), overrides, {"dense": {}, "sparse": {}, "frozen": FROZEN},
+        Path(args.train), args.steps, args.warmup, seed=0, prepare=prepare)
+    shims = {v: type(nlps[v].get_pipe("transformer").model.layers[0].shims[0]).__name__
+             for v in VARIANTS}
+    grads = {v: nlps[v].get_pipe("transformer").model.transformer.get_input_embeddings()
+             .weight.grad is not None for v in VARIANTS}
+    expected = ({"dense": "HFShim", "sparse": "SparseEmbeddingHFShim", "frozen": "HFShim"},
+                {"dense": True, "sparse": False, "frozen": False})
+    if (shims, grads) != expected:
+        raise RuntimeError(f"the variants did not train as named: {shims}, {grads}")
+    encoder = nlps["dense"].get_pipe("transformer").model.transformer
     return {
         "date": today(),
         "command": portable(shlex.join(["python", "-m", "benchmarks.train_step"] + sys.argv[1:])),
@@ -64,29 +78,49 @@ def measure(args) -> Dict[str, Any]:
         "load_average_1min": round(os.getloadavg()[0], 2),
         "note": args.note,
         "median_s": {v: statistics.median(seconds[v]) for v in VARIANTS},
-        "frozen_over_trained": statistics.median(
-            f / t for f, t in zip(seconds["frozen"], seconds["trained"])),
+        "over_dense": {v: statistics.median(x / d for x, d in zip(seconds[v], seconds["dense"]))
+                       for v in ("sparse", "frozen")},
         "seconds": seconds,
     }
 
 
+def _as_current(run: Dict[str, Any]) -> Dict[str, Any]:
+    """A run of either layout with "median_s" keyed dense/sparse/frozen and "over_dense"."""
+    if "over_dense" in run:
+        return run
+    return {**run, "median_s": {"dense": run["median_s"]["trained"],
+                                "frozen": run["median_s"]["frozen"]},
+            "over_dense": {"frozen": run["frozen_over_trained"]}}
+
+
 def render(results: Dict[str, Any]) -> str:
-    lines = ["# Training step time: input embeddings trained or frozen (issue 13)", "",
-             "`spacy-bert-crf.TransformerModel.v2` with `freeze_input_embeddings = true` against "
-             "the config as it is, in one process, taking turns on the same batches (see "
-             "`benchmarks/train_step.py`). Frozen / trained: the median over steps of the ratio "
-             "within each pair of steps.", ""]
+    lines = ["# Training step time: input embeddings updated densely, row-sparsely or frozen "
+             "(issue 13)", "",
+             "In one process, taking turns on the same batches (see `benchmarks/train_step.py`): "
+             "**dense**, the embedding matrix updated as spacy-transformers does; **sparse**, "
+             "the config as it is since 2026-12-03 (the optimizer over the rows that have had a "
+             "gradient, the same weights: `spacy_bert_crf/layers/sparse_embeddings.py`); "
+             "**frozen**, `spacy-bert-crf.TransformerModel.v2` with `freeze_input_embeddings = "
+             "true` (no update). Ratios: the median over steps of the ratio within each round "
+             "of steps. Runs labelled before the sparse update existed have no sparse column "
+             "(their \"trained\" is the dense update).", ""]
     head = ["label", "encoder", "weights (input embeddings)", "tokens a step",
-            "s a step, trained", "s a step, frozen", "frozen / trained"]
+            "s a step, dense", "s a step, sparse", "s a step, frozen", "sparse / dense",
+            "frozen / dense"]
     rows = []
-    for label, run in results["runs"].items():
+    for label, raw in results["runs"].items():
+        run = _as_current(raw)
+        median, ratio = run["median_s"], run["over_dense"]
         rows.append([label, run["settings"]["encoder"],
                      f"{run['encoder_weights'] / 1e6:.1f}M "
                      f"({run['input_embedding_weights'] / 1e6:.1f}M)",
                      f"{run['tokens_per_step']:.0f}",
-                     f"{run['median_s']['trained']:.3f}", f"{run['median_s']['frozen']:.3f}",
-                     f"{run['frozen_over_trained']:.3f}"])
-    lines += table(head, rows, "llrrrrr")
+                     f"{median['dense']:.3f}",
+                     f"{median['sparse']:.3f}" if "sparse" in median else "-",
+                     f"{median['frozen']:.3f}",
+                     f"{ratio['sparse']:.3f}" if "sparse" in ratio else "-",
+                     f"{ratio['frozen']:.3f}"])
+    lines += table(head, rows, "llrrrrrrr")
     for label, run in results["runs"].items():
         s = run["settings"]
         lines += ["", f"## {label}", "",

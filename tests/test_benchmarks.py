@@ -688,22 +688,26 @@ def test_hf_peer_micro_batches_bound_the_padded_size_and_keep_the_batch_gradient
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
 
 
-def test_train_step_times_both_variants_on_the_same_batches(tmp_path, tiny_bert_dir):
-    """benchmarks.train_step builds the config as it is and its frozen-embeddings twin, checks
-    that each trained as named (it raises otherwise), and times the same number of steps."""
+def test_train_step_times_the_variants_on_the_same_batches(tmp_path, tiny_bert_dir):
+    """benchmarks.train_step builds the config with dense and row-sparse embedding updates and
+    its frozen-embeddings twin, checks that each trained as named (it raises otherwise), and
+    times the same number of steps."""
     from benchmarks import train_step
 
     from .util import training_config, write_corpus
 
     config = tmp_path / "config.cfg"
-    config.write_text(training_config(max_steps=4, eval_frequency=2, batch_size=40))
+    schedule = {"@schedules": "warmup_linear.v1", "warmup_steps": 1, "initial_rate": 0.001,
+                "total_steps": "${training.max_steps}"}  # as the shipped configs have it
+    config.write_text(training_config(max_steps=4, eval_frequency=2, batch_size=40,
+                                      settings={"training.optimizer.learn_rate": schedule}))
     train = write_corpus(tmp_path / "train.spacy")
     args = train_step.parse_args([str(config), str(train), "--encoder", str(tiny_bert_dir),
                                   "--steps", "3", "--warmup", "1"])
     result = train_step.measure(args)
-    assert [len(result["seconds"][v]) for v in train_step.VARIANTS] == [3, 3]
+    assert [len(result["seconds"][v]) for v in train_step.VARIANTS] == [3, 3, 3]
     assert result["input_embedding_weights"] < result["encoder_weights"]
-    assert result["frozen_over_trained"] > 0
+    assert result["over_dense"]["sparse"] > 0 and result["over_dense"]["frozen"] > 0
     rendered = train_step.render({"runs": {"tiny": result}})
     assert "| tiny |" in rendered
 

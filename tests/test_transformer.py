@@ -359,8 +359,6 @@ def test_freeze_input_embeddings_keeps_them_and_trains_the_rest(tiny_bert_dir, f
     embeddings_after, layer_after = _encoder_weights(nlp)
     assert not torch.equal(layer, layer_after)
     assert torch.equal(embeddings, embeddings_after) == freeze
-    weight = nlp.get_pipe("transformer").model.transformer.get_input_embeddings().weight
-    assert weight.requires_grad != freeze
 
 
 def test_frozen_input_embeddings_stay_frozen_after_loading(tiny_bert_dir, tmp_path):
@@ -404,3 +402,135 @@ def test_freeze_input_embeddings_without_input_embeddings_is_an_error(tiny_bert_
     monkeypatch.setattr(BertModel, "get_input_embeddings", missing)
     with pytest.raises(ValueError, match="get_input_embeddings"):
         _frozen_nlp(tiny_bert_dir, True)
+
+
+# ---------------------------------------------------------------------------------------------
+# Row-sparse updates of the input embeddings (layers/sparse_embeddings.py)
+# ---------------------------------------------------------------------------------------------
+
+ADAM = {"@optimizers": "Adam.v1", "learn_rate": 0.01, "L2": 0.01, "grad_clip": 1.0,
+        "use_averages": False}
+LAYERWISE = {"@optimizers": "spacy-bert-crf.LayerwiseAdamW.v1", "learn_rate": 0.01,
+             "n_layers": 2, "L2": 0.01}
+
+
+def _optimizer(settings):
+    from spacy.util import registry
+
+    return registry.resolve({"o": settings})["o"]
+
+
+def _all_weights(nlp):
+    out = {}
+    for name, pipe in nlp.pipeline:
+        for i, node in enumerate(pipe.model.walk()):
+            for param in node.param_names:
+                if node.has_param(param):
+                    out[f"{name}:{i}:{param}"] = numpy.array(node.get_param(param))
+            for shim in node.shims:
+                for key, value in shim._model.state_dict().items():
+                    out[f"{name}:{i}:{key}"] = value.detach().numpy().copy()
+    return out
+
+
+def _twins(model_dir, modes):
+    """Pipelines built alike (same seed), one per mode of the embedding update."""
+    from spacy.util import fix_random_seed
+
+    nlps = []
+    for sparse in modes:
+        fix_random_seed(0)
+        nlp, examples = _frozen_nlp(model_dir, False)
+        nlp.get_pipe("transformer").model.attrs["sparse_embedding_updates"] = sparse
+        nlps.append(nlp)
+    return nlps, examples
+
+
+def _step(nlp, examples, optimizer, seed):
+    """One training step as `spacy train` takes it: update, then every component's
+    finish_update, then the schedules; the encoder's dropout seeded."""
+    torch.manual_seed(seed)
+    nlp.update(examples, sgd=False, drop=0.0)
+    for _, proc in nlp.pipeline:
+        proc.finish_update(optimizer)
+    optimizer.step_schedules()
+
+
+def _embedding_module(nlp):
+    return nlp.get_pipe("transformer").model.transformer.get_input_embeddings()
+
+
+def _assert_same_weights(dense, sparse, rtol=2e-5, atol=2e-7):
+    a, b = _all_weights(dense), _all_weights(sparse)
+    assert a.keys() == b.keys()
+    for name, x in a.items():
+        numpy.testing.assert_allclose(b[name], x, rtol=rtol, atol=atol, err_msg=name)
+
+
+@pytest.mark.parametrize(
+    "settings", [ADAM, LAYERWISE, {**ADAM, "use_averages": True}, {**ADAM, "L2": 0.0}],
+    ids=["adam", "layerwise", "averages", "no-decay"])
+def test_sparse_embedding_updates_give_the_dense_weights(tiny_bert_dir, settings):
+    """Trained with row-sparse embedding updates, every weight (the whole embedding matrix:
+    looked-up rows, decayed-only rows, the padding row) is the dense update's, up to float
+    rounding; and the optimizers' states match. With parameter averaging the recorded rows go
+    to the optimizer as a dense gradient."""
+    from spacy_bert_crf.layers.sparse_embeddings import SparseEmbeddingHFShim
+
+    (dense, sparse), examples = _twins(tiny_bert_dir, (False, True))
+    before = _embedding_module(dense).weight.detach().clone()
+    optimizers = [_optimizer(settings) for _ in range(2)]
+    for step in range(4):
+        for nlp, optimizer in zip((dense, sparse), optimizers):
+            _step(nlp, examples, optimizer, step)
+    shim = sparse.get_pipe("transformer").model.layers[0].shims[0]
+    assert type(shim) is SparseEmbeddingHFShim
+    assert _embedding_module(sparse).weight.grad is None
+    assert _embedding_module(dense).weight.grad is not None
+    after = _embedding_module(dense).weight.detach()
+    assert not torch.equal(before, after)
+    _assert_same_weights(dense, sparse)
+    moments = [{k[1]: v for k, v in opt.mom1.items() if isinstance(k[1], str)}
+               for opt in optimizers]
+    name = "embeddings.word_embeddings.weight"
+    numpy.testing.assert_allclose(moments[1][name], moments[0][name], rtol=1e-5, atol=1e-9)
+    assert [opt.nr_update[k] for opt in optimizers for k in opt.nr_update
+            if k[1] == name] == [4, 4]
+
+
+def test_dense_then_sparse_embedding_updates_continue_alike(tiny_bert_dir):
+    """Going from dense to row-sparse updates mid-run (a checkpoint of a dense run resumed with
+    them) continues as the dense run does: the optimizer's state is shared as it is."""
+    (dense, switched), examples = _twins(tiny_bert_dir, (False, False))
+    optimizers = [_optimizer(ADAM) for _ in range(2)]
+    for step in range(4):
+        if step == 2:
+            switched.get_pipe("transformer").model.attrs["sparse_embedding_updates"] = True
+        for nlp, optimizer in zip((dense, switched), optimizers):
+            _step(nlp, examples, optimizer, step)
+    assert _embedding_module(switched).weight.grad is None
+    _assert_same_weights(dense, switched)
+
+
+def test_sparse_embedding_updates_skip_what_they_cannot_match(tiny_bert_dir):
+    """A frozen matrix is not updated at all; a weight shared with another module trains
+    densely (its other uses would get no gradient otherwise); inference is untouched."""
+    from spacy_bert_crf.layers.sparse_embeddings import SparseEmbeddingHFShim
+
+    nlp, examples = _frozen_nlp(tiny_bert_dir, True)
+    nlp.update(examples, sgd=_optimizer(ADAM))
+    assert type(nlp.get_pipe("transformer").model.layers[0].shims[0]) is not (
+        SparseEmbeddingHFShim)
+    (tied,), examples = _twins(tiny_bert_dir, (True,))
+    encoder = tied.get_pipe("transformer").model.transformer
+    encoder.extra_head = torch.nn.Linear(2, 2)
+    encoder.extra_head.weight = encoder.get_input_embeddings().weight
+    tied.update(examples, sgd=_optimizer(ADAM))
+    assert encoder.get_input_embeddings().weight.grad is not None
+    docs = [eg.reference.text for eg in examples]
+    (sparse,), _ = _twins(tiny_bert_dir, (True,))
+    _step(sparse, examples, _optimizer(ADAM), 0)
+    module = _embedding_module(sparse)
+    before = [[(e.start, e.end, e.label_) for e in doc.ents] for doc in sparse.pipe(docs)]
+    assert not module.__dict__.get("_spacy_bert_crf_rows")  # nothing recorded at inference
+    assert before == [[(e.start, e.end, e.label_) for e in doc.ents] for doc in sparse.pipe(docs)]

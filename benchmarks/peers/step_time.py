@@ -17,7 +17,7 @@ import random
 import statistics
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from .common import set_threads, write_json
 from .spacy_pipe import SOFTMAX_OVERRIDE
@@ -30,20 +30,23 @@ def build(config: Path, overrides: dict, seed: int):
     from spacy.util import load_config
     from thinc.api import fix_random_seed
 
-    cfg = load_config(config, overrides=overrides, interpolate=False)
+    # interpolated: nlp.initialize() builds the optimizer from nlp.config, whose schedules may
+    # name ${training.max_steps}
+    cfg = load_config(config, overrides=overrides, interpolate=True)
     fix_random_seed(seed)
     return spacy.util.load_model_from_config(cfg, auto_fill=True, validate=True)
 
 
 def paired_step_seconds(
     config: Path, overrides: dict, variants: Dict[str, dict], train_path: Path, steps: int,
-    warmup: int, seed: int,
+    warmup: int, seed: int, prepare: Optional[Callable[[str, Any], None]] = None,
 ) -> Tuple[Dict[str, List[float]], List[int], Dict[str, Any]]:
     """Seconds per training step of each variant of one config (its own extra overrides), in
     this process: built with the same seed, initialized on the same sentences, updated on the
     same batches (the config's batcher over a seeded shuffle of train_path, again from the start
     when it runs out) in alternating order; the first `warmup` steps are not counted. Also
-    benchmarks/train_step.py's.
+    benchmarks/train_step.py's. `prepare(name, nlp)`, if given, is called on each variant's
+    pipeline once it is built (settings that are not in the config).
 
     RETURNS: seconds per counted step of each variant, words per counted batch, and the
         variants' pipelines.
@@ -57,6 +60,8 @@ def paired_step_seconds(
     batches: List[List[int]] = []
     for name, extra in variants.items():
         nlp = build(config, {**overrides, **extra}, seed)
+        if prepare is not None:
+            prepare(name, nlp)
         cfg = nlp.config  # auto-filled: the batcher's defaults too
         examples = list(Corpus(train_path)(nlp))
         if not examples:

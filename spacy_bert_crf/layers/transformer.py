@@ -52,6 +52,7 @@ from transformers.utils import ModelOutput
 
 from ..threads import single_thread_in_forked_children
 from .shim_predict import predict_eval
+from .sparse_embeddings import set_sparse_embedding_updates
 from .transformer_loading import (
     check_saved_transformer,
     read_saved_model,
@@ -248,6 +249,9 @@ class BoundedTransformerModel(TransformerModel):
         self.attrs["max_batch_pieces"] = max_batch_pieces
         self.attrs["min_fill"] = min_fill
         self.attrs["freeze_input_embeddings"] = freeze_input_embeddings
+        # an implementation setting, not a config one: the same weights either way (see
+        # sparse_embeddings.py); False trains the embedding matrix densely
+        self.attrs["sparse_embedding_updates"] = True
         # TransformerModel.v1 names its own Tok2VecTransformer.v1 (see build_transformer_model)
         self.attrs["replace_listener_cfg"] = replace_listener_cfg_naming(
             "spacy-bert-crf.Tok2VecTransformer.v2"
@@ -281,7 +285,8 @@ class BoundedTransformerModel(TransformerModel):
             min_fill=self.attrs["min_fill"],
             freeze_input_embeddings=self.attrs["freeze_input_embeddings"],
         )
-        for key in ("bucketed", "has_transformer", "flush_cache_chance", "replace_listener_cfg"):
+        for key in ("bucketed", "has_transformer", "flush_cache_chance", "replace_listener_cfg",
+                    "sparse_embedding_updates"):
             copied.attrs[key] = self.attrs[key]
         copied._dims = copy.deepcopy(self._dims)
         copied.layers[0] = copy.deepcopy(self.layers[0])  # mixed precision lives in its shim
@@ -344,6 +349,24 @@ def freeze_input_embeddings(model: TransformerModel) -> None:
     for weight in embeddings.parameters():
         weight.requires_grad_(False)
         weight.grad = None
+
+
+def sparse_embedding_updates(model: Model) -> None:
+    """Update the encoder's input embedding matrix row by row (sparse_embeddings.py) unless its
+    attrs["sparse_embedding_updates"] is False or the matrix is frozen; before every training
+    forward pass, as freeze_input_embeddings (loading builds new torch weights)."""
+    if not model.attrs.get("has_transformer") or model.attrs.get("freeze_input_embeddings"):
+        return
+    shim = model.layers[0].shims[0] if model.layers[0].shims else None
+    if not isinstance(shim, HFShim):  # the ONNX encoder does not train
+        return
+    try:
+        embeddings = shim._model.get_input_embeddings()
+    except NotImplementedError:
+        return
+    if embeddings is not None:
+        set_sparse_embedding_updates(
+            shim, embeddings, bool(model.attrs.get("sparse_embedding_updates", True)))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -462,6 +485,7 @@ def bucketed_forward(
         # here, not at loading: a component's own copy of the transformer (replace_listeners)
         # loads through its chain's from_bytes, which builds new torch weights, all trainable
         freeze_input_embeddings(model)
+        sparse_embedding_updates(model)
     if is_train or not model.attrs["bucketed"]:
         return trf_forward(model, docs, is_train)  # through bounded_spans
     tokenizer = model.tokenizer

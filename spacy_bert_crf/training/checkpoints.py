@@ -164,8 +164,8 @@ def load_optimizer(optimizer: Optimizer, nlp: Language, saved: Dict[str, Any]) -
         key = by_name[name]
         optimizer.nr_update[key] = int(entry["nr_update"])
         for field in ("mom1", "mom2"):
-            if field in entry:
-                getattr(optimizer, field)[key] = ops.asarray(entry[field])
+            if field in entry:  # a copy: the optimizer writes into it (msgpack's is read-only)
+                getattr(optimizer, field)[key] = ops.asarray(entry[field]).copy()
         if "averages" in entry and optimizer.averages is not None:
             optimizer.averages[key] = cast(FloatsXd, ops.asarray(entry["averages"]))
 
