@@ -127,3 +127,24 @@ def test_case_features_see_the_case_an_uncased_encoder_drops(tiny_bert_dir, tmp_
     assert abs(plain_cased - plain_lower).max() < 1e-5
     case_cased, case_lower = emissions["case"]
     assert abs(case_cased - case_lower).max() > 1e-3
+
+
+def test_chinese_mention_swap_ablation_is_zh_msra_with_its_augmenter(tiny_bert_dir, tmp_path):
+    """configs/ablations/zh_msra_entity_swap.cfg: zh_msra.cfg with the mention swap augmenter,
+    nothing else; it trains with `spacy train` on Chinese characters."""
+    from .util import CONFIGS_DIR, short_training_overrides
+
+    config = CONFIGS_DIR / "ablations" / "zh_msra_entity_swap.cfg"
+    assert config_differences(config, CONFIGS_DIR / "zh_msra.cfg") == {
+        f"corpora.train.augmenter.{key}" for key in ("@augmenters", "level", "swap_prob", "path")
+    }
+    nlp = spacy.blank("zh", config={"nlp": {"tokenizer": {
+        "@tokenizers": "spacy-bert-crf.ChineseCharTokenizer.v1"}}})
+    texts = [("我在北京见到张三。", [(2, 4, "LOC"), (6, 8, "PER")]),
+             ("李四去了上海。", [(0, 2, "PER"), (4, 6, "LOC")])] * 3
+    db = DocBin(docs=[eg.reference for eg in make_examples(nlp, texts)])
+    db.to_disk(tmp_path / "train.spacy")
+    overrides = short_training_overrides(tiny_bert_dir, tmp_path / "train.spacy")
+    spacy_train(config, tmp_path / "out", overrides=overrides)
+    trained = spacy.load(tmp_path / "out" / "model-last")
+    assert trained.get_pipe("crf_ner").labels == ("LOC", "PER")
