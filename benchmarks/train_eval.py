@@ -4,6 +4,9 @@
         [--transformer DIR_OR_NAME] [--max-epochs 2] [--max-steps -1] [--threads 2] [--gpu-id -1]
         [--tag NAME]
 
+    python -m benchmarks.train_eval --model TRAINED_DIR --corpus CORPUS_DIR --dataset msra \
+        [--train-seconds S] [--tag NAME] [--note TEXT]
+
 Runs the project's own steps (scripts/project.py corpus / train, i.e. the converter and
 `spacy train` with configs/<lang>_<dataset>.cfg) under benchmarks/.work/, times the training,
 then evaluates dev and test with `spacy_bert_crf.evaluate` (P/R/F per type, words/s). Results are
@@ -11,6 +14,12 @@ merged into benchmarks/results/training.json (one entry per --tag) and the table
 benchmarks/results/training.md is regenerated; paths in them are relative to the repository
 (benchmarks/paths.py). Resumable: a finished training is not redone
 (delete benchmarks/.work/<tag>/ or pass --force).
+
+With --model, nothing is trained: the pipeline in TRAINED_DIR (e.g. a run of `python -m
+spacy_bert_crf train ... --resume` continued over several sessions) is scored on CORPUS_DIR's
+dev.spacy and test.spacy, and its budget is read from its own config (training.max_steps,
+max_epochs); --train-seconds records the training's wall clock where it is known, and --note
+should say how it was trained.
 """
 import argparse
 import json
@@ -20,7 +29,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Dict, List
+from typing import Dict, List, Optional
 
 from .machine import machine_info, package_versions, today
 from .markdown import table
@@ -74,7 +83,8 @@ def run_row(tag: str, r: TrainingRun) -> List[str]:
     in_order = "" if test.get("sorted_by_length") else " (in order)"
     return [tag, r["dataset"], r["encoder"], r["budget"],
             "GPU" if r.get("gpu") else f"{r['threads']} CPU threads",
-            f"{r['train_seconds'] / 60:.1f} min", percent(dev["ents_f"]),
+            f"{r['train_seconds'] / 60:.1f} min" if r["train_seconds"] >= 0 else "-",
+            percent(dev["ents_f"]),
             percent(test["ents_p"]), percent(test["ents_r"]), percent(test["ents_f"]),
             f"{test['words_per_second']:,.0f}{in_order}", r["date"]]
 
@@ -125,7 +135,7 @@ def render_training(results: Dict[str, TrainingRun], where: str = "training.json
     return "\n".join(lines) + "\n"
 
 
-def parse_args() -> argparse.Namespace:
+def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--dataset", default="conll03")
     parser.add_argument("--data-dir", type=Path, default=DATA_DIR / "conll2003")
@@ -141,7 +151,25 @@ def parse_args() -> argparse.Namespace:
                         help="spacy train config override, e.g. --override corpora.train.limit "
                              "2000")
     parser.add_argument("--note", default="", help="free text stored with the results")
-    return parser.parse_args()
+    parser.add_argument("--out", type=Path, default=RESULTS,
+                        help="where training.json and training.md are")
+    parser.add_argument("--model", type=Path, default=None,
+                        help="score this trained pipeline instead of training one")
+    parser.add_argument("--corpus", type=Path, default=None,
+                        help="with --model: the folder holding dev.spacy and test.spacy")
+    parser.add_argument("--train-seconds", type=float, default=-1.0,
+                        help="with --model: the training's wall clock (-1: not known)")
+    args = parser.parse_args(argv)
+    if args.model is not None:
+        if args.corpus is None:
+            parser.error("--model needs --corpus (the folder of dev.spacy and test.spacy)")
+        for path in (args.model / "config.cfg", args.corpus / "dev.spacy",
+                     args.corpus / "test.spacy"):
+            if not path.exists():
+                parser.error(f"{path} does not exist")
+    elif args.corpus is not None or args.train_seconds != -1.0:
+        parser.error("--corpus and --train-seconds go with --model")
+    return args
 
 
 def train(args, work: Path, corpus: Path) -> float:
@@ -166,37 +194,52 @@ def train(args, work: Path, corpus: Path) -> float:
     return json.loads(timing.read_text())["train_seconds"]
 
 
-def main() -> None:
-    args = parse_args()
+def model_budget(model: Path) -> str:
+    """The budget a trained pipeline's own config states."""
+    from spacy.util import load_config
+
+    training = load_config(model / "config.cfg", interpolate=False)["training"]
+    return (f"max_epochs={training['max_epochs']}, max_steps={training['max_steps']} "
+            "(the model's config)")
+
+
+def main(argv: Optional[List[str]] = None) -> None:
+    args = parse_args(argv)
     tag = args.tag or f"{args.dataset}-{Path(args.transformer).name or 'default'}"
-    work = WORK / tag
-    corpus = work / "corpus"
-    train_seconds = train(args, work, corpus)
-    scores = evaluate_splits(work / "training" / "model-best", corpus / args.dataset,
-                             args.threads, args.gpu_id)
-    budget = [f"max_epochs={args.max_epochs}", f"max_steps={args.max_steps}"]
-    budget += [f"{k}={v}" for k, v in args.override]
+    if args.model is not None:
+        train_seconds = args.train_seconds
+        model, corpus_dir = args.model, args.corpus
+        budget_text = model_budget(model)
+    else:
+        work = WORK / tag
+        train_seconds = train(args, work, work / "corpus")
+        model, corpus_dir = work / "training" / "model-best", work / "corpus" / args.dataset
+        budget = [f"max_epochs={args.max_epochs}", f"max_steps={args.max_steps}"]
+        budget += [f"{k}={v}" for k, v in args.override]
+        budget_text = ", ".join(budget) + " (-1 = config's)"
+    scores = evaluate_splits(model, corpus_dir, args.threads, args.gpu_id)
     record: TrainingRun = {
         "dataset": args.dataset,
         "encoder": args.transformer or "default",
-        "budget": ", ".join(budget) + " (-1 = config's)",
+        "budget": budget_text,
         "train_seconds": train_seconds,
         "threads": args.threads,
         "gpu": args.gpu_id >= 0,
         "command": " ".join(["python -m benchmarks.train_eval"]
-                            + [portable(a) for a in sys.argv[1:] if a]),
+                            + [portable(str(a)) for a in (sys.argv[1:] if argv is None else argv)
+                               if a]),
         "machine": machine_info(args.threads, args.gpu_id),
         "versions": package_versions(),
         "date": today(),
         "scores": scores,
         "note": args.note,
     }
-    path = RESULTS / "training.json"
+    path = args.out / "training.json"
     results = load_results(path)
     results[tag] = record
     save_results(path, results)  # committed: paths relative to the repository
     markdown = render_training(load_results(path))
-    (RESULTS / "training.md").write_text(markdown, encoding="utf8")
+    (args.out / "training.md").write_text(markdown, encoding="utf8")
     print(markdown)
 
 

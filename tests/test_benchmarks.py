@@ -717,3 +717,28 @@ def test_train_step_report_is_rendered_from_its_results():
 
     data = json.loads((RESULTS / "train_step.json").read_text(encoding="utf8"))
     assert train_step.render(data) == (RESULTS / "train_step.md").read_text(encoding="utf8")
+
+
+def test_train_eval_scores_a_model_trained_elsewhere(tmp_path):
+    """benchmarks.train_eval --model: no training; the pipeline is scored on the corpus's dev
+    and test, its budget read from its own config, and an unknown train time shown as such."""
+    from benchmarks import train_eval
+
+    from .util import TRAIN_DATA, save_light_pipeline
+
+    _, model, gold = save_light_pipeline(tmp_path, TRAIN_DATA, steps=20, lr=0.01)
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    for split in ("dev", "test"):
+        shutil.copy(gold, corpus / f"{split}.spacy")
+    with pytest.raises(SystemExit):
+        train_eval.parse_args(["--model", str(model)])  # no corpus
+    train_eval.main(["--model", str(model), "--corpus", str(corpus), "--dataset", "conll03",
+                     "--tag", "elsewhere", "--threads", "1", "--out", str(tmp_path)])
+    run = json.loads((tmp_path / "training.json").read_text(encoding="utf8"))["elsewhere"]
+    assert run["budget"].startswith("max_epochs=0, max_steps=20000")
+    assert run["train_seconds"] == -1.0
+    assert 0 < run["scores"]["test"]["ents_f"] <= 1
+    assert run["scores"]["dev"]["ents_f"] == run["scores"]["test"]["ents_f"]
+    assert "| elsewhere | conll03 | default |" in (tmp_path / "training.md").read_text()
+    assert "| 1 CPU threads | - |" in (tmp_path / "training.md").read_text()

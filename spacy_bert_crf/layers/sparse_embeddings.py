@@ -36,7 +36,7 @@ from thinc.util import torch2xp
 from ..optimizers import LayerwiseOptimizer
 
 # rows of the embedding matrix decayed at a time (a small temporary, cache-friendly)
-DECAY_CHUNK_ROWS = 8192
+DECAY_CHUNK_ROWS = 1024
 _RECORDS = "_spacy_bert_crf_rows"  # (ids, gradients) of the backward passes since the update
 _HAS_GRAD = "_spacy_bert_crf_has_grad"  # a backward pass has reached the matrix (as .grad would)
 _ACTIVE = "_spacy_bert_crf_active"  # (moment array, rows with non-zero moments in it)
