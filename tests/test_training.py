@@ -11,7 +11,7 @@ from spacy.util import load_config, registry
 
 from spacy_bert_crf.training import ResumeError, latest_checkpoint, train
 
-from .util import training_config, write_train_dev
+from .util import pipeline_weights, training_config, write_train_dev
 
 # 13 steps with a warmup, and a callback that interrupts the run once (`paths.crash_marker`).
 CONFIG = training_config(
@@ -60,20 +60,6 @@ def setup(tiny_bert_dir, tmp_path_factory):
     return root, write_train_dev(root, tiny_bert_dir)
 
 
-def weights(nlp):
-    """Every parameter of the pipeline (thinc and torch) as numpy arrays, by stable names."""
-    out = {}
-    for name, proc in nlp.pipeline:
-        for i, node in enumerate(proc.model.walk()):
-            for param in node.param_names:
-                if node.has_param(param):
-                    out[f"{name}/{i}/{param}"] = numpy.asarray(node.get_param(param))
-            for j, shim in enumerate(node.shims):
-                for key, tensor in shim._model.state_dict().items():
-                    out[f"{name}/{i}.{j}/{key}"] = tensor.detach().cpu().numpy()
-    return out
-
-
 def assert_same_weights(a, b):
     assert a.keys() == b.keys()
     for key in a:
@@ -91,7 +77,8 @@ def test_resumed_run_matches_uninterrupted(setup, capsys):
     config = load_config(root / "config.cfg", overrides={**paths, "paths.crash_marker": str(done)})
     (root / "spacy-train").mkdir()
     spacy_nlp, _ = spacy_train(init_nlp(config), root / "spacy-train")
-    assert_same_weights(weights(spacy_nlp), weights(spacy.load(root / "straight" / "model-last")))
+    assert_same_weights(pipeline_weights(spacy_nlp),
+                        pipeline_weights(spacy.load(root / "straight" / "model-last")))
 
     overrides = {**paths, "paths.crash_marker": str(root / "crashed")}
     with pytest.raises(Crash):
@@ -99,12 +86,12 @@ def test_resumed_run_matches_uninterrupted(setup, capsys):
     checkpoint = latest_checkpoint(root / "resumed")
     assert checkpoint is not None and checkpoint.name == "step-000000006"
     assert [p.name for p in (root / "resumed" / "checkpoints").glob("step-*")] == [checkpoint.name]
-    early = weights(spacy.load(checkpoint / "nlp"))
+    early = pipeline_weights(spacy.load(checkpoint / "nlp"))
     resumed = train(root / "config.cfg", root / "resumed", overrides=overrides,
                     checkpoint_every=2, resume=True)
     assert "Resuming from" in capsys.readouterr().out
 
-    a, b = weights(straight), weights(resumed)
+    a, b = pipeline_weights(straight), pipeline_weights(resumed)
     assert len(a) > 20
     assert_same_weights(a, b)
     # A run that resumed from the wrong place would differ: the comparison can fail.
@@ -125,7 +112,7 @@ def test_resumed_run_matches_uninterrupted(setup, capsys):
 
     # Resuming a finished run does nothing more; resuming with another config is refused.
     again = train(root / "config.cfg", root / "resumed", overrides=overrides, resume=True)
-    assert_same_weights(weights(again), b)
+    assert_same_weights(pipeline_weights(again), b)
     with pytest.raises(ResumeError, match="training.max_steps"):
         train(root / "config.cfg", root / "resumed",
               overrides={**overrides, "training.max_steps": 20}, resume=True)

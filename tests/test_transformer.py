@@ -15,7 +15,7 @@ from spacy_bert_crf.layers import transformer as transformer_layers
 from spacy_bert_crf.layers.transformer import build_transformer_model, length_buckets
 from spacy_bert_crf.layers.transformer_loading import TransformerLoadError, is_path_like
 
-from .util import transformer_config
+from .util import pipeline_weights, transformer_config
 
 
 @settings(max_examples=100, deadline=None)
@@ -420,19 +420,6 @@ def _optimizer(settings):
     return registry.resolve({"o": settings})["o"]
 
 
-def _all_weights(nlp):
-    out = {}
-    for name, pipe in nlp.pipeline:
-        for i, node in enumerate(pipe.model.walk()):
-            for param in node.param_names:
-                if node.has_param(param):
-                    out[f"{name}:{i}:{param}"] = numpy.array(node.get_param(param))
-            for shim in node.shims:
-                for key, value in shim._model.state_dict().items():
-                    out[f"{name}:{i}:{key}"] = value.detach().numpy().copy()
-    return out
-
-
 def _twins(model_dir, modes):
     """Pipelines built alike (same seed), one per mode of the embedding update."""
     from spacy.util import fix_random_seed
@@ -461,7 +448,7 @@ def _embedding_module(nlp):
 
 
 def _assert_same_weights(dense, sparse, rtol=2e-5, atol=2e-7):
-    a, b = _all_weights(dense), _all_weights(sparse)
+    a, b = pipeline_weights(dense), pipeline_weights(sparse)
     assert a.keys() == b.keys()
     for name, x in a.items():
         numpy.testing.assert_allclose(b[name], x, rtol=rtol, atol=atol, err_msg=name)

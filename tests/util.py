@@ -79,6 +79,22 @@ def make_examples(
     return examples
 
 
+def pipeline_weights(nlp: Language) -> Dict[str, Any]:
+    """Every parameter of the pipeline (thinc and torch) as numpy copies, by stable names."""
+    import numpy
+
+    out = {}
+    for name, proc in nlp.pipeline:
+        for i, node in enumerate(proc.model.walk()):
+            for param in node.param_names:
+                if node.has_param(param):
+                    out[f"{name}/{i}/{param}"] = numpy.array(node.get_param(param))
+            for j, shim in enumerate(node.shims):
+                for key, tensor in shim._model.state_dict().items():
+                    out[f"{name}/{i}.{j}/{key}"] = tensor.detach().cpu().numpy().copy()
+    return out
+
+
 def entities(doc) -> List[Tuple[int, int, str]]:
     return [(e.start_char, e.end_char, e.label_) for e in doc.ents]
 
