@@ -1,5 +1,6 @@
 """spacy-bert-crf.TransformerModel.v1: length-bucketed inference gives spacy-transformers'
 outputs; the model name is a local folder or a Hub name; damaged files are named."""
+import pickle
 import shutil
 
 import numpy
@@ -520,4 +521,7 @@ def test_sparse_embedding_updates_skip_what_they_cannot_match(tiny_bert_dir):
     module = _embedding_module(sparse)
     before = [[(e.start, e.end, e.label_) for e in doc.ents] for doc in sparse.pipe(docs)]
     assert not module.__dict__.get("_spacy_bert_crf_rows")  # nothing recorded at inference
+    # the optimizer's state stays out of the model: a trained pipeline pickles as it did
+    assert not [v for v in vars(module).values() if isinstance(v, (numpy.ndarray, tuple))]
+    assert pickle.loads(pickle.dumps(sparse)).pipe_names == sparse.pipe_names
     assert before == [[(e.start, e.end, e.label_) for e in doc.ents] for doc in sparse.pipe(docs)]

@@ -26,6 +26,7 @@ max_norm or scale_grad_by_freq), whose weight is shared with another module, or 
 precision. ``model.attrs["sparse_embedding_updates"] = False`` on the transformer model turns
 it off (benchmarks/train_step.py compares the two).
 """
+import weakref
 from typing import Any, List, Optional, Tuple, cast
 
 import torch
@@ -39,7 +40,9 @@ from ..optimizers import LayerwiseOptimizer
 DECAY_CHUNK_ROWS = 1024
 _RECORDS = "_spacy_bert_crf_rows"  # (ids, gradients) of the backward passes since the update
 _HAS_GRAD = "_spacy_bert_crf_has_grad"  # a backward pass has reached the matrix (as .grad would)
-_ACTIVE = "_spacy_bert_crf_active"  # (moment array, rows with non-zero moments in it)
+# embedding module -> (its optimizer's moment array, the rows with non-zero moments): beside the
+# module, not in it, so that copying or pickling a trained pipeline does not take the array along
+_ACTIVE: "weakref.WeakKeyDictionary[Any, Tuple[Any, Any]]" = weakref.WeakKeyDictionary()
 
 
 class SparseEmbeddingHFShim(HFShim):
@@ -200,14 +203,15 @@ def _dense_update(optimizer: Optimizer, key: Any, matrix: Any, ids: Any, grads: 
 def _active_rows(embeddings: Any, mom1: Any, mom2: Any, n_rows: int) -> Any:
     """The rows whose Adam moments are not zero (cached with the moment array they come from:
     a resumed run reads them from its optimizer once)."""
-    cached = embeddings.__dict__.get(_ACTIVE)
-    if cached is not None and cached[0] is mom1:
+    cached = _ACTIVE.get(embeddings)
+    if cached is not None and cached[0]() is mom1:
         return cached[1]
     xp = get_array_module(mom1)
     active = (mom1.reshape(n_rows, -1) != 0).any(axis=1) | (mom2.reshape(n_rows, -1) != 0).any(
         axis=1)
-    embeddings.__dict__[_ACTIVE] = (mom1, xp.ascontiguousarray(active))
-    return embeddings.__dict__[_ACTIVE][1]
+    active = xp.ascontiguousarray(active)
+    _ACTIVE[embeddings] = (weakref.ref(mom1), active)
+    return active
 
 
 def _sparse_update(optimizer: Optimizer, key: Any, embeddings: Any, matrix: Any, ids: Any,
