@@ -456,8 +456,9 @@ def _assert_same_weights(dense, sparse, rtol=2e-5, atol=2e-7):
 
 
 @pytest.mark.parametrize(
-    "settings", [ADAM, LAYERWISE, {**ADAM, "use_averages": True}, {**ADAM, "L2": 0.0}],
-    ids=["adam", "layerwise", "averages", "no-decay"])
+    "settings", [ADAM, LAYERWISE, {**ADAM, "use_averages": True}, {**ADAM, "L2": 0.0},
+                 {**ADAM, "@optimizers": "RAdam.v1"}],
+    ids=["adam", "layerwise", "averages", "no-decay", "radam"])
 def test_sparse_embedding_updates_give_the_dense_weights(tiny_bert_dir, settings):
     """Trained with row-sparse embedding updates, every weight (the whole embedding matrix:
     looked-up rows, decayed-only rows, the padding row) is the dense update's, up to float
