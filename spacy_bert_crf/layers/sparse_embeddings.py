@@ -65,6 +65,9 @@ def set_sparse_embedding_updates(shim: Any, embeddings: Any, enable: bool) -> bo
     if not isinstance(shim, HFShim) or not isinstance(embeddings, torch.nn.Module):
         return False
     weight: Any = getattr(embeddings, "weight", None)
+    hooked = _capture_rows in embeddings._forward_hooks.values()
+    if enable and hooked and type(shim) is SparseEmbeddingHFShim:
+        return True  # set up at an earlier step: no walk over the parameters again
     if enable and not _supported(shim, embeddings):
         enable = False
     if enable:
@@ -74,7 +77,7 @@ def set_sparse_embedding_updates(shim: Any, embeddings: Any, enable: bool) -> bo
                 weight.grad = None
             shim.__class__ = SparseEmbeddingHFShim
         weight.requires_grad_(False)
-        if _capture_rows not in embeddings._forward_hooks.values():
+        if not hooked:
             embeddings.register_forward_hook(_capture_rows)
         embeddings.__dict__.setdefault(_RECORDS, [])
         return True
@@ -169,26 +172,22 @@ def update_embedding_rows(shim: HFShim, optimizer: Optimizer) -> None:
     key = (shim.id, _parameter_name(shim._model, weight))
     matrix = torch2xp(weight.data)
     ids, grads = torch2xp(ids_t), torch2xp(grads_t)
-    scale = _lr_scale(optimizer)
-    if scale is None:
-        _dense_update(optimizer, key, matrix, ids, grads)
+    if _row_sparse_is_exact(optimizer):
+        _sparse_update(optimizer, key, embeddings, matrix, ids, grads)
     else:
-        _sparse_update(optimizer, key, embeddings, matrix, ids, grads, scale)
+        _dense_update(optimizer, key, matrix, ids, grads)
 
 
-def _lr_scale(optimizer: Optimizer) -> Optional[float]:
-    """None where the row-sparse step would not be the dense one; else the factor of the
-    optimizer's rate that the embedding matrix gets before the call (LayerwiseAdamW.v1's is
-    known only after: see _sparse_update)."""
-    if type(optimizer) not in (Optimizer, LayerwiseOptimizer):
-        return None
-    if getattr(optimizer, "averages", None) is not None:
-        return None
-    if optimizer.L2 != 0 and not optimizer.L2_is_weight_decay:
-        return None  # the weights enter every row's gradient
-    if not (optimizer.b1 > 0.0 and optimizer.b2 > 0.0):  # SGD: no moments to go by
-        return None
-    return 1.0
+def _row_sparse_is_exact(optimizer: Optimizer) -> bool:
+    """Whether the row-sparse step is the dense one for this optimizer (see the module)."""
+    return (
+        type(optimizer) in (Optimizer, LayerwiseOptimizer)
+        and getattr(optimizer, "averages", None) is None
+        # L2 in the gradient would give every row a gradient
+        and not (optimizer.L2 != 0 and not optimizer.L2_is_weight_decay)
+        # SGD has no moments to go by
+        and optimizer.b1 > 0.0 and optimizer.b2 > 0.0
+    )
 
 
 def _dense_update(optimizer: Optimizer, key: Any, matrix: Any, ids: Any, grads: Any) -> None:
@@ -215,7 +214,7 @@ def _active_rows(embeddings: Any, mom1: Any, mom2: Any, n_rows: int) -> Any:
 
 
 def _sparse_update(optimizer: Optimizer, key: Any, embeddings: Any, matrix: Any, ids: Any,
-                   grads: Any, scale: float) -> None:
+                   grads: Any) -> None:
     row_weights: Any
     mom1: Any
     mom2: Any
@@ -246,8 +245,9 @@ def _sparse_update(optimizer: Optimizer, key: Any, embeddings: Any, matrix: Any,
             optimizer.mom1[key], optimizer.mom2[key] = mom1, mom2
     else:  # thinc's call returns early on an empty gradient; the dense one would count
         optimizer.nr_update[key] += 1
-    if isinstance(optimizer, LayerwiseOptimizer):
-        scale = scale * optimizer.lr_scale_of(key[1])
+    # the lr_scale the optimizer gave the key (thinc's shim passes none: 1.0)
+    scale = 1.0 * optimizer.lr_scale_of(key[1]) if isinstance(optimizer, LayerwiseOptimizer) \
+        else 1.0
     if optimizer.L2 != 0 and optimizer.L2_is_weight_decay:
         # thinc: weights -= lr_scale * learn_rate * L2 * weights, on every row
         decay = scale * optimizer.learn_rate * optimizer.L2
