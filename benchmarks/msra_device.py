@@ -183,6 +183,31 @@ def unpack_site(payload: Path) -> None:
     os.environ["PYTHONPATH"] = os.pathsep.join([str(SITE_DIR), str(ROOT)])
 
 
+def register() -> None:
+    """The registrations that entry points would find: the package is not installed there."""
+    import spacy_bert_crf  # noqa: F401
+    import spacy_bert_crf.architectures  # noqa: F401
+    import spacy_bert_crf.layers.transformer  # noqa: F401
+    import spacy_bert_crf.pipeline  # noqa: F401
+    import spacy_bert_crf.scorers  # noqa: F401
+    import spacy_bert_crf.tokenizers  # noqa: F401
+
+
+def step_time(args: argparse.Namespace) -> None:
+    """benchmarks.train_step on the GPU with the payload's encoder and MSRA batches: the step
+    time of the dense, row-sparse (fused), loop and frozen updates."""
+    unpack_site(args.payload)
+    register()
+    from . import train_step
+
+    encoder = Path("/tmp/msra-device/e5-small-zh")
+    write_encoder(args.payload, encoder)
+    train_step.main([str(CONFIG), str(args.payload / "corpus" / args.batches),
+                     "--encoder", str(encoder), "--steps", str(args.steps), "--warmup", "3",
+                     "--gpu-id", str(args.gpu_id), "--label", args.label, "--note", args.note,
+                     "--out", str(args.out)])
+
+
 def dlpack_compat() -> str:
     """thinc 8.3 hands cupy.from_dlpack a DLPack capsule; a cupy that takes only objects with
     __dlpack__ gets a wrapper around the capsule instead."""
@@ -319,14 +344,7 @@ def run(args: argparse.Namespace) -> None:
     unpack_site(args.payload)
     import torch
 
-    # not installed there: the registrations that entry points would find
-    import spacy_bert_crf  # noqa: F401
-    import spacy_bert_crf.architectures  # noqa: F401
-    import spacy_bert_crf.layers.transformer  # noqa: F401
-    import spacy_bert_crf.pipeline  # noqa: F401
-    import spacy_bert_crf.scorers  # noqa: F401
-    import spacy_bert_crf.tokenizers  # noqa: F401
-
+    register()
     gpu = args.gpu_id
     report: Dict[str, Any] = {"torch": torch.__version__}
     if gpu >= 0:
@@ -448,10 +466,20 @@ def main(argv: Optional[List[str]] = None) -> None:
     r.add_argument("--timing-steps", type=int, default=20)
     r.add_argument("--gpu-id", type=int, default=0, help="-1: CPU (a check of the script)")
     r.add_argument("--dry-run", action="store_true", help="time and plan, do not train")
+    t = sub.add_parser("step-time", help="benchmarks.train_step on the device's GPU")
+    t.add_argument("--payload", type=Path, default=Path(".device"))
+    t.add_argument("--out", type=Path, required=True, help="where train_step.json goes")
+    t.add_argument("--steps", type=int, default=15)
+    t.add_argument("--batches", default="dev.spacy",
+                   help="the corpus file the batches come from (dev: quicker to load)")
+    t.add_argument("--gpu-id", type=int, default=0, help="-1: CPU (a check of the script)")
+    t.add_argument("--label", default="e5-small-zh (corpus pieces), MSRA, H200")
+    t.add_argument("--note", default="")
     m = sub.add_parser("merge", help="fold a device run's files into benchmarks/results")
     m.add_argument("device_out", type=Path, help="the run's $OUT, fetched here")
     args = parser.parse_args(argv)
-    {"prepare": prepare, "run": run, "merge": merge}[args.command](args)
+    commands = {"prepare": prepare, "run": run, "step-time": step_time, "merge": merge}
+    commands[args.command](args)
 
 
 if __name__ == "__main__":

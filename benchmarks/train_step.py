@@ -2,20 +2,23 @@
 (issue 13).
 
     python -m benchmarks.train_step CONFIG TRAIN_SPACY --encoder DIR [--steps 20] [--warmup 2]
-        [--threads 1] [--label NAME] [--note TEXT] [--out benchmarks/results]
+        [--threads 1] [--gpu-id -1] [--label NAME] [--note TEXT] [--out benchmarks/results]
 
-Three pipelines from the same training config, initialized alike (seed 0) on TRAIN_SPACY:
+Four pipelines from the same training config, initialized alike (seed 0) on TRAIN_SPACY:
 "dense", the embedding matrix updated as spacy-transformers does (a dense gradient, the
 optimizer over every row: the transformer model's attrs["sparse_embedding_updates"] = False);
 "sparse", the config as it is (the optimizer over the rows that have had a gradient, the same
-weights: spacy_bert_crf/layers/sparse_embeddings.py); and "frozen",
+weights: spacy_bert_crf/layers/sparse_embeddings.py; the other weights in one multi-tensor
+step: layers/fused_update.py); "loop", sparse with thinc's per-array optimizer loop for the
+other weights (attrs["fused_optimizer_update"] = False), as before the fused step; and "frozen",
 spacy-bert-crf.TransformerModel.v2 with `freeze_input_embeddings = true` (no update at all).
 They take turns, in one process, on the same batches of the config's own batcher (the
 CRF-vs-softmax step time's `benchmarks.peers.step_time.paired_step_seconds`), each step a full
 `nlp.update` (forward, backward, optimizer update) with the config's dropout and optimizer;
 the first --warmup steps are not counted. Reported: median seconds per step of each, and the
-median over steps of sparse / dense and frozen / dense (ratios taken within each round of
-steps, so that what else runs on the machine weighs on all alike). Results go to
+median over steps of sparse / dense, frozen / dense and sparse / loop (ratios taken within each
+round of steps, so that what else runs on the machine weighs on all alike). With --gpu-id the
+pipelines train on that GPU, each step timed between two torch.cuda.synchronize(). Results go to
 train_step.json under --label and train_step.md renders them all (runs from before the sparse
 variant have "trained", the dense update, and "frozen" only).
 """
@@ -36,38 +39,47 @@ from .schema import machine_text, versions_text
 
 PACKAGES = ("spacy-bert-crf", "spacy", "spacy-transformers", "thinc", "transformers", "torch",
             "numpy")
-VARIANTS = ("dense", "sparse", "frozen")
+VARIANTS = ("dense", "sparse", "loop", "frozen")
 FROZEN = {"components.transformer.model.@architectures": "spacy-bert-crf.TransformerModel.v2",
           "components.transformer.model.freeze_input_embeddings": True}
 
 
 def measure(args) -> Dict[str, Any]:
     import torch
+    from thinc.api import require_gpu
 
     torch.set_num_threads(args.threads)
+    sync = None
+    if args.gpu_id >= 0:
+        require_gpu(args.gpu_id)
+        sync = torch.cuda.synchronize
     overrides = {"paths.train": str(args.train), "paths.dev": str(args.train),
                  "paths.transformer": str(args.encoder)}
 
     def prepare(name: str, nlp: Any) -> None:
         if name == "dense":
             nlp.get_pipe("transformer").model.attrs["sparse_embedding_updates"] = False
+        if name == "loop":
+            nlp.get_pipe("transformer").model.attrs["fused_optimizer_update"] = False
 
     seconds, words, nlps = paired_step_seconds(
-        Path(args.config), overrides, {"dense": {}, "sparse": {}, "frozen": FROZEN},
-        Path(args.train), args.steps, args.warmup, seed=0, prepare=prepare)
+        Path(args.config), overrides,
+        {"dense": {}, "sparse": {}, "loop": {}, "frozen": FROZEN},
+        Path(args.train), args.steps, args.warmup, seed=0, prepare=prepare, sync=sync)
     shims = {v: type(nlps[v].get_pipe("transformer").model.layers[0].shims[0]).__name__
              for v in VARIANTS}
     grads = {v: nlps[v].get_pipe("transformer").model.transformer.get_input_embeddings()
              .weight.grad is not None for v in VARIANTS}
-    expected = ({"dense": "HFShim", "sparse": "SparseEmbeddingHFShim", "frozen": "HFShim"},
-                {"dense": True, "sparse": False, "frozen": False})
+    expected = ({"dense": "HFShim", "sparse": "SparseEmbeddingHFShim",
+                 "loop": "SparseEmbeddingHFShim", "frozen": "HFShim"},
+                {"dense": True, "sparse": False, "loop": False, "frozen": False})
     if (shims, grads) != expected:
         raise RuntimeError(f"the variants did not train as named: {shims}, {grads}")
     encoder = nlps["dense"].get_pipe("transformer").model.transformer
     return {
         "date": today(),
         "command": portable(shlex.join(["python", "-m", "benchmarks.train_step"] + sys.argv[1:])),
-        "machine": machine_info(args.threads),
+        "machine": machine_info(args.threads, args.gpu_id),
         "versions": package_versions(PACKAGES),
         "settings": {"config": rel(args.config), "train": rel(args.train),
                      "encoder": rel(args.encoder), "threads": args.threads,
@@ -80,6 +92,8 @@ def measure(args) -> Dict[str, Any]:
         "median_s": {v: statistics.median(seconds[v]) for v in VARIANTS},
         "over_dense": {v: statistics.median(x / d for x, d in zip(seconds[v], seconds["dense"]))
                        for v in ("sparse", "frozen")},
+        "sparse_over_loop": statistics.median(
+            s / x for s, x in zip(seconds["sparse"], seconds["loop"])),
         "seconds": seconds,
     }
 
@@ -100,13 +114,16 @@ def render(results: Dict[str, Any]) -> str:
              "**dense**, the embedding matrix updated as spacy-transformers does; **sparse**, "
              "the config as it is since 2026-12-03 (the optimizer over the rows that have had a "
              "gradient, the same weights: `spacy_bert_crf/layers/sparse_embeddings.py`); "
+             "**loop**, sparse with thinc's per-array optimizer loop for the other weights "
+             "(before 2026-12-04; since then **sparse** updates them in one multi-tensor step, "
+             "`spacy_bert_crf/layers/fused_update.py`); "
              "**frozen**, `spacy-bert-crf.TransformerModel.v2` with `freeze_input_embeddings = "
              "true` (no update). Ratios: the median over steps of the ratio within each round "
              "of steps. Runs labelled before the sparse update existed have no sparse column "
              "(their \"trained\" is the dense update).", ""]
     head = ["label", "encoder", "weights (input embeddings)", "tokens a step",
-            "s a step, dense", "s a step, sparse", "s a step, frozen", "sparse / dense",
-            "frozen / dense"]
+            "device", "s a step, dense", "s a step, sparse", "s a step, loop", "s a step, frozen",
+            "sparse / dense", "frozen / dense", "sparse / loop"]
     rows = []
     for label, raw in results["runs"].items():
         run = _as_current(raw)
@@ -115,12 +132,15 @@ def render(results: Dict[str, Any]) -> str:
                      f"{run['encoder_weights'] / 1e6:.1f}M "
                      f"({run['input_embedding_weights'] / 1e6:.1f}M)",
                      f"{run['tokens_per_step']:.0f}",
+                     run["machine"].get("gpu", "CPU"),
                      f"{median['dense']:.3f}",
                      f"{median['sparse']:.3f}" if "sparse" in median else "-",
+                     f"{median['loop']:.3f}" if "loop" in median else "-",
                      f"{median['frozen']:.3f}",
                      f"{ratio['sparse']:.3f}" if "sparse" in ratio else "-",
-                     f"{ratio['frozen']:.3f}"])
-    lines += table(head, rows, "llrrrrrrr")
+                     f"{ratio['frozen']:.3f}",
+                     f"{run['sparse_over_loop']:.3f}" if "sparse_over_loop" in run else "-"])
+    lines += table(head, rows, "llrrlrrrrrrr")
     for label, run in results["runs"].items():
         s = run["settings"]
         lines += ["", f"## {label}", "",
@@ -143,6 +163,7 @@ def parse_args(argv=None):
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--gpu-id", type=int, default=-1, help="train on this GPU")
     parser.add_argument("--label", default="current", help="the key of this run")
     parser.add_argument("--note", default="", help="a line for the report")
     parser.add_argument("--out", default=str(RESULTS))

@@ -137,13 +137,18 @@ class LayerwiseOptimizer(Optimizer):
     def __call__(
         self, key: KeyT, weights: FloatsXd, gradient: FloatsXd, *, lr_scale: float = 1.0
     ) -> Tuple[FloatsXd, FloatsXd]:
+        return super().__call__(key, weights, gradient, lr_scale=lr_scale * self.scale_for(key))
+
+    def scale_for(self, key: KeyT) -> float:
+        """The factor of the base rate for the parameter of an update (its key: node id and
+        name), remembered, and the top layer updated so far noted (see step_schedules)."""
         scale = self.lr_scales.get(key)
         if scale is None:
             scale = self.lr_scales[key] = self.lr_scale_of(key[1])
             index = _layer_index(key[1])
             if index is not None:
                 self._top_seen = max(self._top_seen, index)
-        return super().__call__(key, weights, gradient, lr_scale=lr_scale * scale)
+        return scale
 
     def step_schedules(self) -> None:
         """Advance the schedules; after the first step that updated the transformer, check that

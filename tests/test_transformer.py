@@ -422,14 +422,17 @@ def _optimizer(settings):
 
 
 def _twins(model_dir, modes):
-    """Pipelines built alike (same seed), one per mode of the embedding update."""
+    """Pipelines built alike (same seed), one per mode of the embedding update; the other
+    weights updated by thinc's per-array loop (the fused step has its own tests below)."""
     from spacy.util import fix_random_seed
 
     nlps = []
     for sparse in modes:
         fix_random_seed(0)
         nlp, examples = _frozen_nlp(model_dir, False)
-        nlp.get_pipe("transformer").model.attrs["sparse_embedding_updates"] = sparse
+        model = nlp.get_pipe("transformer").model
+        model.attrs["sparse_embedding_updates"] = sparse
+        model.attrs["fused_optimizer_update"] = False
         nlps.append(nlp)
     return nlps, examples
 
@@ -526,3 +529,176 @@ def test_sparse_embedding_updates_skip_what_they_cannot_match(tiny_bert_dir):
     assert not [v for v in vars(module).values() if isinstance(v, (numpy.ndarray, tuple))]
     assert pickle.loads(pickle.dumps(sparse)).pipe_names == sparse.pipe_names
     assert before == [[(e.start, e.end, e.label_) for e in doc.ents] for doc in sparse.pipe(docs)]
+
+
+# ---------------------------------------------------------------------------------------------
+# One multi-tensor optimizer step for the transformer (layers/fused_update.py)
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.fixture()
+def fused_on_cpu(monkeypatch):
+    """The fused step is taken on GPUs only; its arithmetic is checked here on the CPU."""
+    from spacy_bert_crf.layers import fused_update
+
+    monkeypatch.setattr(fused_update, "DEVICE_TYPES", ("cuda", "cpu"))
+
+
+def _fused_twins(model_dir):
+    """Two pipelines built alike, both with row-sparse embedding updates: the first takes
+    thinc's per-array optimizer loop for the other weights, the second the fused step."""
+    nlps, examples = _twins(model_dir, (True, True))
+    for nlp, fused in zip(nlps, (False, True)):
+        nlp.get_pipe("transformer").model.attrs["fused_optimizer_update"] = fused
+    return nlps, examples
+
+
+def _transformer_state(optimizer):
+    """The optimizer's moments and update counts of the transformer's weights, by name."""
+    named = lambda d: {k[1]: v for k, v in d.items() if "." in str(k[1])}  # noqa: E731
+    return named(optimizer.mom1), named(optimizer.mom2), named(optimizer.nr_update)
+
+
+FUSED_SETTINGS = [ADAM, LAYERWISE, {**ADAM, "L2_is_weight_decay": False},
+                  {**ADAM, "grad_clip": 0.05}, {**ADAM, "grad_clip": 0.0, "L2": 0.0}]
+FUSED_IDS = ["adam", "layerwise", "l2-in-gradient", "clipping", "no-clip-no-decay"]
+
+
+class _TinyEncoder(torch.nn.Module):
+    """Parameters named as in a BERT (so that LayerwiseAdamW can place them)."""
+
+    def __init__(self):
+        super().__init__()
+        self.embeddings = torch.nn.Module()
+        self.embeddings.LayerNorm = torch.nn.LayerNorm(3)
+        self.encoder = torch.nn.Module()
+        self.encoder.layer = torch.nn.ModuleList([torch.nn.Linear(3, 5), torch.nn.Linear(5, 3)])
+
+
+@pytest.mark.parametrize("settings", FUSED_SETTINGS, ids=FUSED_IDS)
+def test_fused_adam_update_is_thincs_arithmetic(settings, fused_on_cpu):
+    """Given the same gradients step after step, the fused step and thinc's per-array loop
+    (PyTorchShim.finish_update) give the same weights, moments and update counts, up to float
+    rounding; the optimizer's own moment arrays are the ones updated, and gradients are
+    zeroed. Some arrays' gradients are large enough to be clipped."""
+    import copy
+
+    from thinc.shims import PyTorchShim
+
+    from spacy_bert_crf.layers.fused_update import fused_adam_update
+
+    torch.manual_seed(0)
+    module = _TinyEncoder()
+    loop, fused = PyTorchShim(module), PyTorchShim(copy.deepcopy(module))
+    optimizers = [_optimizer(settings) for _ in range(2)]
+    generator = torch.Generator().manual_seed(1)
+    for step in range(5):
+        for i, (name, param) in enumerate(module.named_parameters()):
+            grad = torch.randn(param.shape, generator=generator) * (10.0 if i % 2 else 0.01)
+            for shim in (loop, fused):
+                dict(shim._model.named_parameters())[name].grad = grad.clone()
+        loop.finish_update(optimizers[0])
+        assert fused_adam_update(fused, optimizers[1]) is True
+        for optimizer in optimizers:
+            optimizer.step_schedules()
+        a, b = dict(loop._model.named_parameters()), dict(fused._model.named_parameters())
+        for name in a:
+            # thinc's numpy kernel takes 1 - beta2 in float32 (0.000999987): a few 1e-6 of
+            # the step (the rate, 1e-2) apart
+            numpy.testing.assert_allclose(b[name].detach(), a[name].detach(), rtol=1e-5,
+                                          atol=1e-6, err_msg=f"step {step}: {name}")
+            assert not b[name].grad.any()
+    (m1a, m2a, na), (m1b, m2b, nb) = (
+        [{k[1]: v for k, v in d.items()} for d in (o.mom1, o.mom2, o.nr_update)]
+        for o in optimizers)
+    assert na == nb and set(nb.values()) == {5}
+    for name in m1a:
+        numpy.testing.assert_allclose(m1b[name], m1a[name], rtol=1e-5, atol=1e-9)
+        numpy.testing.assert_allclose(m2b[name], m2a[name], rtol=1e-4, atol=1e-9)
+        assert isinstance(m1b[name], numpy.ndarray)  # thinc's form: checkpoints as before
+
+
+@pytest.mark.parametrize("settings", [ADAM, LAYERWISE], ids=["adam", "layerwise"])
+def test_fused_optimizer_step_trains_the_pipeline_alike(
+    tiny_bert_dir, settings, monkeypatch, fused_on_cpu
+):
+    """In a pipeline (row-sparse embeddings, spaCy's update), the fused step is taken at every
+    step and leaves every weight, moment and update count as thinc's per-array loop does, up
+    to float rounding, with the transformer's gradients zeroed."""
+    from spacy_bert_crf.layers import fused_update, sparse_embeddings
+
+    (loop, fused), examples = _fused_twins(tiny_bert_dir)
+    optimizers = [_optimizer(settings) for _ in range(2)]
+    calls = []
+
+    def counting(shim, optimizer):
+        calls.append(fused_update.fused_adam_update(shim, optimizer))
+        return calls[-1]
+
+    monkeypatch.setattr(sparse_embeddings, "fused_adam_update", counting)
+    for step in range(4):
+        for nlp, optimizer in zip((loop, fused), optimizers):
+            _step(nlp, examples, optimizer, step)
+        if step == 0:  # one step: the same arithmetic, up to float rounding
+            _assert_same_weights(loop, fused, rtol=1e-5, atol=1e-6)
+    assert calls == [True] * 4  # the fused twin only, every step
+    # later steps: Adam divides near-zero moments, which magnifies the rounding (a few 1e-6
+    # here, where a wrong step size or decay would be of the rate's order, 1e-2)
+    _assert_same_weights(loop, fused, rtol=1e-4, atol=2e-5)
+    (m1_loop, m2_loop, n_loop), (m1_fused, m2_fused, n_fused) = (
+        _transformer_state(optimizer) for optimizer in optimizers)
+    assert n_loop == n_fused and set(n_fused.values()) == {4}
+    assert m1_loop.keys() == m1_fused.keys() and m1_loop
+    for name in m1_loop:
+        numpy.testing.assert_allclose(m1_fused[name], m1_loop[name], rtol=1e-3, atol=1e-6)
+        numpy.testing.assert_allclose(m2_fused[name], m2_loop[name], rtol=1e-3, atol=1e-9)
+    encoder = fused.get_pipe("transformer").model.transformer
+    assert all(p.grad is None or not p.grad.any() for p in encoder.parameters())
+
+
+def test_fused_optimizer_step_leaves_other_optimizers_to_thinc(tiny_bert_dir, fused_on_cpu):
+    """RAdam, parameter averaging and SGD are not fused: fused_adam_update declines and changes
+    nothing, and the pipeline trains through thinc's loop as before."""
+    from spacy_bert_crf.layers.fused_update import fused_adam_update, is_fusable
+
+    assert is_fusable(_optimizer(ADAM)) and is_fusable(_optimizer(LAYERWISE))
+    (loop, fused), examples = _fused_twins(tiny_bert_dir)
+    for declined in ({**ADAM, "use_averages": True}, {**ADAM, "@optimizers": "RAdam.v1"},
+                     {"@optimizers": "SGD.v1", "learn_rate": 0.01}):
+        optimizer = _optimizer(declined)
+        assert not is_fusable(optimizer)
+        fused.update(examples, sgd=False)
+        shim = fused.get_pipe("transformer").model.layers[0].shims[0]
+        weights = pipeline_weights(fused)
+        assert fused_adam_update(shim, optimizer) is False
+        assert not optimizer.nr_update and not optimizer.mom1
+        after = pipeline_weights(fused)
+        assert all(numpy.array_equal(weights[k], after[k]) for k in weights)
+        for _, proc in fused.pipeline:
+            proc.finish_update(optimizer)
+        assert optimizer.nr_update  # thinc's loop ran
+
+
+def test_fused_step_is_for_gpus(tiny_bert_dir):
+    """On a CPU the fused step declines (thinc's one-pass numpy Adam is kept there) and the
+    pipeline trains through thinc's loop."""
+    from spacy_bert_crf.layers.fused_update import fused_adam_update
+
+    (_, fused), examples = _fused_twins(tiny_bert_dir)
+    fused.update(examples, sgd=False)
+    optimizer = _optimizer(ADAM)
+    assert fused_adam_update(fused.get_pipe("transformer").model.layers[0].shims[0],
+                             optimizer) is False
+    assert not optimizer.nr_update
+
+
+def test_fused_then_loop_continue_alike(tiny_bert_dir, fused_on_cpu):
+    """Switching from the fused step to thinc's loop mid-run (or back) continues the same
+    run: the optimizer's state is thinc's either way."""
+    (loop, switched), examples = _fused_twins(tiny_bert_dir)
+    optimizers = [_optimizer(LAYERWISE) for _ in range(2)]
+    for step in range(4):
+        switched.get_pipe("transformer").model.attrs["fused_optimizer_update"] = step % 2 == 0
+        for nlp, optimizer in zip((loop, switched), optimizers):
+            _step(nlp, examples, optimizer, step)
+    _assert_same_weights(loop, switched, rtol=1e-4, atol=2e-5)

@@ -40,13 +40,16 @@ def build(config: Path, overrides: dict, seed: int):
 def paired_step_seconds(
     config: Path, overrides: dict, variants: Dict[str, dict], train_path: Path, steps: int,
     warmup: int, seed: int, prepare: Optional[Callable[[str, Any], None]] = None,
+    sync: Optional[Callable[[], None]] = None,
 ) -> Tuple[Dict[str, List[float]], List[int], Dict[str, Any]]:
     """Seconds per training step of each variant of one config (its own extra overrides), in
     this process: built with the same seed, initialized on the same sentences, updated on the
     same batches (the config's batcher over a seeded shuffle of train_path, again from the start
     when it runs out) in alternating order; the first `warmup` steps are not counted. Also
     benchmarks/train_step.py's. `prepare(name, nlp)`, if given, is called on each variant's
-    pipeline once it is built (settings that are not in the config).
+    pipeline once it is built (settings that are not in the config). `sync`, if given, is
+    called before and after each timed step (torch.cuda.synchronize on a GPU, whose work is
+    queued).
 
     RETURNS: seconds per counted step of each variant, words per counted batch, and the
         variants' pipelines.
@@ -83,8 +86,12 @@ def paired_step_seconds(
         for name in (names if step % 2 == 0 else names[::-1]):
             nlp, examples, optimizer, dropout = pipes[name]
             egs = [examples[i] for i in batch]
+            if sync is not None:
+                sync()
             start = time.perf_counter()
             nlp.update(egs, sgd=optimizer, drop=dropout, losses={})
+            if sync is not None:
+                sync()
             seconds = time.perf_counter() - start
             if step >= warmup:
                 times[name].append(seconds)

@@ -35,6 +35,7 @@ from thinc.api import Optimizer, get_array_module
 from thinc.util import torch2xp
 
 from ..optimizers import LayerwiseOptimizer
+from .fused_update import fused_adam_update
 
 # rows of the embedding matrix decayed at a time (a small temporary, cache-friendly)
 DECAY_CHUNK_ROWS = 1024
@@ -47,10 +48,15 @@ _ACTIVE: "weakref.WeakKeyDictionary[Any, Tuple[Any, Any]]" = weakref.WeakKeyDict
 
 class SparseEmbeddingHFShim(HFShim):
     """spacy-transformers' HFShim whose update of the input embedding matrix takes only the rows
-    that have had a gradient (see the module). Everything else is HFShim's."""
+    that have had a gradient (see the module), and whose update of the other weights is one
+    multi-tensor step where it can be (fused_update.py; `fused_update` False: thinc's loop).
+    Everything else is HFShim's."""
+
+    fused_update = True
 
     def finish_update(self, optimizer: Optimizer) -> None:
-        super().finish_update(optimizer)
+        if not (self.fused_update and fused_adam_update(self, optimizer)):
+            super().finish_update(optimizer)
         update_embedding_rows(self, optimizer)
 
 

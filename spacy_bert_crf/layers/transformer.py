@@ -252,6 +252,9 @@ class BoundedTransformerModel(TransformerModel):
         # an implementation setting, not a config one: the same weights either way (see
         # sparse_embeddings.py); False trains the embedding matrix densely
         self.attrs["sparse_embedding_updates"] = True
+        # one multi-tensor optimizer step for the other weights, with the row-sparse update
+        # (fused_update.py); False: thinc's per-array loop
+        self.attrs["fused_optimizer_update"] = True
         # TransformerModel.v1 names its own Tok2VecTransformer.v1 (see build_transformer_model)
         self.attrs["replace_listener_cfg"] = replace_listener_cfg_naming(
             "spacy-bert-crf.Tok2VecTransformer.v2"
@@ -365,8 +368,10 @@ def sparse_embedding_updates(model: Model) -> None:
     except NotImplementedError:
         return
     if embeddings is not None:
-        set_sparse_embedding_updates(
+        sparse = set_sparse_embedding_updates(
             shim, embeddings, bool(model.attrs.get("sparse_embedding_updates", True)))
+        if sparse:  # the other weights' step: fused_update.py
+            shim.fused_update = bool(model.attrs.get("fused_optimizer_update", True))
 
 
 # ---------------------------------------------------------------------------------------------
