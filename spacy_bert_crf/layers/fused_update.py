@@ -145,6 +145,8 @@ def _moment(moments: Any, key: Any, param: torch.Tensor) -> Optional[torch.Tenso
         view = torch.from_numpy(array)
     else:
         view = torch.from_dlpack(array)
+        if view.data_ptr() != array.data.ptr:  # a copy: writes would not reach the optimizer
+            return None
     if view.device != param.device or view.numel() != param.numel():
         return None
     return view.view(param.shape)
