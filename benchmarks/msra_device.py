@@ -263,13 +263,13 @@ def overrides_for(
     }
 
 
-def batches_per_epoch(nlp: Any, examples: List[Any], size: int) -> int:
+def batcher_of(nlp: Any, size: int) -> Any:
+    """The config's batcher (batch_by_padded) with another size."""
     from spacy.util import registry
 
     cfg = dict(nlp.config["training"]["batcher"])
     cfg["size"] = size
-    batcher = registry.resolve({"b": cfg})["b"]
-    return sum(1 for _ in batcher(examples))
+    return registry.resolve({"b": cfg})["b"]
 
 
 def time_steps(
@@ -281,7 +281,6 @@ def time_steps(
 
     import torch
     from spacy.training import Corpus
-    from spacy.util import registry
     from thinc.api import require_gpu
 
     from .peers.step_time import build
@@ -299,13 +298,10 @@ def time_steps(
     random.Random(0).shuffle(examples)
     result: Dict[str, Any] = {"seconds_per_step": {}, "batches_per_epoch": {}}
     for size in SIZES:
-        result["batches_per_epoch"][size] = batches_per_epoch(nlp, examples, size)
+        result["batches_per_epoch"][size] = sum(1 for _ in batcher_of(nlp, size)(examples))
     for size in sizes:
         batches = []
-        cfg = dict(nlp.config["training"]["batcher"])
-        cfg["size"] = size
-        batcher = registry.resolve({"b": cfg})["b"]
-        for batch in batcher(examples):
+        for batch in batcher_of(nlp, size)(examples):
             batches.append(batch)
             if len(batches) == steps + 3:
                 break
