@@ -34,9 +34,10 @@ from thinc.api import Optimizer
 
 from ..optimizers import LayerwiseOptimizer
 
-# Where the fused step is taken. On a CPU thinc's loop is kept: there the per-array overhead is
-# small beside the arithmetic, and thinc's numpy Adam is one pass over the weights where the
-# multi-tensor version makes several (tests set "cpu" too, to check the arithmetic).
+# Where the fused step is taken. On a CPU thinc's loop is kept (not timed against the fused step
+# there): the per-array overhead is small beside a CPU step, and thinc's numpy Adam is one pass
+# over the weights where the multi-tensor version makes several. Tests add "cpu" to check the
+# arithmetic.
 DEVICE_TYPES = ("cuda",)
 
 
