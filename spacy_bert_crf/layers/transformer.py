@@ -52,7 +52,7 @@ from transformers.utils import ModelOutput
 
 from ..threads import single_thread_in_forked_children
 from .shim_predict import predict_eval
-from .sparse_embeddings import set_sparse_embedding_updates
+from .sparse_embeddings import SparseEmbeddingHFShim, set_sparse_embedding_updates
 from .transformer_loading import (
     check_saved_transformer,
     read_saved_model,
@@ -370,7 +370,7 @@ def sparse_embedding_updates(model: Model) -> None:
     if embeddings is not None:
         sparse = set_sparse_embedding_updates(
             shim, embeddings, bool(model.attrs.get("sparse_embedding_updates", True)))
-        if sparse:  # the other weights' step: fused_update.py
+        if sparse and isinstance(shim, SparseEmbeddingHFShim):  # the other weights: fused_update.py
             shim.fused_update = bool(model.attrs.get("fused_optimizer_update", True))
 
 
