@@ -73,7 +73,7 @@ def test_training_md_is_rendered_from_the_committed_results():
     rendered = render_training(results)
     assert rendered == (RESULTS / "training.md").read_text(encoding="utf8")
     # the GPU named in the header is the one of the records, not a figure in the code
-    assert "GPU rows: NVIDIA H100 80GB HBM3;" in rendered
+    assert "GPU rows: NVIDIA H100 80GB HBM3, NVIDIA H200;" in rendered
 
 
 def test_training_md_names_the_gpus_of_the_records():
@@ -689,9 +689,9 @@ def test_hf_peer_micro_batches_bound_the_padded_size_and_keep_the_batch_gradient
 
 
 def test_train_step_times_the_variants_on_the_same_batches(tmp_path, tiny_bert_dir):
-    """benchmarks.train_step builds the config with dense and row-sparse embedding updates and
-    its frozen-embeddings twin, checks that each trained as named (it raises otherwise), and
-    times the same number of steps."""
+    """benchmarks.train_step builds the config with dense and row-sparse embedding updates (the
+    latter also with thinc's optimizer loop, "loop") and its frozen-embeddings twin, checks that
+    each trained as named (it raises otherwise), and times the same number of steps."""
     from benchmarks import train_step
 
     from .util import training_config, write_corpus
@@ -705,9 +705,11 @@ def test_train_step_times_the_variants_on_the_same_batches(tmp_path, tiny_bert_d
     args = train_step.parse_args([str(config), str(train), "--encoder", str(tiny_bert_dir),
                                   "--steps", "3", "--warmup", "1"])
     result = train_step.measure(args)
-    assert [len(result["seconds"][v]) for v in train_step.VARIANTS] == [3, 3, 3]
+    assert train_step.VARIANTS == ("dense", "sparse", "loop", "frozen")
+    assert [len(result["seconds"][v]) for v in train_step.VARIANTS] == [3, 3, 3, 3]
     assert result["input_embedding_weights"] < result["encoder_weights"]
     assert result["over_dense"]["sparse"] > 0 and result["over_dense"]["frozen"] > 0
+    assert result["sparse_over_loop"] > 0 and result["machine"]["device"] == "cpu"
     rendered = train_step.render({"runs": {"tiny": result}})
     assert "| tiny |" in rendered
 
