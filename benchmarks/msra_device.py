@@ -208,35 +208,6 @@ def step_time(args: argparse.Namespace) -> None:
                      "--out", str(args.out)])
 
 
-def dlpack_compat() -> str:
-    """thinc 8.3 hands cupy.from_dlpack a DLPack capsule; a cupy that takes only objects with
-    __dlpack__ gets a wrapper around the capsule instead."""
-    import cupy
-    import thinc.util
-    import torch
-
-    probe = torch.arange(4, device="cuda", dtype=torch.float32)
-    try:
-        cupy.from_dlpack(torch.utils.dlpack.to_dlpack(probe))
-        return "capsule accepted"
-    except Exception as err:  # noqa: BLE001 - any refusal: wrap
-        reason = f"{type(err).__name__}: {err}"
-
-    class _Capsule:
-        def __init__(self, capsule: Any) -> None:
-            self.capsule = capsule
-
-        def __dlpack__(self, stream: Any = None, **kwargs: Any) -> Any:
-            return self.capsule
-
-        def __dlpack_device__(self):
-            return (2, torch.cuda.current_device())  # kDLCUDA
-
-    thinc.util.cupy_from_dlpack = lambda capsule: cupy.from_dlpack(_Capsule(capsule))
-    thinc.util.cupy_from_dlpack(torch.utils.dlpack.to_dlpack(probe))
-    return f"capsule wrapped ({reason})"
-
-
 def write_encoder(payload: Path, folder: Path) -> None:
     from spacy_bert_crf.encoders.catalogue import write_e5_folder
 
@@ -345,7 +316,6 @@ def run(args: argparse.Namespace) -> None:
     report: Dict[str, Any] = {"torch": torch.__version__}
     if gpu >= 0:
         report["gpu"] = torch.cuda.get_device_name(gpu)
-        report["dlpack"] = dlpack_compat()
     encoder = Path("/tmp/msra-device/e5-small-zh")
     write_encoder(args.payload, encoder)
     corpus = args.payload / "corpus"

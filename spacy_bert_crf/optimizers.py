@@ -164,6 +164,18 @@ class LayerwiseOptimizer(Optimizer):
         super().step_schedules()
 
 
+def is_plain_adam(optimizer: object) -> bool:
+    """Whether the optimizer is thinc's Adam or RAdam (Adam.v1, RAdam.v1) or LayerwiseAdamW.v1
+    without parameter averaging: every update of an array goes through its mom1/mom2 and nothing
+    else keeps state (what the row-sparse and fused updates of layers/ rely on)."""
+    return (
+        type(optimizer) in (Optimizer, LayerwiseOptimizer)
+        and getattr(optimizer, "averages", None) is None
+        and getattr(optimizer, "b1", 0.0) > 0.0
+        and getattr(optimizer, "b2", 0.0) > 0.0
+    )
+
+
 def _layer_index(name: str) -> Optional[int]:
     if "." not in name:
         return None

@@ -32,7 +32,7 @@ import numpy
 import torch
 from thinc.api import Optimizer
 
-from ..optimizers import LayerwiseOptimizer
+from ..optimizers import LayerwiseOptimizer, is_plain_adam
 
 # Where the fused step is taken. On a CPU thinc's loop is kept (not timed against the fused step
 # there): the per-array overhead is small beside a CPU step, and thinc's numpy Adam is one pass
@@ -43,13 +43,7 @@ DEVICE_TYPES = ("cuda",)
 
 def is_fusable(optimizer: Any) -> bool:
     """Whether `fused_adam_update` reproduces this optimizer's per-array update."""
-    return (
-        type(optimizer) in (Optimizer, LayerwiseOptimizer)
-        and getattr(optimizer, "averages", None) is None
-        and not optimizer.use_radam
-        and optimizer.b1 > 0.0
-        and optimizer.b2 > 0.0
-    )
+    return is_plain_adam(optimizer) and not optimizer.use_radam
 
 
 def fused_adam_update(shim: Any, optimizer: Optimizer) -> bool:

@@ -34,7 +34,7 @@ from spacy_transformers.layers.hf_shim import HFShim
 from thinc.api import Optimizer, get_array_module
 from thinc.util import torch2xp
 
-from ..optimizers import LayerwiseOptimizer
+from ..optimizers import LayerwiseOptimizer, is_plain_adam
 from .fused_update import fused_adam_update
 
 # rows of the embedding matrix decayed at a time (a small temporary, cache-friendly)
@@ -186,14 +186,9 @@ def update_embedding_rows(shim: HFShim, optimizer: Optimizer) -> None:
 
 def _row_sparse_is_exact(optimizer: Optimizer) -> bool:
     """Whether the row-sparse step is the dense one for this optimizer (see the module)."""
-    return (
-        type(optimizer) in (Optimizer, LayerwiseOptimizer)
-        and getattr(optimizer, "averages", None) is None
-        # L2 in the gradient would give every row a gradient
-        and not (optimizer.L2 != 0 and not optimizer.L2_is_weight_decay)
-        # SGD has no moments to go by
-        and optimizer.b1 > 0.0 and optimizer.b2 > 0.0
-    )
+    # SGD has no moments to go by; L2 in the gradient would give every row a gradient
+    return is_plain_adam(optimizer) and not (
+        optimizer.L2 != 0 and not optimizer.L2_is_weight_decay)
 
 
 def _dense_update(optimizer: Optimizer, key: Any, matrix: Any, ids: Any, grads: Any) -> None:
