@@ -303,6 +303,31 @@ def choose(timing: Dict[str, Any], seconds: float) -> Optional[Dict[str, Any]]:
     return None
 
 
+def count_batches(corpus: Path, encoder: Path, size: int) -> int:
+    """The batches an epoch of MSRA train makes at this batch size (a seeded shuffle)."""
+    import random
+
+    from spacy.training import Corpus
+
+    from .peers.step_time import build
+
+    nlp = build(CONFIG, overrides_for(corpus, encoder, size, 1000), seed=0)
+    examples = list(Corpus(corpus / "train.spacy")(nlp))
+    random.Random(0).shuffle(examples)
+    return sum(1 for _ in batcher_of(nlp, size)(examples))
+
+
+def parse_plan(text: str) -> Dict[str, int]:
+    """--plan SIZE:EPOCHS, as "3600:3"."""
+    try:
+        size, epochs = (int(part) for part in text.split(":"))
+    except ValueError:
+        raise SystemExit(f"--plan takes SIZE:EPOCHS (as 3600:3), got {text!r}") from None
+    if size < 1 or epochs < 1:
+        raise SystemExit(f"--plan: the batch size and the epochs must be positive, got {text!r}")
+    return {"size": size, "epochs": epochs}
+
+
 def run(args: argparse.Namespace) -> None:
     start = time.time()
     deadline = start + args.deadline
@@ -313,7 +338,9 @@ def run(args: argparse.Namespace) -> None:
 
     register()
     gpu = args.gpu_id
-    report: Dict[str, Any] = {"torch": torch.__version__}
+    command = " ".join(["python3 -m benchmarks.msra_device", *sys.argv[1:]])
+    report: Dict[str, Any] = {"torch": torch.__version__,
+                              "command": command.replace(str(out), "$OUT")}
     if gpu >= 0:
         report["gpu"] = torch.cuda.get_device_name(gpu)
     encoder = Path("/tmp/msra-device/e5-small-zh")
@@ -322,28 +349,56 @@ def run(args: argparse.Namespace) -> None:
     report["setup_seconds"] = time.time() - start
     print(json.dumps(report), flush=True)
 
-    timing = time_steps(corpus, encoder, [1200, 4800], args.timing_steps, gpu)
-    report["timing"] = timing
-    print(json.dumps(timing), flush=True)
-    # the rest: model init and a dev evaluation per epoch, the test scoring and calibration
-    left = deadline - time.time() - args.reserve
-    plan = choose(timing, left)
-    report["plan"] = plan
-    print(json.dumps({"seconds_left": left, "plan": plan}), flush=True)
+    training = args.state
+    plan: Optional[Dict[str, Any]]
+    if args.plan:  # a fixed plan: no timing; the training may take several calls (--state)
+        fixed = parse_plan(args.plan)
+        saved = training / "plan.json"
+        previous = json.loads(saved.read_text(encoding="utf8")) if saved.exists() else {}
+        if args.continue_only and not previous:
+            raise SystemExit(f"--continue-only: no run to continue in {training} (a fresh "
+                             f"machine?)")
+        if {k: previous.get(k) for k in fixed} == fixed:  # a later call of the same run
+            plan = previous
+        else:
+            plan = {**fixed, "steps": fixed["epochs"] * count_batches(corpus, encoder,
+                                                                      fixed["size"])}
+            training.mkdir(parents=True, exist_ok=True)
+            saved.write_text(json.dumps(plan), encoding="utf8")
+        report["plan"] = plan
+        reserve = args.reserve
+    else:
+        timing = time_steps(corpus, encoder, [1200, 4800], args.timing_steps, gpu)
+        report["timing"] = timing
+        print(json.dumps(timing), flush=True)
+        # the rest: model init and a dev evaluation per epoch, the test scoring and calibration
+        left = deadline - time.time() - args.reserve
+        plan = choose(timing, left)
+        report["plan"] = plan
+        reserve = 0.0
+        print(json.dumps({"seconds_left": left, "plan": plan}), flush=True)
     (out / "device_run.json").write_text(json.dumps(report, indent=2), encoding="utf8")
     if plan is None or args.dry_run:
         return
-    from spacy_bert_crf.training.loop import train
+    from spacy_bert_crf.training import latest_checkpoint, train
+    from spacy_bert_crf.training.checkpoints import STATE_FILE
 
-    training = Path("/tmp/msra-device/training")
     epochs = plan["epochs"]
     overrides = overrides_for(corpus, encoder, plan["size"], plan["steps"], epochs)
     train_start = time.time()
-    train(CONFIG, training, overrides=overrides, use_gpu=gpu,
-          checkpoint_every=plan["steps"] + 1)
-    report["train_seconds"] = time.time() - train_start
+    time_limit = max(0.0, deadline - train_start - reserve) if args.plan else None
+    train(CONFIG, training, overrides=overrides, use_gpu=gpu, resume=bool(args.plan),
+          checkpoint_every=plan["steps"] + 1, time_limit=time_limit)
+    checkpoint = latest_checkpoint(training)
+    state = json.loads((checkpoint / STATE_FILE).read_text(encoding="utf8")) if checkpoint else {}
+    report["train_seconds"] = state.get("seconds", time.time() - train_start)
     report["overrides"] = {k: v for k, v in overrides.items() if not k.startswith("paths.")}
+    report["steps_done"] = state.get("step")
     (out / "device_run.json").write_text(json.dumps(report, indent=2), encoding="utf8")
+    if checkpoint is not None and not state.get("finished", True):
+        print(f"Stopped at step {state['step']} of {plan['steps']}: run the same command again "
+              f"on this machine (while it is warm) to continue", flush=True)
+        return
 
     from . import train_eval
 
@@ -382,10 +437,16 @@ def merge(args: argparse.Namespace) -> None:
     from .train_eval import render_training
 
     source: Path = args.device_out
+    run_file = source / "device_run.json"
+    run_command = RUN_COMMAND
+    if run_file.exists():  # runs since 2026-12-04 (session 17) record their command
+        recorded = json.loads(run_file.read_text(encoding="utf8")).get("command")
+        if recorded:
+            run_command = recorded + " (on the device, the site unpacked on PYTHONPATH)"
     path = RESULTS / "training.json"
     results = load_results(path)
     for tag, record in load_results(source / "training.json").items():
-        record["command"] = RUN_COMMAND  # the inner train_eval call named the device's paths
+        record["command"] = run_command  # the inner train_eval call named the device's paths
         if record["versions"].get("spacy-bert-crf") is None:  # run from the source tree there
             record["versions"]["spacy-bert-crf"] = _source_version()
         results[tag] = record
@@ -395,13 +456,14 @@ def merge(args: argparse.Namespace) -> None:
     dest.mkdir(parents=True, exist_ok=True)
     for name in ("device_run.json", "test-calibration.json"):
         if (source / name).exists():
+            target = name.replace(".json", f"{args.label}.json")
             data = json.loads((source / name).read_text(encoding="utf8"))
             if "model" in data:
                 data["model"]["path"] = "model-best of the device run (not kept)"
             if "temperature" in data:
                 data["temperature"]["fitted_on"] = "corpus/msra/dev.spacy"
-            data["command"] = RUN_COMMAND
-            (dest / name).write_text(json.dumps(data, indent=2) + "\n", encoding="utf8")
+            data["command"] = run_command
+            (dest / target).write_text(json.dumps(data, indent=2) + "\n", encoding="utf8")
 
 
 def _source_version() -> str:
@@ -428,10 +490,19 @@ def main(argv: Optional[List[str]] = None) -> None:
     r.add_argument("--out", type=Path, required=True)
     r.add_argument("--deadline", type=float, default=540.0, help="seconds for the whole run")
     r.add_argument("--reserve", type=float, default=150.0,
-                   help="seconds kept for model init, dev evaluations, scoring, calibration")
+                   help="seconds kept for model init, dev evaluations, scoring, calibration "
+                        "(with --plan: for the scoring and calibration after the training)")
     r.add_argument("--timing-steps", type=int, default=20)
     r.add_argument("--gpu-id", type=int, default=0, help="-1: CPU (a check of the script)")
     r.add_argument("--dry-run", action="store_true", help="time and plan, do not train")
+    r.add_argument("--plan", default=None,
+                   help="SIZE:EPOCHS, as 3600:3: train so, without timing first; the training "
+                        "stops --reserve seconds before --deadline with a checkpoint in --state, "
+                        "and the same command continues it (on a machine still warm)")
+    r.add_argument("--continue-only", action="store_true",
+                   help="with --plan: exit if --state holds no run to continue")
+    r.add_argument("--state", type=Path, default=Path("/tmp/msra-device/training"),
+                   help="the training's folder (model-best, checkpoints)")
     t = sub.add_parser("step-time", help="benchmarks.train_step on the device's GPU")
     t.add_argument("--payload", type=Path, default=Path(".device"))
     t.add_argument("--out", type=Path, required=True, help="where train_step.json goes")
@@ -443,6 +514,8 @@ def main(argv: Optional[List[str]] = None) -> None:
     t.add_argument("--note", default="")
     m = sub.add_parser("merge", help="fold a device run's files into benchmarks/results")
     m.add_argument("device_out", type=Path, help="the run's $OUT, fetched here")
+    m.add_argument("--label", default="",
+                   help="appended to the names of the files in results/msra_gpu (as -3epochs)")
     args = parser.parse_args(argv)
     commands = {"prepare": prepare, "run": run, "step-time": step_time, "merge": merge}
     commands[args.command](args)

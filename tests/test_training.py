@@ -116,3 +116,30 @@ def test_resumed_run_matches_uninterrupted(setup, capsys):
     with pytest.raises(ResumeError, match="training.max_steps"):
         train(root / "config.cfg", root / "resumed",
               overrides={**overrides, "training.max_steps": 20}, resume=True)
+
+
+def test_time_limit_stops_and_resumes_to_the_same_weights(setup, capsys):
+    """A run stopped by its time limit after every step, and resumed each time, ends with the
+    weights of an uninterrupted run."""
+    root, paths = setup
+    done = root / "no-crash-limit"
+    done.touch()
+    overrides = {**paths, "paths.crash_marker": str(done)}
+    straight = train(root / "config.cfg", root / "straight-limit", overrides=overrides,
+                     checkpoint_every=100)
+    with pytest.raises(ValueError, match="time_limit"):
+        train(root / "config.cfg", root / "limited", overrides=overrides, time_limit=-1.0)
+    train(root / "config.cfg", root / "limited", overrides=overrides, time_limit=0.0)
+    assert "Stopped at the time limit" in capsys.readouterr().out
+    first = latest_checkpoint(root / "limited")
+    assert first is not None and first.name == "step-000000001"
+    runs = 1
+    while True:
+        resumed = train(root / "config.cfg", root / "limited", overrides=overrides,
+                        time_limit=0.0, resume=True)
+        runs += 1
+        if "Stopped at the time limit" not in capsys.readouterr().out:
+            break
+        assert runs < 30, "the time-limited runs never finished"
+    assert runs == 14  # max_steps 13: steps 0-13, one a run; the last one finishes the run
+    assert_same_weights(pipeline_weights(straight), pipeline_weights(resumed))

@@ -64,6 +64,7 @@ def train(
     resume: bool = False,
     checkpoint_every: Optional[int] = None,
     keep_checkpoints: int = 1,
+    time_limit: Optional[float] = None,
     stdout: Optional[IO] = None,
     stderr: Optional[IO] = None,
 ) -> Language:
@@ -78,6 +79,10 @@ def train(
     checkpoint_every (Optional[int]): Write a checkpoint every this many steps (default: the
         config's eval_frequency). The last step always writes one.
     keep_checkpoints (int): How many checkpoints to keep (the newest ones).
+    time_limit (Optional[float]): Stop after the first step that ends this many seconds after
+        this call (loading and initialization included; for a machine lent for a while, a job
+        queue's wall-clock limit): the step's checkpoint is written, and `resume=True`
+        continues from it as if the run had not stopped. model-last is then that step's.
     RETURNS (Language): The trained pipeline (with the optimizer's averaged weights, if any).
     """
     msg = Printer(no_print=True)
@@ -89,6 +94,9 @@ def train(
         raise FileNotFoundError(f"Config file not found: {config_path}")
     if keep_checkpoints < 1:
         raise ValueError(f"keep_checkpoints must be at least 1, got {keep_checkpoints}.")
+    if time_limit is not None and time_limit < 0:
+        raise ValueError(f"time_limit must be at least 0 seconds, got {time_limit}.")
+    stop_at = None if time_limit is None else timer() + time_limit
     if use_gpu >= 0:
         require_gpu(use_gpu)
     config = util.load_config(config_path, overrides=dict(overrides or {}), interpolate=False)
@@ -120,6 +128,7 @@ def train(
         checkpoint=checkpoint,
         checkpoint_every=checkpoint_every,
         keep_checkpoints=keep_checkpoints,
+        stop_at=stop_at,
         stdout=stdout,
         stderr=stderr,
     )
@@ -134,6 +143,7 @@ def _train_loop(
     checkpoint: Optional[Path],
     checkpoint_every: Optional[int],
     keep_checkpoints: int,
+    stop_at: Optional[float],
     stdout: IO,
     stderr: IO,
 ) -> Language:
@@ -256,7 +266,8 @@ def _train_loop(
             stop = bool(patience and (step - best_step) >= patience)
             stop = stop or bool(max_steps and step >= max_steps)
             step += 1
-            if stop or not step % every:
+            timed_out = stop_at is not None and timer() >= stop_at
+            if stop or timed_out or not step % every:
                 position = {"epoch": ep, "batch_index": index + 1, "order": current}
                 loop_state = {
                     "step": step, **position, "results": results, "losses": losses,
@@ -268,6 +279,11 @@ def _train_loop(
                     keep=keep_checkpoints,
                 )
             if stop:
+                break
+            if timed_out:
+                stdout.write(msg.warn(
+                    f"Stopped at the time limit after {step} steps; resume to continue"
+                ) + "\n")
                 break
     finally:
         finalize_logger()
