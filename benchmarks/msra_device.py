@@ -421,7 +421,8 @@ def run(args: argparse.Namespace) -> None:
                      output=out / "test-calibration.json", html_path=None,
                      predictions_path=None, gpu_id=gpu, batch_size=64, max_docs=0,
                      gold_preproc=True, sort_by_length=True,
-                     fit_temperature=corpus / "dev.spacy", save_model=None)
+                     fit_temperature=corpus / "dev.spacy", mentions=corpus / "train.spacy",
+                     by_mention=True, save_model=None)
     except SystemExit as err:
         report["calibration_error"] = str(err)
     report["total_seconds"] = time.time() - start

@@ -4,7 +4,7 @@ that the component it listens to ran on the docs, and the constrained Viterbi en
 their confidences."""
 import warnings
 from functools import lru_cache
-from typing import Collection, List, NamedTuple, Optional, Sequence, Tuple
+from typing import Callable, Collection, Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 import numpy
 from spacy.tokens import Doc, Span
@@ -43,6 +43,16 @@ class Candidates(NamedTuple):
 
     threshold: float
     max_length: int
+
+
+class SpanTemperatures(NamedTuple):
+    """A temperature per span for the confidences (entities and candidates): the span
+    [start, end) of doc `i` (its index in the docs decoded) gets `values[group(i, start, end)]`.
+    The pipe's mention-stratified calibration: one temperature for mentions seen in training,
+    one for the others (see calibration.py)."""
+
+    values: Tuple[float, ...]
+    group: Callable[[int, int, int], int]
 
 
 class Analysis(NamedTuple):
@@ -205,6 +215,7 @@ def decode(
     with_scores: bool,
     temperature: float = 1.0,
     candidates: Optional[Candidates] = None,
+    span_temperatures: Optional[SpanTemperatures] = None,
 ) -> Decoded:
     """Viterbi entities per doc, each with P(exactly this span and label) if with_scores, and the
     candidate spans if asked for.
@@ -212,7 +223,9 @@ def decode(
     Empty docs give no entities. The tags never form an invalid sequence: invalid
     transitions are -inf in the Viterbi recursion. The best path, the confidences and the
     candidates alike are conditioned on `allowed` (the tags each token may take, see
-    allowed_tags); the probabilities are those of the CRF at `temperature` (see chain_arrays).
+    allowed_tags); the probabilities are those of the CRF at `temperature` (see chain_arrays),
+    or, with span_temperatures, each span's at its own temperature (the best path is the same at
+    every temperature).
     """
     out: Decoded = [DocDecoding([]) for _ in emissions]
     rows = [i for i, e in enumerate(emissions) if len(e)]
@@ -220,26 +233,46 @@ def decode(
         return [DocDecoding([], [] if candidates else None) for _ in emissions]
     E = [emissions[i] for i in rows]
     A = [allowed[i] for i in rows]
-    arrays = chain_arrays(model, E, A, temperature)
+    values = (temperature,) if span_temperatures is None else span_temperatures.values
+    arrays = chain_arrays(model, E, A, values[0])
     paths = arrays.viterbi()
     to_spans = _PathReader(tags, scheme)
     found = []
     for r, length in enumerate(arrays.lengths.tolist()):
         for start, end, label in to_spans(paths[r, :length].tolist()):
             found.append((r, start, end, label))
+
+    def group(r: int, start: int, end: int) -> int:
+        return 0 if span_temperatures is None else span_temperatures.group(rows[r], start, end)
+
+    cache: Dict[int, _Scored] = {}
+
+    def scored_at(g: int) -> _Scored:
+        """The forward-backward quantities at the group's temperature, computed once."""
+        if g not in cache:
+            at = arrays if g == 0 else chain_arrays(model, E, A, values[g])
+            log_alpha, log_beta, log_z = NumpyChain(
+                at.pot, at.mask, at.trans, at.start, at.end
+            ).log_alpha_beta()
+            cache[g] = _Scored(log_alpha, log_beta, log_z, at.pot, at.trans, at.continuation,
+                               at.lengths)
+        return cache[g]
+
     probs = numpy.ones(len(found))
+    if with_scores and found:
+        groups = numpy.asarray([group(r, s, e) for r, s, e, _ in found])
+        for g in sorted(set(groups.tolist())):
+            which = numpy.flatnonzero(groups == g)
+            queries = [(found[j][0], found[j][1], found[j][2],
+                        paths[found[j][0]][found[j][1]:found[j][2]].tolist()) for j in which]
+            probs[which] = numpy.minimum(1.0, numpy.exp(entity_log_probs(*scored_at(g), queries)))
     spans: List[List[Entity]] = [[] for _ in rows]
-    if (with_scores and found) or candidates is not None:
-        log_alpha, log_beta, log_z = NumpyChain(
-            arrays.pot, arrays.mask, arrays.trans, arrays.start, arrays.end
-        ).log_alpha_beta()
-        scored = _Scored(log_alpha, log_beta, log_z, arrays.pot, arrays.trans,
-                         arrays.continuation, arrays.lengths)
-        if with_scores and found:
-            queries = [(r, s, e, paths[r][s:e].tolist()) for r, s, e, _ in found]
-            probs = numpy.minimum(1.0, numpy.exp(entity_log_probs(*scored, queries)))
-        if candidates is not None:
-            spans = _candidates(scored, tags, scheme, candidates)
+    if candidates is not None:
+        for g in range(len(values)):  # each span keeps the one computed at its own temperature
+            for r, row_spans in enumerate(_candidates(scored_at(g), tags, scheme, candidates)):
+                spans[r].extend(span for span in row_spans if group(r, span[0], span[1]) == g)
+        for row in spans:
+            row.sort(key=lambda span: (span[0], span[1], span[2]))
     for (r, start, end, label), p in zip(found, probs):
         out[rows[r]].entities.append((start, end, label, float(p)))
     if candidates is not None:

@@ -166,11 +166,16 @@ def plots_html(report: Optional[Dict[str, Any]]) -> str:
     series = []
     fitted = report.get("temperature")
     if fitted and fitted.get("test"):
-        for name, color in (("before", "#d62728"), ("after", "#2ca02c")):
+        pair = fitted.get("mention_temperatures")
+        for name, color in (("before", "#d62728"), ("after_single", "#ff7f0e"),
+                            ("after", "#2ca02c")):
             table = fitted["test"].get(name)
             if table:
                 t = fitted["previous_temperature" if name == "before" else "temperature"]
-                series.append((f"T={t:.2f} (ECE {table['ece']:.3f})", color, _reliability(table)))
+                label = f"T={t:.2f}"
+                if name == "after" and pair:  # entities seen in training / not seen
+                    label = f"T={pair['seen']:.2f} seen, {pair['unseen']:.2f} unseen"
+                series.append((f"{label} (ECE {table['ece']:.3f})", color, _reliability(table)))
     elif report.get("confidence"):
         conf = report["confidence"]
         series.append((f"ECE {conf['ece']:.3f}", "#1f77b4", _reliability(conf)))

@@ -9,6 +9,7 @@ from spacy import util
 from spacy.errors import Errors
 from spacy.language import Language
 from spacy.pipeline import TrainablePipe
+from spacy.strings import get_string_id
 from spacy.tokens import Doc, Span
 from spacy.training import Example, validate_examples, validate_get_examples
 from spacy.vocab import Vocab
@@ -18,8 +19,8 @@ from thinc.types import Floats2d
 from .annotation import MAX_TEMPERATURE, MIN_TEMPERATURE, analyses_as_spans, check_max_length
 from .annotation import check_probability, check_temperature, decoding_inputs, preset_entities
 from .annotation import write_annotations
-from .decoding import Candidates, Decoded, DocDecoding, TagInventory, allowed_tags, decode, nbest
-from .decoding import tag_inventory
+from .decoding import Candidates, Decoded, DocDecoding, SpanTemperatures, TagInventory
+from .decoding import allowed_tags, decode, nbest, tag_inventory
 from .distillation.loss import check_distill_weight
 from .layers.crf import CRFConstraints, set_constraints
 from .loss import crf_loss, warn_on_loss_scales
@@ -46,6 +47,7 @@ upstream = "*"
 """
 # fmt: on
 DEFAULT_CRF_NER_MODEL = Config().from_str(DEFAULT_MODEL_CONFIG)["model"]
+MENTION_DTYPE = "<u8"  # the training mentions' hashes, little-endian on disk
 # MIN_TEMPERATURE, MAX_TEMPERATURE: the bounds of the temperature setting (see annotation.py)
 __all__ = ["CRFEntityRecognizer", "make_crf_ner", "MIN_TEMPERATURE", "MAX_TEMPERATURE"]
 
@@ -187,8 +189,15 @@ class CRFEntityRecognizer(TrainablePipe):
             )
         self.normalize_loss = normalize_loss
         self.scorer = scorer
-        # temperature: set by calibration.fit_temperature, saved with the pipe (cfg)
-        self.cfg: Dict[str, Any] = {"labels": [], "nI": None, "temperature": 1.0}
+        # temperature, mention_temperatures: set by calibration.fit_temperature, saved with the
+        # pipe (cfg)
+        self.cfg: Dict[str, Any] = {
+            "labels": [], "nI": None, "temperature": 1.0, "mention_temperatures": None,
+        }
+        # the entity texts of the training data, as sorted unique 64-bit hashes (spaCy's string
+        # hash), recorded by initialize: see mention_temperatures
+        self._mentions = numpy.zeros((0,), dtype=MENTION_DTYPE)
+        self._seen: Optional[frozenset] = None
 
     # ----------------------------------------------------------------------- labels
     @property
@@ -212,6 +221,67 @@ class CRFEntityRecognizer(TrainablePipe):
     @temperature.setter
     def temperature(self, value: float) -> None:
         self.cfg["temperature"] = check_temperature(value, self.name)
+
+    @property
+    def mention_temperatures(self) -> Optional[Tuple[float, float]]:
+        """RETURNS (Optional[Tuple[float, float]]): The temperatures of the confidences of
+        entities and candidate spans whose text was (first) or was not (second) an entity's text
+        in the training data (`mentions`), in place of `temperature`, which the n-best
+        probabilities keep. None (the default): `temperature` for all. Set by
+        calibration.fit_temperature when the pipe has mentions: a model is more often wrong on
+        names it never saw, and new data holds more of them than dev data, so one temperature
+        fitted on dev leaves the confidences over-confident there."""
+        pair = self.cfg.get("mention_temperatures")
+        return None if pair is None else (float(pair[0]), float(pair[1]))
+
+    @mention_temperatures.setter
+    def mention_temperatures(self, value: Optional[Tuple[float, float]]) -> None:
+        if value is None:
+            self.cfg["mention_temperatures"] = None
+            return
+        if not isinstance(value, (tuple, list)) or len(value) != 2:
+            raise ValueError(
+                f"Invalid mention_temperatures {value!r} for {self.name!r}: expected None or two "
+                f"temperatures (seen in training, not seen)."
+            )
+        if not len(self._mentions):
+            raise ValueError(
+                f"{self.name!r} has no training mentions to tell seen from unseen entities: "
+                f"initialize it on training data, or call set_mentions(texts) first."
+            )
+        self.cfg["mention_temperatures"] = [check_temperature(v, self.name) for v in value]
+
+    @property
+    def mentions(self) -> numpy.ndarray:
+        """RETURNS (numpy.ndarray): The hashes (spaCy's get_string_id, uint64, sorted, unique) of
+        the entity texts the pipe was initialized on: no text is stored."""
+        return self._mentions
+
+    def set_mentions(self, texts: Iterable[str]) -> None:
+        """Record the entity texts of the training data (initialize does it from its
+        examples): mention_temperatures tells the entities whose text is among them.
+
+        texts (Iterable[str]): The texts of the training entities.
+        """
+        hashes = [get_string_id(text) for text in texts]
+        self._mentions = numpy.unique(numpy.asarray(hashes, dtype=MENTION_DTYPE))
+        self._seen = None
+
+    def is_seen(self, text: str) -> bool:
+        """RETURNS (bool): Whether `text` was the text of an entity in the training data."""
+        if self._seen is None:
+            self._seen = frozenset(self._mentions.tolist())
+        return get_string_id(text) in self._seen
+
+    def _span_temperatures(self, docs: Sequence[Doc]) -> Optional[SpanTemperatures]:
+        pair = self.mention_temperatures
+        if pair is None:
+            return None
+
+        def group(i: int, start: int, end: int) -> int:
+            return 0 if self.is_seen(docs[i][start:end].text) else 1
+
+        return SpanTemperatures(pair, group)
 
     @property
     def scheme(self) -> str:
@@ -283,7 +353,10 @@ class CRFEntityRecognizer(TrainablePipe):
         # (Re-)initializing resets the model and its label set, as for spaCy's own pipes: the
         # CRF is rebuilt below for exactly these labels.
         self.cfg["labels"] = found
-        self.cfg["temperature"] = 1.0  # a new model: its calibration is not this one's
+        # a new model: its calibration is not this one's
+        self.cfg["temperature"] = 1.0
+        self.cfg["mention_temperatures"] = None
+        self.set_mentions(ent.text for eg in get_examples() for ent in eg.reference.ents)
         if self.labels:
             self._set_constraints()
         if not self.labels:
@@ -319,6 +392,7 @@ class CRFEntityRecognizer(TrainablePipe):
             self.model, emissions, allowed, inventory.tags, self.scheme,
             with_scores=self.spans_key is not None or self.threshold > 0.0,
             temperature=self.temperature, candidates=candidates,
+            span_temperatures=self._span_temperatures(docs),
         )
 
     def nbest(self, docs: Iterable[Doc], k: int) -> List[List[Tuple[List[Span], float]]]:
@@ -451,6 +525,43 @@ class CRFEntityRecognizer(TrainablePipe):
         return crf_loss(self, list(examples), emissions)
 
     # -------------------------------------------------------------------- serialization
+    def to_bytes(self, *, exclude: Iterable[str] = tuple()) -> bytes:
+        """Serialize the pipe to a bytestring.
+
+        DOCS: https://spacy.io/api/pipe#to_bytes
+        """
+        self._validate_serialization_attrs()
+        serialize = {
+            "cfg": lambda: srsly.json_dumps(self.cfg),
+            "vocab": lambda: self.vocab.to_bytes(exclude=exclude),
+            "model": lambda: self.model.to_bytes(),
+            "mentions": lambda: self._mentions.astype(MENTION_DTYPE).tobytes(),
+        }
+        return util.to_bytes(serialize, exclude)
+
+    def to_disk(self, path: Union[str, Path], *, exclude: Iterable[str] = tuple()) -> None:
+        """Serialize the pipe to disk.
+
+        DOCS: https://spacy.io/api/pipe#to_disk
+        """
+        self._validate_serialization_attrs()
+        serialize = {
+            "cfg": lambda p: srsly.write_json(p, self.cfg),
+            "vocab": lambda p: self.vocab.to_disk(p, exclude=exclude),
+            "model": lambda p: self.model.to_disk(p),
+            "mentions": lambda p: p.write_bytes(self._mentions.astype(MENTION_DTYPE).tobytes()),
+        }
+        util.to_disk(path, serialize, exclude)
+
+    def _load_mentions(self, data: bytes) -> None:
+        if len(data) % numpy.dtype(MENTION_DTYPE).itemsize:
+            raise ValueError(
+                f"The mentions of {self.name!r} are damaged: {len(data)} bytes is not a whole "
+                f"number of 64-bit hashes."
+            )
+        self._mentions = numpy.frombuffer(data, dtype=MENTION_DTYPE).copy()
+        self._seen = None
+
     def from_bytes(self, bytes_data: bytes, *, exclude: Iterable[str] = tuple()):
         """Load the pipe from a bytestring.
 
@@ -461,6 +572,7 @@ class CRFEntityRecognizer(TrainablePipe):
             "cfg": lambda b: self.cfg.update(srsly.json_loads(b)),
             "vocab": lambda b: self.vocab.from_bytes(b, exclude=exclude),
             "model": lambda b: load_model_bytes(self, b, "its serialized model bytes"),
+            "mentions": self._load_mentions,
         }
         util.from_bytes(bytes_data, deserialize, exclude)
         return self
@@ -477,10 +589,15 @@ class CRFEntityRecognizer(TrainablePipe):
                 data = file_.read()
             load_model_bytes(self, data, f"the file {p}")
 
+        def load_mentions(p: Path) -> None:
+            if p.exists():  # pipelines saved before 2026-12-04 have none
+                self._load_mentions(p.read_bytes())
+
         deserialize: Dict[str, Callable[[Path], Any]] = {
             "cfg": lambda p: self.cfg.update(srsly.read_json(p)),
             "vocab": lambda p: self.vocab.from_disk(p, exclude=exclude),
             "model": load_model,
+            "mentions": load_mentions,
         }
         util.from_disk(path, deserialize, exclude)
         return self

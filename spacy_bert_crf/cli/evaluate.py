@@ -26,6 +26,8 @@ def evaluate_cli(
     gold_preproc: bool = typer.Option(False, "--gold-preproc", "-G", help="Predict on the gold tokenization"),
     sort_by_length: bool = typer.Option(True, "--sort-by-length/--in-order", help="Feed docs to nlp.pipe sorted by length (less padding; scores are the same)"),
     fit_temperature: Optional[Path] = typer.Option(None, "--fit-temperature", help="Fit crf_ner's confidence temperature on this .spacy corpus (dev data) first; the report shows the calibration before and after"),
+    mentions: Optional[Path] = typer.Option(None, "--mentions", help="With --fit-temperature: record the entity texts of this .spacy corpus (the training data) as the pipe's training mentions first, for a pipeline initialized before they were recorded", exists=True),
+    by_mention: bool = typer.Option(True, "--by-mention/--single-temperature", help="With --fit-temperature: also fit one temperature for the entities seen in training and one for the others, when the pipe knows its training mentions"),
     save_model: Optional[Path] = typer.Option(None, "--save-model", help="With --fit-temperature: save the calibrated pipeline here (may be MODEL itself)", file_okay=False),
     # fmt: on
 ) -> None:
@@ -35,6 +37,8 @@ def evaluate_cli(
     temperature of crf_ner's confidences on dev data (and save the pipeline with --save-model)."""
     if save_model is not None and fit_temperature is None:
         msg.fail("--save-model saves a calibrated pipeline: give --fit-temperature too", exits=1)
+    if mentions is not None and fit_temperature is None:
+        msg.fail("--mentions is for the fit of --fit-temperature: give it too", exits=1)
     fitted = None
     try:
         docbins = read_docbins(data_path)
@@ -42,7 +46,8 @@ def evaluate_cli(
             _use_gpu(gpu_id)
         nlp = load_model(model)
         if fit_temperature is not None:
-            fitted = _fit(nlp, fit_temperature, batch_size, gold_preproc, save_model)
+            fitted = _fit(nlp, fit_temperature, batch_size, gold_preproc, save_model, mentions,
+                          by_mention)
         prediction = predict(
             nlp, data_path, batch_size=batch_size, gold_preproc=gold_preproc, docbins=docbins,
             sort_by_length=sort_by_length,
@@ -61,6 +66,11 @@ def evaluate_cli(
             "test": {
                 "before": calibration_at(nlp, prediction, fitted.previous_temperature),
                 "after": report["confidence"],
+                # with mention temperatures: what the one fitted temperature alone gives
+                "after_single": (
+                    None if fitted.mention_temperatures is None
+                    else calibration_at(nlp, prediction, fitted.temperature)
+                ),
             },
         }
     msg.good(
@@ -89,11 +99,14 @@ def evaluate_cli(
         )
     if fitted is not None:
         test = report["temperature"]["test"]
-        msg.text(
+        line = (
             f"ECE on {data_path}: {_fmt((test['before'] or {}).get('ece'))} at T="
             f"{fitted.previous_temperature:g}, {_fmt((test['after'] or {}).get('ece'))} at the "
-            f"fitted T={fitted.temperature:.3f}"
+            f"fitted {_temperatures(fitted)}"
         )
+        if test["after_single"] is not None:
+            line += f" ({_fmt(test['after_single'].get('ece'))} at T={fitted.temperature:.3f} alone)"
+        msg.text(line)
     try:
         if output is not None:
             output.parent.mkdir(parents=True, exist_ok=True)
@@ -118,16 +131,36 @@ def evaluate_cli(
         msg.fail(str(err), exits=1)
 
 
-def _fit(nlp, dev_path: Path, batch_size: int, gold_preproc: bool, save_model: Optional[Path]):
-    """Fit and set the temperature of the pipeline's crf_ner on dev_path; save if asked."""
+def _temperatures(fitted) -> str:
+    if fitted.mention_temperatures is None:
+        return f"T={fitted.temperature:.3f}"
+    seen, unseen = fitted.mention_temperatures
+    return (f"T={fitted.temperature:.3f} (entities seen in training: {seen:.3f}, unseen: "
+            f"{unseen:.3f})")
+
+
+def _fit(
+    nlp, dev_path: Path, batch_size: int, gold_preproc: bool, save_model: Optional[Path],
+    mentions: Optional[Path] = None, by_mention: bool = True,
+):
+    """Fit and set the temperature(s) of the pipeline's crf_ner on dev_path; save if asked."""
     from ..calibration import find_pipe, fit_temperature
 
-    fitted = fit_temperature(nlp, dev_path, batch_size=batch_size, gold_preproc=gold_preproc)
-    find_pipe(nlp)[1].temperature = fitted.temperature
+    pipe = find_pipe(nlp)[1]
+    if mentions is not None:
+        pipe.set_mentions(
+            ent.text for docbin in read_docbins(mentions) for doc in docbin.get_docs(nlp.vocab)
+            for ent in doc.ents
+        )
+        msg.info(f"Recorded {len(pipe.mentions)} distinct entity texts of {mentions}")
+    fitted = fit_temperature(
+        nlp, dev_path, batch_size=batch_size, gold_preproc=gold_preproc, by_mention=by_mention
+    )
+    fitted.apply(pipe)
     msg.good(
-        f"Fitted the confidence temperature on {dev_path} ({fitted.n_entities} entities): "
-        f"T={fitted.temperature:.3f}, ECE there {_fmt(fitted.before['ece'])} -> "
-        f"{_fmt(fitted.after['ece'])}"
+        f"Fitted the confidence temperature on {dev_path} ({fitted.n_entities} entities, "
+        f"{fitted.n_seen} seen in training): {_temperatures(fitted)}, ECE there "
+        f"{_fmt(fitted.before['ece'])} -> {_fmt(fitted.after['ece'])}"
     )
     if save_model is not None:
         nlp.to_disk(save_model)
