@@ -236,11 +236,11 @@ def decode(
     values = (temperature,) if span_temperatures is None else span_temperatures.values
     arrays = chain_arrays(model, E, A, values[0])
     paths = arrays.viterbi()
-    to_spans = _PathReader(tags, scheme)
-    found = []
-    for r, length in enumerate(arrays.lengths.tolist()):
-        for start, end, label in to_spans(paths[r, :length].tolist()):
-            found.append((r, start, end, label))
+    found = [
+        (r, start, end, label)
+        for r, row in enumerate(_PathReader(tags, scheme).batch(paths, arrays.lengths))
+        for start, end, label in row
+    ]
 
     def group(r: int, start: int, end: int) -> int:
         return 0 if span_temperatures is None else span_temperatures.group(rows[r], start, end)
@@ -354,38 +354,52 @@ def nbest(
     paths, scores = kbest_exact(pot, arrays.mask, trans, start, end, k)
     log_z = NumpyChain(arrays.pot, arrays.mask, arrays.trans, arrays.start, arrays.end).log_z()
     log_p = numpy.minimum(scores - log_z[:, None], 0.0)
-    to_spans = _PathReader(tags, scheme)
+    B, k_found, T = paths.shape
+    read = _PathReader(tags, scheme).batch(
+        paths.reshape(B * k_found, T), numpy.repeat(arrays.lengths, k_found)
+    )
     found, probs = numpy.isfinite(log_p).tolist(), numpy.exp(log_p).tolist()
-    for r, length in enumerate(arrays.lengths.tolist()):
-        for path, ok, p in zip(paths[r, :, :length].tolist(), found[r], probs[r]):
-            if ok:
-                out[rows[r]].append(Analysis(to_spans(path), p))
+    for r in range(B):
+        for j in range(k_found):
+            if found[r][j]:
+                out[rows[r]].append(Analysis(read[r * k_found + j], probs[r][j]))
     return out
 
 
 class _PathReader:
     """The entities of valid tag paths (tag ids) of a model scheme (BILUO, BIO), as
     tags_to_spans reads them, with the tags parsed once: on a valid path an entity starts on a
-    B- or U- tag and goes on over the I- and L- tags after it."""
+    B- or U- tag and goes on over the I- and L- tags after it, up to the next O or start."""
 
     def __init__(self, tags: Sequence[str], scheme: str) -> None:
         check_scheme(scheme)
         self.labels = [None if tag == OUT else tag.split("-", 1)[1] for tag in tags]
-        self.starts = [tag != OUT and tag.split("-", 1)[0] in ("B", "U") for tag in tags]
-        self.breaks = [tag == OUT or start for tag, start in zip(tags, self.starts)]
+        starts = [tag != OUT and tag.split("-", 1)[0] in ("B", "U") for tag in tags]
+        self.starts = numpy.asarray(starts, dtype=bool)
+        self.breaks = numpy.asarray([tag == OUT for tag in tags], dtype=bool) | self.starts
 
-    def __call__(self, path: List[int]) -> List[Tuple[int, int, str]]:
-        """One pass over the path (a list of tag ids): an entity ends where O or a new start
-        comes, or at the end."""
-        out: List[Tuple[int, int, str]] = []
-        begin, label = -1, ""
-        for i, tag in enumerate(path):
-            if self.breaks[tag]:
-                if begin >= 0:
-                    out.append((begin, i, label))
-                    begin = -1
-                if self.starts[tag]:
-                    begin, label = i, self.labels[tag] or ""
-        if begin >= 0:
-            out.append((begin, len(path), label))
+    def batch(
+        self, paths: numpy.ndarray, lengths: numpy.ndarray
+    ) -> List[List[Tuple[int, int, str]]]:
+        """The entities (start, end exclusive, label) of each row of paths (N, T), of its first
+        lengths[n] tags, the scan over the tokens done by numpy: a Python step per entity, not
+        per token."""
+        n_rows, width = paths.shape
+        out: List[List[Tuple[int, int, str]]] = [[] for _ in range(n_rows)]
+        if not n_rows or not width:
+            return out
+        positions = numpy.arange(width)
+        inside = positions[None, :] < lengths[:, None]
+        starts = self.starts[paths] & inside
+        # where an entity that is running stops: an O, a new start, or past the row's end
+        stops = numpy.where(self.breaks[paths] | ~inside, positions[None, :], width)
+        # the first stop after each position: a running minimum from the right, shifted by one
+        after = numpy.full((n_rows, width), width, dtype=stops.dtype)
+        after[:, :-1] = numpy.minimum.accumulate(stops[:, ::-1], axis=1)[:, ::-1][:, 1:]
+        row, begin = numpy.nonzero(starts)
+        end = after[row, begin]
+        tags = paths[row, begin]
+        labels = self.labels
+        for r, b, e, t in zip(row.tolist(), begin.tolist(), end.tolist(), tags.tolist()):
+            out[r].append((b, e, labels[t] or ""))
         return out

@@ -467,3 +467,40 @@ def test_nbest_benchmark_reports_are_rendered_from_their_results():
     for path in found:
         data = json.loads(path.read_text(encoding="utf8"))
         assert render(data) == path.with_suffix(".md").read_text(encoding="utf8"), path.name
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    scheme=st.sampled_from(["BILUO", "BIO"]),
+    rows=st.lists(
+        st.lists(st.tuples(st.integers(0, 3), st.sampled_from(["PER", "LOC", "B-x"])),
+                 max_size=6),
+        min_size=1, max_size=5,
+    ),
+    padding=st.integers(0, 3),
+)
+def test_path_reader_reads_what_tags_to_spans_reads(scheme, rows, padding):
+    """The vectorised reading of decoded paths (decode, nbest) gives tags_to_spans' entities,
+    whatever the padding after each row holds."""
+    from spacy_bert_crf.decoding import _PathReader
+    from spacy_bert_crf.tag_schemes import spans_to_tags
+
+    tags = make_tags(["PER", "LOC", "B-x"], scheme)
+    index = {tag: i for i, tag in enumerate(tags)}
+    paths, lengths, expected = [], [], []
+    for row in rows:  # entities of the given lengths, one O between them
+        spans, at = [], 0
+        for length, label in row:
+            if length:
+                spans.append((at, at + length, label))
+                at += length + 1
+        n = max(at, 1)
+        paths.append([index[t] for t in spans_to_tags(n, spans, scheme)])
+        lengths.append(n)
+        expected.append([tuple(s) for s in tags_to_spans([tags[i] for i in paths[-1]], scheme)])
+    width = max(lengths) + padding
+    array = numpy.full((len(paths), width), len(tags) - 1)  # padding: a start tag, never read
+    for r, path in enumerate(paths):
+        array[r, : len(path)] = path
+    read = _PathReader(tags, scheme).batch(array, numpy.asarray(lengths))
+    assert [[tuple(s) for s in row] for row in read] == expected
