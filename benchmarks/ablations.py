@@ -30,7 +30,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Union
+from typing import Any, Dict, List, Optional, Sequence, Union
 
 from .machine import machine_info, package_versions, today
 from .markdown import table
@@ -245,6 +245,20 @@ def load_runs(folder: Path) -> List[AblationRun]:
     return runs
 
 
+def _machines_text(runs: List[Dict[str, Any]]) -> str:
+    """"Machine: X", or, when the runs came from several, the one most ran on and the runs of
+    each other one."""
+    by_machine: Dict[str, List[str]] = {}
+    for r in runs:
+        name = f"{r['option']} seed {r['seed']}"
+        by_machine.setdefault(machine_text(r["machine"]), []).append(name)
+    if len(by_machine) == 1:
+        return f"Machine: {next(iter(by_machine))}"
+    main = max(by_machine, key=lambda m: len(by_machine[m]))
+    others = "; ".join(f"{m}: {', '.join(names)}" for m, names in by_machine.items() if m != main)
+    return f"Machines: {main}, except {others}"
+
+
 def _mean_std(values: Sequence[float]) -> str:
     if len(values) == 1:
         return f"{values[0]:.2f}"
@@ -303,7 +317,7 @@ def render(runs: Sequence[AblationRun]) -> str:
              "expected calibration error of the entity confidences (10 bins) at the pipeline's "
              "own temperature (1: none fitted).", ""]
     if first:
-        lines += [f"Machine: {machine_text(first['machine'])}. Versions: "
+        lines += [f"{_machines_text(runs)}. Versions: "
                   f"{versions_text(first['versions'])}. Dates: "
                   f"{', '.join(sorted({r['date'] for r in runs}))}.", ""]
     head = ["option", "what", "encoder", "budget", "seeds", "train time", "dev F1", "test F1",
