@@ -263,7 +263,13 @@ class CRFEntityRecognizer(TrainablePipe):
 
         texts (Iterable[str]): The texts of the training entities.
         """
-        hashes = [get_string_id(text) for text in texts]
+        hashes = []
+        for text in texts:
+            if not isinstance(text, str):
+                raise ValueError(
+                    f"{self.name}.set_mentions takes entity texts (str), got {text!r}."
+                )
+            hashes.append(get_string_id(text))
         self._mentions = numpy.unique(numpy.asarray(hashes, dtype=MENTION_DTYPE))
         self._seen = None
 

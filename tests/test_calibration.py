@@ -143,6 +143,8 @@ def test_initialize_records_the_training_mentions(setup):
     assert all(pipe.is_seen(t) for t in texts)
     assert not pipe.is_seen("Lisbon Monday") and not pipe.is_seen("maria lopez")
     assert pipe.mention_temperatures is None  # until fitted
+    with pytest.raises(ValueError, match="entity texts"):
+        pipe.set_mentions(["Oslo", 42])
     # the hashes only: no entity text is stored with the pipe
     assert "Nairobi" not in (setup[1] / "crf_ner" / "cfg").read_text(encoding="utf8")
     assert b"Nairobi" not in (setup[1] / "crf_ner" / "mentions").read_bytes()
