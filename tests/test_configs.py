@@ -148,3 +148,19 @@ def test_chinese_mention_swap_ablation_is_zh_msra_with_its_augmenter(tiny_bert_d
     spacy_train(config, tmp_path / "out", overrides=overrides)
     trained = spacy.load(tmp_path / "out" / "model-last")
     assert trained.get_pipe("crf_ner").labels == ("LOC", "PER")
+
+
+def test_chinese_layerwise_ablation_is_zh_msra_with_its_optimizer():
+    """configs/ablations/zh_msra_layerwise.cfg: zh_msra.cfg with LayerwiseAdamW.v1 (12 layers,
+    decay 0.9, head 10x), nothing else; its optimizer resolves."""
+    from spacy.util import load_config, registry
+
+    from .util import CONFIGS_DIR
+
+    config = CONFIGS_DIR / "ablations" / "zh_msra_layerwise.cfg"
+    assert config_differences(config, CONFIGS_DIR / "zh_msra.cfg") == {
+        f"training.optimizer.{key}" for key in ("@optimizers", "n_layers", "layer_decay",
+                                                "head_lr_scale")
+    }
+    optimizer = load_config(config, interpolate=True)["training"]["optimizer"]
+    assert type(registry.resolve({"o": optimizer})["o"]).__name__ == "LayerwiseOptimizer"
