@@ -67,6 +67,22 @@ class ScoredEntities:
     def n_entities(self) -> int:
         return sum(len(c) for c in self.correct)
 
+    def group(self, seen: bool) -> "ScoredEntities":
+        """The entities seen in training (or not), with only the docs that have some: a fit on
+        one group decodes only its docs."""
+        out = ScoredEntities(n_docs=self.n_docs)
+        for e, a, queries, correct, flags in zip(
+            self.emissions, self.allowed, self.queries, self.correct, self.seen
+        ):
+            keep = [j for j, s in enumerate(flags) if s == seen]
+            if keep:
+                out.emissions.append(e)
+                out.allowed.append(a)
+                out.queries.append([queries[j] for j in keep])
+                out.correct.append([correct[j] for j in keep])
+                out.seen.append([seen] * len(keep))
+        return out
+
 
 @dataclass
 class TemperatureFit:
@@ -235,12 +251,9 @@ def log_loss(pairs: Sequence[Tuple[float, bool]]) -> float:
     return float(-(y * numpy.log(p) + (1 - y) * numpy.log(1 - p)).mean())
 
 
-def fit_scored(pipe, scored: ScoredEntities, which: Optional[Sequence[bool]] = None) -> float:
-    """The temperature minimising the log loss of the scored entities' confidences (those where
-    `which` is true, if given)."""
+def fit_scored(pipe, scored: ScoredEntities) -> float:
+    """The temperature minimising the log loss of the scored entities' confidences."""
     flags = [ok for doc_flags in scored.correct for ok in doc_flags]
-    keep = list(which) if which is not None else [True] * len(flags)
-    flags = [ok for ok, k in zip(flags, keep) if k]
     if not flags:
         raise EvaluationError("No predicted entity to fit a temperature on.")
     if all(flags) or not any(flags):
@@ -248,8 +261,7 @@ def fit_scored(pipe, scored: ScoredEntities, which: Optional[Sequence[bool]] = N
         return MIN_TEMPERATURE if all(flags) else MAX_TEMPERATURE
 
     def loss(log_t: float) -> float:
-        pairs = confidences(pipe, scored, math.exp(log_t))
-        return log_loss([pair for pair, k in zip(pairs, keep) if k])
+        return log_loss(confidences(pipe, scored, math.exp(log_t)))
 
     low, high = math.log(MIN_TEMPERATURE), math.log(MAX_TEMPERATURE)
     ratio = (math.sqrt(5) - 1) / 2
@@ -283,7 +295,7 @@ def fit_mention_temperatures(
         ok = [f for f, s in zip(flags, seen) if s == group]
         if len(ok) < min_entities or min(sum(ok), len(ok) - sum(ok)) < min_entities // 10:
             return None
-        fitted.append(fit_scored(pipe, scored, [s == group for s in seen]))
+        fitted.append(fit_scored(pipe, scored.group(group)))
     return fitted[0], fitted[1]
 
 
