@@ -351,18 +351,17 @@ def nbest(
         model, [emissions[i] for i in rows], [allowed[i] for i in rows], temperature
     )
     pot, trans, start, end = arrays.with_infinities()
-    paths, scores = kbest_exact(pot, arrays.mask, trans, start, end, k)
-    log_z = NumpyChain(arrays.pot, arrays.mask, arrays.trans, arrays.start, arrays.end).log_z()
+    paths, scores, log_z = kbest_exact(pot, arrays.mask, trans, start, end, k)
     log_p = numpy.minimum(scores - log_z[:, None], 0.0)
     B, k_found, T = paths.shape
     read = _PathReader(tags, scheme).batch(
         paths.reshape(B * k_found, T), numpy.repeat(arrays.lengths, k_found)
     )
-    found, probs = numpy.isfinite(log_p).tolist(), numpy.exp(log_p).tolist()
-    for r in range(B):
-        for j in range(k_found):
-            if found[r][j]:
-                out[rows[r]].append(Analysis(read[r * k_found + j], probs[r][j]))
+    probs = numpy.exp(log_p).tolist()
+    n_found = numpy.isfinite(log_p).sum(1).tolist()  # the paths found come first
+    for r, (row, n) in enumerate(zip(rows, n_found)):
+        first = r * k_found
+        out[row] = [Analysis(entities, p) for entities, p in zip(read[first : first + n], probs[r])]
     return out
 
 
@@ -373,7 +372,8 @@ class _PathReader:
 
     def __init__(self, tags: Sequence[str], scheme: str) -> None:
         check_scheme(scheme)
-        self.labels = [None if tag == OUT else tag.split("-", 1)[1] for tag in tags]
+        labels = ["" if tag == OUT else tag.split("-", 1)[1] for tag in tags]
+        self.labels = numpy.asarray(labels, dtype=object)  # per tag id, "" for O
         starts = [tag != OUT and tag.split("-", 1)[0] in ("B", "U") for tag in tags]
         self.starts = numpy.asarray(starts, dtype=bool)
         self.breaks = numpy.asarray([tag == OUT for tag in tags], dtype=bool) | self.starts
@@ -382,12 +382,11 @@ class _PathReader:
         self, paths: numpy.ndarray, lengths: numpy.ndarray
     ) -> List[List[Tuple[int, int, str]]]:
         """The entities (start, end exclusive, label) of each row of paths (N, T), of its first
-        lengths[n] tags, the scan over the tokens done by numpy: a Python step per entity, not
-        per token."""
+        lengths[n] tags, the scan over the tokens done by numpy: no Python step per token or per
+        entity."""
         n_rows, width = paths.shape
-        out: List[List[Tuple[int, int, str]]] = [[] for _ in range(n_rows)]
         if not n_rows or not width:
-            return out
+            return [[] for _ in range(n_rows)]
         positions = numpy.arange(width)
         inside = positions[None, :] < lengths[:, None]
         starts = self.starts[paths] & inside
@@ -396,10 +395,8 @@ class _PathReader:
         # the first stop after each position: a running minimum from the right, shifted by one
         after = numpy.full((n_rows, width), width, dtype=stops.dtype)
         after[:, :-1] = numpy.minimum.accumulate(stops[:, ::-1], axis=1)[:, ::-1][:, 1:]
-        row, begin = numpy.nonzero(starts)
-        end = after[row, begin]
-        tags = paths[row, begin]
-        labels = self.labels
-        for r, b, e, t in zip(row.tolist(), begin.tolist(), end.tolist(), tags.tolist()):
-            out[r].append((b, e, labels[t] or ""))
-        return out
+        row, begin = numpy.nonzero(starts)  # by row, then position
+        labels = self.labels[paths[row, begin]].tolist()
+        found = list(zip(begin.tolist(), after[row, begin].tolist(), labels))
+        bounds = numpy.searchsorted(row, numpy.arange(n_rows + 1)).tolist()
+        return [found[bounds[r] : bounds[r + 1]] for r in range(n_rows)]

@@ -10,8 +10,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from spacy_bert_crf.layers.crf import chain_arrays
+from spacy_bert_crf.layers.crf_decode import NumpyChain
 from spacy_bert_crf.layers import crf_kbest
-from spacy_bert_crf.layers.crf_kbest import (_margin_of_kth_path, kbest_exact, kbest_numpy,
+from spacy_bert_crf.layers.crf_kbest import (KBest, _margin_of_kth_path, kbest_exact, kbest_numpy,
                                              max_marginals)
 from spacy_bert_crf.tag_schemes import constraints, make_tags, tags_to_spans
 
@@ -279,9 +280,12 @@ def test_margin_of_kth_path_matches_the_per_row_loop():
 
 
 def check_kbest(found, pot, trans, start, end, lengths, tags, scheme, k):
-    paths, scores = found
+    """found: kbest_numpy's (paths, scores), or kbest_exact's KBest, whose log Z is checked too."""
+    paths, scores = found[:2]
     for b, n in enumerate(lengths):
         _, brute = every_path(pot[b], n, trans, start, end)
+        if isinstance(found, KBest):
+            assert found.log_z[b] == pytest.approx(numpy.logaddexp.reduce(brute), abs=1e-9)
         brute = numpy.sort(brute[numpy.isfinite(brute)])[::-1][:k]
         finite = scores[b][numpy.isfinite(scores[b])]
         numpy.testing.assert_allclose(finite, brute, atol=1e-9)
@@ -392,9 +396,14 @@ def test_pruned_kbest_is_exact_on_long_ragged_rows(peak):
     _, pot, mask, trans, start, end = long_rows(["PER", "LOC"], lengths, 7, peak)
     for k in (1, 5, 12):
         plain_paths, plain_scores = kbest_numpy(pot, mask, trans, start, end, k)
-        paths, scores = kbest_exact(pot, mask, trans, start, end, k)
+        paths, scores, log_z = kbest_exact(pot, mask, trans, start, end, k)
         numpy.testing.assert_allclose(scores, plain_scores, rtol=1e-12, atol=1e-7)
         check_paths(paths, scores, pot, trans, start, end, lengths, k)
+        # log Z on the packed tokens is NumpyChain's on the padded batch, one row alone as well
+        numpy.testing.assert_allclose(log_z, NumpyChain(pot, mask, trans, start, end).log_z(),
+                                      rtol=1e-12)
+        one = kbest_exact(pot[1:2, :37], mask[1:2, :37], trans, start, end, k).log_z
+        numpy.testing.assert_allclose(one, log_z[1:2], rtol=1e-12)
 
 
 def test_pruned_kbest_is_redone_until_exact(monkeypatch):
@@ -413,7 +422,7 @@ def test_pruned_kbest_is_redone_until_exact(monkeypatch):
     monkeypatch.setattr(crf_kbest, "_kbest_pruned", recorded)
     for k in (2, 5):
         margins.clear()
-        paths, scores = kbest_exact(pot, mask, trans, start, end, k)
+        paths, scores, _ = kbest_exact(pot, mask, trans, start, end, k)
         plain_paths, plain_scores = kbest_numpy(pot, mask, trans, start, end, k)
         numpy.testing.assert_allclose(scores, plain_scores, rtol=1e-12, atol=1e-9)
         check_paths(paths, scores, pot, trans, start, end, lengths[:3], k)

@@ -95,7 +95,7 @@ class NumpyChain:
         numpy.divide(out[0], norms[0], out=out[0])
         matrix = self.exp_trans.T if backward else self.exp_trans
         if B == 1:
-            self._recursion_one_row(out[:, 0], norms[:, 0, 0], steps[:, 0], matrix, backward)
+            recursion_one_row(out[:, 0], norms[:, 0, 0], steps[:, 0], matrix, backward)
             return out, numpy.log(norms[:, :, 0])
         product = self.product
         scaled = numpy.empty((B, K), dtype=steps.dtype)
@@ -115,35 +115,6 @@ class NumpyChain:
             numpy.maximum(norm, TINY, out=norm)
             numpy.divide(h, norm, out=h)
         return out, numpy.log(norms[:, :, 0])
-
-    @staticmethod
-    def _recursion_one_row(
-        out: numpy.ndarray,
-        norms: numpy.ndarray,
-        steps: numpy.ndarray,
-        matrix: numpy.ndarray,
-        backward: bool,
-        chunk: int = 512,
-    ) -> None:
-        """_recursion for one row (a long document), out (T, K) and norms (T,) in place from
-        out[0]: the step's potentials are folded into the transition matrix for a chunk of
-        steps at a time (one vectorised product), so that a step is a vector-matrix product, a
-        sum and a scaling, with the normaliser a Python float."""
-        T, K = steps.shape
-        rows = list(out)
-        ones = numpy.ones(K, dtype=out.dtype)
-        for first in range(1, T, chunk):
-            stop = min(T, first + chunk)
-            if backward:  # (steps[u - 1] * h) @ matrix = h @ (steps[u - 1][:, None] * matrix)
-                folded = steps[first - 1 : stop - 1, :, None] * matrix
-            else:  # (h @ matrix) * steps[u] = h @ (matrix * steps[u][None, :])
-                folded = matrix * steps[first:stop, None, :]
-            for u, m in zip(range(first, stop), folded):
-                h = rows[u]
-                numpy.dot(rows[u - 1], m, out=h)
-                norm = max(float(numpy.dot(h, ones)), TINY)
-                norms[u] = norm
-                h *= 1.0 / norm
 
     def _forward_sorted(self) -> Tuple[numpy.ndarray, numpy.ndarray]:
         """Normalised alphas (T, B, K) and log of their scale (T, B), rows sorted."""
@@ -200,6 +171,35 @@ class NumpyChain:
         prod *= a_hat
         total = numpy.maximum(prod.sum(2, keepdims=True), TINY)
         return prod / total * self.mask[:, :, None]
+
+
+def recursion_one_row(
+    out: numpy.ndarray,
+    norms: numpy.ndarray,
+    steps: numpy.ndarray,
+    matrix: numpy.ndarray,
+    backward: bool,
+    chunk: int = 512,
+) -> None:
+    """NumpyChain._recursion for one row (a long document), out (T, K) and norms (T,) in place
+    from out[0]: the step's potentials are folded into the transition matrix for a chunk of
+    steps at a time (one vectorised product), so that a step is a vector-matrix product, a sum
+    and a scaling, with the normaliser a Python float."""
+    T, K = steps.shape
+    rows = list(out)
+    ones = numpy.ones(K, dtype=out.dtype)
+    for first in range(1, T, chunk):
+        stop = min(T, first + chunk)
+        if backward:  # (steps[u - 1] * h) @ matrix = h @ (steps[u - 1][:, None] * matrix)
+            folded = steps[first - 1 : stop - 1, :, None] * matrix
+        else:  # (h @ matrix) * steps[u] = h @ (matrix * steps[u][None, :])
+            folded = matrix * steps[first:stop, None, :]
+        for u, m in zip(range(first, stop), folded):
+            h = rows[u]
+            numpy.dot(rows[u - 1], m, out=h)
+            norm = max(float(numpy.dot(h, ones)), TINY)
+            norms[u] = norm
+            h *= 1.0 / norm
 
 
 def entity_log_probs(

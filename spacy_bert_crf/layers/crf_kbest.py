@@ -12,12 +12,23 @@ from typing import Any, NamedTuple, Optional, Tuple
 
 import numpy
 
+from .crf_decode import _BLAS_ONE_THREAD, TINY, recursion_one_row
 from .crf_viterbi import RowOrder
 
 
 # kbest_numpy looks up the local transitions of this many steps at a time (one fancy index
 # instead of one per step; memory O(_CHUNK B K^2), not O(T B K^2))
 _CHUNK = 64
+
+
+class KBest(NamedTuple):
+    """kbest_exact's result: paths (B, k, T) int64 and their scores (B, k), best first (-inf
+    where a row has fewer than k paths), and log Z (B,), the log of the sum over every valid
+    path of exp(score)."""
+
+    paths: numpy.ndarray
+    scores: numpy.ndarray
+    log_z: numpy.ndarray
 
 
 class Links(NamedTuple):
@@ -216,7 +227,10 @@ def _packed_max_marginals(
 
     Both passes run as one recursion over a state of 2K scores per row (the forward pass's and,
     over each row reversed within its length, the backward pass's), through the allowed
-    transitions only (_Sources): one gather, one add and one segmented max per step for both.
+    transitions only (_Sources): one gather of every target's sources, one add and one maximum
+    over the sources per step for both. The state holds the rows as its last axis (2K, rows),
+    so that the maximum is over the outermost axis: elementwise maxima of contiguous blocks,
+    faster than a segmented maximum along each row.
     """
     B, T, K = pot.shape
     sources = _Sources.of(trans)
@@ -229,61 +243,123 @@ def _packed_max_marginals(
     maxima = numpy.empty_like(steps)
     first = packed.rows.running[0]
     maxima[:first, :K], maxima[:first, K:] = start, end
-    state = maxima[:first] + steps[:first]
-    gathered = numpy.empty((first, len(sources.source)))
+    # the state (2K, rows) and a last row of -inf, the padding of the sources
+    state = numpy.full((2 * K + 1, first), -numpy.inf)
+    numpy.add(maxima[:first].T, steps[:first].T, out=state[: 2 * K])
     if B == 1:  # one long document: views made once, no slicing per step
-        _pairs_one_row(state[0], maxima, steps, gathered[0], sources)
+        _pairs_one_row(state[:, 0], maxima, steps, sources)
     else:
         offsets = packed.offsets
         for t, n in enumerate(packed.rows.running[1:], 1):
             if not n:
                 break
-            g, s, m = gathered[:n], state[:n], maxima[offsets[t] : offsets[t] + n]
-            numpy.take(s, sources.source, axis=1, out=g)
-            numpy.add(g, sources.scores, out=g)
-            numpy.maximum.reduceat(g, sources.starts, axis=1, out=m)
-            numpy.add(m, steps[offsets[t] : offsets[t] + n], out=s)
+            gathered = state[sources.source, :n]
+            gathered += sources.scores[:, None]
+            m = maxima[offsets[t] : offsets[t] + n].T
+            gathered.reshape(sources.width, 2 * K, n).max(0, out=m)
+            numpy.add(m, steps[offsets[t] : offsets[t] + n].T, out=state[: 2 * K, :n])
     out = maxima[packed.reverse, K:]
     out += maxima[:, :K]
     out += steps[:, :K]
     return out, steps
 
 
-def _pairs_one_row(state, maxima, steps, gathered, sources) -> None:
-    """_packed_max_marginals' recursion for one row: state (2K,), maxima and steps (T, 2K)."""
-    index, scores, starts = sources
-    take, add, reduceat = numpy.take, numpy.add, numpy.maximum.reduceat
+def _pairs_one_row(state, maxima, steps, sources) -> None:
+    """_packed_max_marginals' recursion for one row: state (2K + 1,), maxima and steps (T, 2K)."""
+    index, scores, width = sources
+    K2 = len(state) - 1
+    gathered = numpy.empty(len(index))
+    by_source = gathered.reshape(width, K2)
+    take, add = numpy.take, numpy.add
+    head = state[:K2]
     for m, step in zip(list(maxima[1:]), list(steps[1:])):
         take(state, index, out=gathered)
         add(gathered, scores, out=gathered)
-        reduceat(gathered, starts, out=m)
-        add(m, step, out=state)
+        by_source.max(0, out=m)
+        add(m, step, out=head)
+
+
+def _packed_log_z(
+    own: numpy.ndarray,
+    packed: _Packed,
+    trans: numpy.ndarray,
+    start: numpy.ndarray,
+    end: numpy.ndarray,
+) -> numpy.ndarray:
+    """log Z per sorted row (B,) from the potentials per token (N, K) (-inf: not allowed): the
+    forward recursion of crf_decode.NumpyChain (the same scaled probabilities and shifts,
+    float64), run on the real tokens only, as the max-marginals are, rather than on a padded
+    copy of the batch."""
+    rows = packed.rows
+    K, B = own.shape[1], len(rows.lengths)
+    first = rows.running[0]
+    scores = own.copy()
+    scores[:first] += start
+    shift = scores.max(1)
+    shift[~numpy.isfinite(shift)] = 0.0  # a token without an allowed tag: all zero below
+    scores -= shift[:, None]
+    weights = numpy.exp(scores, out=scores)  # (N, K) exp(potential - its token's maximum)
+    trans_max, end_max = _finite_max(trans), _finite_max(end)
+    exp_trans = numpy.exp(trans - trans_max)
+    h = numpy.empty_like(weights)  # the normalised alphas
+    norms = numpy.ones(len(own))
+    numpy.maximum(weights[:first].sum(1), TINY, out=norms[:first])
+    numpy.divide(weights[:first], norms[:first, None], out=h[:first])
+    if B == 1:
+        recursion_one_row(h, norms, weights, exp_trans, False)
+    else:
+        product = numpy.dot if B * K * K <= _BLAS_ONE_THREAD else _einsum_product
+        offsets = packed.offsets
+        for t, n in enumerate(rows.running[1:], 1):
+            if not n:
+                break
+            here, before = offsets[t], offsets[t - 1]
+            step, norm = h[here : here + n], norms[here : here + n]
+            product(h[before : before + n], exp_trans, out=step)
+            step *= weights[here : here + n]
+            step.sum(1, out=norm)
+            numpy.maximum(norm, TINY, out=norm)
+            step /= norm[:, None]
+    last = packed.offsets[rows.lengths - 1] + numpy.arange(B)
+    total = numpy.maximum(h[last] @ numpy.exp(end - end_max), TINY)
+    scales = numpy.bincount(packed.row, numpy.log(norms) + shift, minlength=B)
+    return numpy.log(total) + end_max + scales + (rows.lengths - 1) * trans_max
+
+
+def _finite_max(x: numpy.ndarray) -> float:
+    finite = x[numpy.isfinite(x)]
+    return float(finite.max()) if len(finite) else 0.0
+
+
+def _einsum_product(a: numpy.ndarray, b: numpy.ndarray, out: numpy.ndarray) -> None:
+    numpy.einsum("bi,ij->bj", a, b, out=out)
 
 
 class _Sources(NamedTuple):
-    """The allowed transitions of both max-product passes, grouped by target: the state is 2K
-    scores (forward pass: tags i -> j scored trans[i, j]; backward pass, state K + j: tags
-    j -> i scored trans[i, j]); source (E,) the source in the state of each transition, scores
-    (E,) its score, starts (2K,) where each target's transitions begin. A target without an
-    allowed source gets one of score -inf, so that every segment is non-empty (reduceat)."""
+    """The allowed transitions of both max-product passes, by target: the state is 2K scores
+    (forward pass: tags i -> j scored trans[i, j]; backward pass, state K + j: tags j -> i
+    scored trans[i, j]), each target's sources padded to the most any target has (width):
+    source (width * 2K,), the state position of source s of target j at s * 2K + j (2K, one
+    past the state, at the padding), and scores (width * 2K,), the transitions' scores (-inf
+    at the padding)."""
 
     source: numpy.ndarray
     scores: numpy.ndarray
-    starts: numpy.ndarray
+    width: int
 
     @classmethod
     def of(cls, trans: numpy.ndarray) -> "_Sources":
         K = len(trans)
         by_target = numpy.concatenate([trans.T, trans])  # (2K targets, K sources)
         allowed = numpy.isfinite(by_target)
-        allowed[~allowed.any(1), 0] = True  # the -inf source of a target without any
+        width = max(1, int(allowed.sum(1).max()))
+        index = numpy.full((width, 2 * K), 2 * K)
+        scores = numpy.full((width, 2 * K), -numpy.inf)
         target, source = numpy.nonzero(allowed)  # by target, then source
-        return cls(
-            source + K * (target >= K),
-            numpy.where(numpy.isfinite(by_target[target, source]),
-                        by_target[target, source], -numpy.inf),
-            numpy.searchsorted(target, numpy.arange(2 * K)),
-        )
+        slot = numpy.arange(len(target)) - numpy.searchsorted(target, target)
+        index[slot, target] = source + K * (target >= K)
+        scores[slot, target] = by_target[target, source]
+        return cls(index.ravel(), scores.ravel(), width)
 
 
 def kbest_exact(
@@ -293,9 +369,10 @@ def kbest_exact(
     start: numpy.ndarray,
     end: numpy.ndarray,
     k: int,
-) -> Tuple[numpy.ndarray, numpy.ndarray]:
+) -> KBest:
     """What kbest_numpy returns, computed on a pruned trellis, in about the time of two Viterbi
-    passes when the model is confident. Rows are of length >= 1.
+    passes when the model is confident, and log Z (what the paths' probabilities need; one
+    forward pass over the same packed tokens). Rows are of length >= 1.
 
     Only the (position, tag) nodes whose best path (max_marginals) scores within a margin of the
     best path are kept. Where one tag is kept at a position and at the one before, no ranking
@@ -306,25 +383,29 @@ def kbest_exact(
     fewer than k paths found, a wider margin, up to the whole trellis. The work outside the
     recursions runs on the real tokens only (_Packed), not on the padding of a batch.
     """
-    paths, scores, redo = _kbest_pruned(pot, mask, trans, start, end, k, None)
+    paths, scores, redo, log_z = _kbest_pruned(pot, mask, trans, start, end, k, None)
     todo = numpy.flatnonzero(~numpy.isnan(redo))
     while len(todo):
-        found_paths, found_scores, again = _kbest_pruned(
+        found_paths, found_scores, again, _ = _kbest_pruned(
             pot[todo], mask[todo], trans, start, end, k, redo[todo]
         )
         paths[todo], scores[todo], redo[todo] = found_paths, found_scores, again
         todo = todo[~numpy.isnan(again)]
-    return paths, scores
+    return KBest(paths, scores, log_z)
 
 
 def _kbest_pruned(pot, mask, trans, start, end, k, margin):
     """The k best paths and scores of the rows (as kbest_numpy) through the nodes within
-    margin (B,) of their row's best path (None: _margin_of_kth_path's), and per row the
-    margin to redo it with (NaN: the result is exact)."""
+    margin (B,) of their row's best path (None: _margin_of_kth_path's), per row the margin to
+    redo it with (NaN: the result is exact), and, on the first pass (margin None), log Z per
+    row (None on a redo)."""
     B, T, K = pot.shape
     packed = _Packed.of(mask)
     rows = packed.rows
     marginals, steps = _packed_max_marginals(pot, packed, trans, start, end)
+    log_z = None
+    if margin is None:
+        log_z = rows.rows(_packed_log_z(steps[:, :K], packed, trans, start, end))
     first = rows.running[0]
     best = numpy.full(B, -numpy.inf)  # per sorted row: every path passes position 0
     best[:first] = marginals[:first].max(1)
@@ -353,7 +434,7 @@ def _kbest_pruned(pot, mask, trans, start, end, k, margin):
             gaps = below[packed.row == b]
             widest = gaps[numpy.isfinite(gaps)].max()
             redo[b] = 4 * margin[b] + tol[b] if 4 * margin[b] < widest else numpy.inf
-    return rows.rows(paths), rows.rows(scores), rows.rows(redo)
+    return rows.rows(paths), rows.rows(scores), rows.rows(redo), log_z
 
 
 def _smallest_gaps(
