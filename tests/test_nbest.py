@@ -406,6 +406,17 @@ def test_pruned_kbest_is_exact_on_long_ragged_rows(peak):
         numpy.testing.assert_allclose(one, log_z[1:2], rtol=1e-12)
 
 
+def test_kbest_log_z_on_a_large_batch():
+    """log Z of kbest_exact on a batch whose step product runs through einsum (B K K above what
+    BLAS keeps in the calling thread) equals NumpyChain's, with some tokens' tags restricted."""
+    lengths = [1 + (7 * i) % 23 for i in range(300)]
+    _, pot, mask, trans, start, end = long_rows(["PER", "LOC", "ORG", "MISC"], lengths, 5, 1.0)
+    pot[::7, ::3, 1:5] = -numpy.inf
+    log_z = kbest_exact(pot, mask, trans, start, end, 3).log_z
+    numpy.testing.assert_allclose(log_z, NumpyChain(pot, mask, trans, start, end).log_z(),
+                                  rtol=1e-12)
+
+
 def test_pruned_kbest_is_redone_until_exact(monkeypatch):
     """Margins too narrow to hold the k best paths (the best path's nodes only) are widened,
     row by row, until the result is exact: kbest_exact still equals the plain recursion."""

@@ -16,7 +16,7 @@ real tokens, not its padding), into buffers allocated once (`out=`); the best sc
 """
 import functools
 import math
-from typing import Optional, Tuple
+from typing import Any, Callable, Optional, Tuple
 
 import numpy
 
@@ -30,6 +30,14 @@ TINY = 1.0e-30
 # the common BLAS libraries (OpenBLAS, numpy's, splits a GEMM across threads only above
 # 4 x 65536); larger batches use einsum, which never starts threads.
 _BLAS_ONE_THREAD = 65536
+
+
+def batch_product(B: int, K: int) -> Callable[..., Any]:
+    """The product (B, K) @ (K, K) -> out of a recursion step, in the calling thread: numpy.dot
+    where every common BLAS runs it there (B K K <= _BLAS_ONE_THREAD), einsum otherwise."""
+    if B * K * K <= _BLAS_ONE_THREAD:
+        return numpy.dot
+    return functools.partial(numpy.einsum, "bi,ij->bj")
 
 
 class NumpyChain:
@@ -67,10 +75,7 @@ class NumpyChain:
         self.exp_pot = numpy.exp(shifted, out=shifted)
         self.end_max = end.max()
         self.exp_end = numpy.exp(end - self.end_max)
-        if B * K * K <= _BLAS_ONE_THREAD:
-            self.product = numpy.dot
-        else:
-            self.product = functools.partial(numpy.einsum, "bi,ij->bj")
+        self.product = batch_product(B, K)
         self._forward: Optional[Tuple[numpy.ndarray, numpy.ndarray]] = None
         self._backward: Optional[Tuple[numpy.ndarray, numpy.ndarray]] = None
 

@@ -12,7 +12,7 @@ from typing import Any, NamedTuple, Optional, Tuple
 
 import numpy
 
-from .crf_decode import _BLAS_ONE_THREAD, TINY, recursion_one_row
+from .crf_decode import TINY, batch_product, recursion_one_row
 from .crf_viterbi import RowOrder
 
 
@@ -308,7 +308,7 @@ def _packed_log_z(
     if B == 1:
         recursion_one_row(h, norms, weights, exp_trans, False)
     else:
-        product = numpy.dot if B * K * K <= _BLAS_ONE_THREAD else _einsum_product
+        product = batch_product(B, K)
         offsets = packed.offsets
         for t, n in enumerate(rows.running[1:], 1):
             if not n:
@@ -329,10 +329,6 @@ def _packed_log_z(
 def _finite_max(x: numpy.ndarray) -> float:
     finite = x[numpy.isfinite(x)]
     return float(finite.max()) if len(finite) else 0.0
-
-
-def _einsum_product(a: numpy.ndarray, b: numpy.ndarray, out: numpy.ndarray) -> None:
-    numpy.einsum("bi,ij->bj", a, b, out=out)
 
 
 class _Sources(NamedTuple):
