@@ -49,7 +49,9 @@ class Option:
     name: str
     config: str  # relative to the repository
     what: str
-    corpus: str = "sentences"  # or "documents": one Doc per -DOCSTART- document
+    # "sentences"; "documents": one Doc per -DOCSTART- document; "sentencesN": N consecutive
+    # sentences of a document per Doc (convert -n N)
+    corpus: str = "sentences"
     distill_weight: float = 0.0  # > 0: taught by --teacher with this distill_weight
 
 
@@ -61,6 +63,10 @@ OPTIONS = (
     Option("documents", "configs/ablations/en_conll03_mean_loss.cfg",
            "document context: trained and scored on whole -DOCSTART- documents (convert --docs)",
            corpus="documents"),
+    Option("context4", "configs/en_conll03.cfg",
+           "the shipped recipe (case_features) with sentence context: trained and scored on 4 "
+           "consecutive sentences of a document per Doc (convert -n 4); compare with "
+           "case_features", corpus="sentences4"),
     Option("entity_swap", "configs/ablations/en_conll03_entity_swap.cfg",
            "mention swap augmenter (entity_swap.v1, half the examples)"),
     Option("token_mask", "configs/ablations/en_conll03_token_mask.cfg",
@@ -116,8 +122,20 @@ def corpus_dir(work: Path, option: Option) -> Path:
     return work / "corpus" / option.corpus
 
 
-def make_corpus(data_dir: Path, out: Path, documents: bool) -> None:
-    """train/dev/test.spacy from the CoNLL-2003 text files, unless there."""
+def convert_options(corpus: str) -> List[str]:
+    """The `convert conll` options of a corpus kind (Option.corpus)."""
+    if corpus == "sentences":
+        return []
+    if corpus == "documents":
+        return ["--docs"]
+    n = corpus[len("sentences"):]
+    if not corpus.startswith("sentences") or not n.isdigit() or int(n) < 1:
+        raise ValueError(f"unknown corpus kind {corpus!r}: sentences, documents or sentencesN")
+    return ["-n", n]
+
+
+def make_corpus(data_dir: Path, out: Path, corpus: str) -> None:
+    """train/dev/test.spacy of a corpus kind from the CoNLL-2003 text files, unless there."""
     for split in SPLITS:
         if (out / f"{split}.spacy").exists():
             continue
@@ -126,7 +144,7 @@ def make_corpus(data_dir: Path, out: Path, documents: bool) -> None:
             raise SystemExit(f"{rel(source)} not found: --data-dir must hold CoNLL-2003 "
                              "train.txt, dev.txt and test.txt")
         cmd = [sys.executable, "-m", "spacy_bert_crf", "convert", "conll", str(source),
-               str(out), "-q"] + (["--docs"] if documents else [])
+               str(out), "-q"] + convert_options(corpus)
         subprocess.run(cmd, check=True)
 
 
@@ -202,7 +220,7 @@ def max_steps(model: Path) -> int:
 
 def run_one(option: Option, seed: int, args: argparse.Namespace) -> AblationRun:
     out = args.work / f"{option.name}-s{seed}"
-    make_corpus(args.data_dir, corpus_dir(args.work, option), option.corpus == "documents")
+    make_corpus(args.data_dir, corpus_dir(args.work, option), option.corpus)
     done = train(option, seed, args, out)
     model = out / "model-best"
     note = "resumed from a checkpoint: train time counts the last process only" \

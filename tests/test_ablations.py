@@ -51,6 +51,18 @@ def test_documents_train_on_the_document_corpus_and_distill_on_the_teacher(tmp_p
     assert heavier[heavier.index("--distill-weight") + 1] == "3.0"
 
 
+def test_context_runs_on_n_sentence_docs(tmp_path):
+    args = _args(tmp_path)
+    cmd = ablations.train_command(ablations.BY_NAME["context4"], 0, args, tmp_path / "out")
+    train = Path(cmd[cmd.index("--paths.train") + 1])
+    assert train == tmp_path / "work" / "corpus" / "sentences4" / "train.spacy"
+    assert ablations.convert_options("sentences4") == ["-n", "4"]
+    assert ablations.convert_options("documents") == ["--docs"]
+    assert ablations.convert_options("sentences") == []
+    with pytest.raises(ValueError, match="sentencesN"):
+        ablations.convert_options("sentences0")
+
+
 def test_bad_options_are_refused(tmp_path, capsys):
     with pytest.raises(SystemExit):
         ablations.parse_args(["--options", "baseline,dropout"])
