@@ -288,15 +288,13 @@ def fit_mention_temperatures(
     fit on)."""
     if min_entities is None:
         min_entities = MIN_GROUP_ENTITIES
-    seen = [s for doc_seen in scored.seen for s in doc_seen]
-    flags = [ok for doc_flags in scored.correct for ok in doc_flags]
-    fitted = []
-    for group in (True, False):
-        ok = [f for f, s in zip(flags, seen) if s == group]
+    groups = [scored.group(seen) for seen in (True, False)]
+    for group in groups:
+        ok = [f for doc_flags in group.correct for f in doc_flags]
         if len(ok) < min_entities or min(sum(ok), len(ok) - sum(ok)) < min_entities // 10:
             return None
-        fitted.append(fit_scored(pipe, scored.group(group)))
-    return fitted[0], fitted[1]
+    seen_t, unseen_t = (fit_scored(pipe, group) for group in groups)
+    return seen_t, unseen_t
 
 
 def fit_temperature(
