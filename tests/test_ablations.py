@@ -63,6 +63,17 @@ def test_context_runs_on_n_sentence_docs(tmp_path):
         ablations.convert_options("sentences0")
 
 
+def test_a_longer_budget_option_keeps_its_own_steps(tmp_path):
+    longer = ablations.BY_NAME["case_features_long"]
+    shipped = ablations.BY_NAME["case_features"]
+    assert longer.config == shipped.config and longer.corpus == shipped.corpus
+    for argv in ((), ("--max-steps", "30")):
+        cmd = ablations.train_command(longer, 0, _args(tmp_path, *argv), tmp_path / "out")
+        assert cmd[cmd.index("--training.max_steps") + 1] == "1800"
+    plain = ablations.train_command(shipped, 0, _args(tmp_path), tmp_path / "out")
+    assert "--training.max_steps" not in plain
+
+
 def test_bad_options_are_refused(tmp_path, capsys):
     with pytest.raises(SystemExit):
         ablations.parse_args(["--options", "baseline,dropout"])
