@@ -332,7 +332,8 @@ def render(runs: Sequence[AblationRun]) -> str:
     lines = ["# Fine-tuning options against one reference recipe (issue 15)", "",
              "Produced by `python -m benchmarks.ablations` (one results file per option and seed "
              "in this folder). CoNLL-2003, every option on the same encoder and training budget "
-             "(the config's `training.max_steps` and batcher), its `model-best` (chosen on dev "
+             "(the config's `training.max_steps` and batcher; an option named for a longer "
+             "budget says so in the budget column), its `model-best` (chosen on dev "
              "F1) scored on dev and test with the gold tokenization, entity-level micro F1 in %. "
              "Test F1 is a mean ± standard deviation over the seeds (one seed: the value); Δ is "
              "the difference of means against the `baseline` row of the same encoder (the "
