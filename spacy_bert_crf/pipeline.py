@@ -420,6 +420,9 @@ class CRFEntityRecognizer(TrainablePipe):
         """
         if isinstance(k, bool) or not isinstance(k, int) or k < 1:
             raise ValueError(f"Invalid k {k!r} for {self.name}.nbest: expected an integer >= 1.")
+        if isinstance(docs, Doc):  # iterating a Doc gives its tokens
+            raise TypeError(f"{self.name}.nbest takes an iterable of Docs, not one Doc: pass "
+                            "[doc] (and read the result's [0]).")
         docs = list(docs)
         inputs = self._decoding_inputs(docs, own_spans=True)
         if inputs is None:

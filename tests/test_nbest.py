@@ -188,6 +188,8 @@ def test_nbest_bad_input_and_empty_docs(light):
     for k in (0, -1, 2.5, True):
         with pytest.raises(ValueError, match="Invalid k"):
             pipe.nbest([light.make_doc("Oslo")], k)
+    with pytest.raises(TypeError, match=r"not one Doc: pass \[doc\]"):
+        pipe.nbest(light.make_doc("Oslo in Norway"), 2)
     assert pipe.nbest([light.make_doc("")], 3) == [[]]
     assert pipe.nbest([], 3) == []
     mixed = pipe.nbest([light.make_doc(""), light.make_doc("Oslo")], 2)
