@@ -293,8 +293,7 @@ def fit_mention_temperatures(
         ok = [f for doc_flags in group.correct for f in doc_flags]
         if len(ok) < min_entities or min(sum(ok), len(ok) - sum(ok)) < min_entities // 10:
             return None
-    seen_t, unseen_t = (fit_scored(pipe, group) for group in groups)
-    return seen_t, unseen_t
+    return fit_scored(pipe, groups[0]), fit_scored(pipe, groups[1])
 
 
 def fit_temperature(
