@@ -744,3 +744,44 @@ def test_train_eval_scores_a_model_trained_elsewhere(tmp_path):
     assert run["scores"]["dev"]["ents_f"] == run["scores"]["test"]["ents_f"]
     assert "| elsewhere | conll03 | default |" in (tmp_path / "training.md").read_text()
     assert "| 1 CPU threads | - |" in (tmp_path / "training.md").read_text()
+
+
+def test_hf_peer_labels_unspaced_text_by_offsets_and_maps_predictions_back(tmp_path, tiny_bert_dir):
+    """Text without spaces (MSRA) goes to the HF peer as text: one label on the first piece of
+    each word, found by offsets (not on a bare "▁" piece per character, where
+    is_split_into_words puts it with a sentencepiece tokenizer); the pipeline's spans over that
+    text come back as word offsets. Spaced text (CoNLL) keeps the word-level path."""
+    from transformers import AutoModelForTokenClassification, AutoTokenizer
+
+    from benchmarks.peers.hf_tagger import encode_row, predictor, spaced, text_and_starts
+
+    tokenizer = AutoTokenizer.from_pretrained(str(tiny_bert_dir))
+    label2id = {"O": 0, "B-LOC": 1, "I-LOC": 2}
+    zh = {"words": list("在北京住"), "spaces": [False] * 4, "ents": [[1, 3, "LOC"]]}
+    assert not spaced(zh) and text_and_starts(zh) == ("在北京住", [0, 1, 2, 3])
+    enc = encode_row(zh, tokenizer, label2id)
+    assert "offset_mapping" not in enc  # the collator would choke on it
+    assert enc["labels"] == [-100, 0, 1, 2, 0, -100]  # [CLS] 在 北 京 住 [SEP]
+    # "Oslo" written as the words "Os", "lo" is one piece ("oslo"): "lo" gets no label of its
+    # own, and the piece takes the tag of "Os", where it starts
+    joined = {"words": ["Os", "lo", "in"], "spaces": [False, True, False],
+              "ents": [[0, 2, "LOC"]]}
+    assert text_and_starts(joined) == ("Oslo in", [0, 2, 5])
+    enc = encode_row(joined, tokenizer, label2id)
+    assert tokenizer.convert_ids_to_tokens(enc["input_ids"]) == ["[CLS]", "oslo", "in", "[SEP]"]
+    assert enc["labels"] == [-100, 1, 0, -100]
+    en = {"words": ["EU", "rejects"], "spaces": [True, False], "ents": [[0, 1, "LOC"]]}
+    assert spaced(en)
+    assert encode_row(en, tokenizer, label2id)["labels"][:2] == [-100, 1]
+
+    model = AutoModelForTokenClassification.from_pretrained(
+        str(tiny_bert_dir), num_labels=3, id2label={0: "O", 1: "B-LOC", 2: "I-LOC"},
+        label2id=label2id)
+    model.save_pretrained(tmp_path / "hf")
+    tokenizer.save_pretrained(tmp_path / "hf")
+    predict = predictor(tmp_path / "hf")
+    out = predict([zh, en, zh], 2)
+    assert len(out) == 3 and out[0] == out[2]
+    for row, ents in zip([zh, en], out):
+        for start, end, label in ents:
+            assert 0 <= start < end <= len(row["words"]) and label == "LOC"
