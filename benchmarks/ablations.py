@@ -96,6 +96,10 @@ OPTIONS = (
            "the shipped recipe (case_features) trained twice as long: 1,800 steps, about 4 "
            "epochs, its schedule stretched to the budget; compare with case_features",
            max_steps=1800),
+    Option("context4_long", "configs/en_conll03.cfg",
+           "context4 trained twice as long: 4 consecutive sentences of a document per Doc, "
+           "1,800 steps, its schedule stretched to the budget; compare with context4 and "
+           "case_features_long", corpus="sentences4", max_steps=1800),
 )
 BY_NAME = {option.name: option for option in OPTIONS}
 

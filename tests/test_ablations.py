@@ -72,6 +72,11 @@ def test_a_longer_budget_option_keeps_its_own_steps(tmp_path):
         assert cmd[cmd.index("--training.max_steps") + 1] == "1800"
     plain = ablations.train_command(shipped, 0, _args(tmp_path), tmp_path / "out")
     assert "--training.max_steps" not in plain
+    both = ablations.train_command(ablations.BY_NAME["context4_long"], 0, _args(tmp_path),
+                                   tmp_path / "out")
+    assert both[both.index("--training.max_steps") + 1] == "1800"
+    train = Path(both[both.index("--paths.train") + 1])
+    assert train == tmp_path / "work" / "corpus" / "sentences4" / "train.spacy"
 
 
 def test_bad_options_are_refused(tmp_path, capsys):
