@@ -326,10 +326,13 @@ def render(runs: Sequence[AblationRun]) -> str:
         if base and name != "baseline":
             delta = f"{statistics.mean(tests) - statistics.mean(_f(r, 'test') for r in base):+.2f}"
         minutes = [float(r["train_seconds"] or 0) / 60 for r in group if r.get("train_seconds")]
+        # the thread counts of the timed seeds ("1/2" where they differ)
+        timed = {r["threads"] for r in group if r.get("train_seconds")}
+        threads = "/".join(str(t) for t in sorted(timed))
         rows.append([
             f"`{name}`", BY_NAME[name].what if name in BY_NAME else "", encoder,
             f"{group[0]['steps']} steps", ", ".join(str(r["seed"]) for r in group),
-            f"{statistics.mean(minutes):.0f} min ({group[0]['threads']} thr)" if minutes else "",
+            f"{statistics.mean(minutes):.0f} min ({threads} thr)" if minutes else "",
             _mean_std([_f(r, "dev") for r in group]), _mean_std(tests), delta,
         ] + [_type_f(group, label) for label in LABELS] + [_ece(group)])
     first = runs[0] if runs else None

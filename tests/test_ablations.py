@@ -111,6 +111,9 @@ def test_report_gives_means_deltas_against_the_baseline_of_the_same_encoder():
     assert "| 88.00 | +1.50 |" in layerwise  # one seed: the value; delta against 86.50
     assert "| 89.00 |  |" in rows["| `baseline` | encoders/e5"]
     assert layerwise.endswith("| 0.020 |")
+    assert "| 30 min (1 thr) |" in layerwise
+    runs[1]["threads"], runs[1]["train_seconds"] = 2, 1200.0  # seeds timed at two thread counts
+    assert "| 25 min (1/2 thr) |" in ablations.render(runs)
     del runs[1]["scores"]["test"]["ece"]  # a run scored before ECE was kept: no mean shown
     assert ablations.render(runs).count("| 0.020 |") == 2
 
