@@ -325,10 +325,10 @@ def render(runs: Sequence[AblationRun]) -> str:
         delta = ""
         if base and name != "baseline":
             delta = f"{statistics.mean(tests) - statistics.mean(_f(r, 'test') for r in base):+.2f}"
-        minutes = [float(r["train_seconds"] or 0) / 60 for r in group if r.get("train_seconds")]
+        timed = [r for r in group if r.get("train_seconds")]
+        minutes = [float(r["train_seconds"]) / 60 for r in timed]
         # the thread counts of the timed seeds ("1/2" where they differ)
-        timed = {r["threads"] for r in group if r.get("train_seconds")}
-        threads = "/".join(str(t) for t in sorted(timed))
+        threads = "/".join(str(t) for t in sorted({r["threads"] for r in timed}))
         rows.append([
             f"`{name}`", BY_NAME[name].what if name in BY_NAME else "", encoder,
             f"{group[0]['steps']} steps", ", ".join(str(r["seed"]) for r in group),
