@@ -6,10 +6,11 @@
         [--work benchmarks/.work/ablations] [--out benchmarks/results/ablations]
     python -m benchmarks.ablations --render-only
 
-Each option is a shipped config (or the reference recipe on another corpus, or distilled from a
-teacher); the reference, option `baseline`, is the CoNLL recipe of 2026-12-02
-(configs/ablations/en_conll03_mean_loss.cfg); the shipped recipe (configs/en_conll03.cfg) is
-option `case_features`, which adds case features to option `summed_loss`. Every option trains
+Each option is a shipped config (or the reference recipe on another corpus, with a setting
+overridden, or distilled from a teacher); the reference, option `baseline`, is the CoNLL recipe
+of 2026-12-02 (configs/ablations/en_conll03_mean_loss.cfg); the shipped recipe
+(configs/en_conll03.cfg) is option `case_features`, which adds case features to option
+`summed_loss`. Every option trains
 with the same encoder, the same steps (the config's training.max_steps, about 2 epochs, unless
 --max-steps, or the option's own budget) and the same batcher, and is scored the same way:
 its model-best (chosen on dev F1, as `spacy train` ships it) on dev and test, on the gold
@@ -30,7 +31,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Union
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 from .machine import machine_info, package_versions, today
 from .markdown import table
@@ -54,6 +55,8 @@ class Option:
     corpus: str = "sentences"
     distill_weight: float = 0.0  # > 0: taught by --teacher with this distill_weight
     max_steps: int = 0  # > 0: this budget instead of the config's (or --max-steps)
+    # settings of the config overridden on the command line: ((dotted key, value), ...)
+    overrides: Tuple[Tuple[str, str], ...] = ()
 
 
 OPTIONS = (
@@ -100,6 +103,15 @@ OPTIONS = (
            "context4 trained twice as long: 4 consecutive sentences of a document per Doc, "
            "1,800 steps, its schedule stretched to the budget; compare with context4 and "
            "case_features_long", corpus="sentences4", max_steps=1800),
+    Option("context4_3x", "configs/en_conll03.cfg",
+           "context4 trained three times as long: 4 consecutive sentences of a document per "
+           "Doc, 2,700 steps, about 6 epochs, its schedule stretched to the budget; compare "
+           "with context4_long", corpus="sentences4", max_steps=2700),
+    Option("averages", "configs/en_conll03.cfg",
+           "the shipped recipe (case_features) with parameter averaging "
+           "(training.optimizer.use_averages = true: dev scored and the models saved with the "
+           "optimizer's moving averages of every weight, the encoder's included); compare with "
+           "case_features", overrides=(("training.optimizer.use_averages", "true"),)),
 )
 BY_NAME = {option.name: option for option in OPTIONS}
 
@@ -182,6 +194,8 @@ def train_command(option: Option, seed: int, args: argparse.Namespace, out: Path
     ]
     if option.name == "layerwise":
         cmd += ["--training.optimizer.n_layers", str(n_layers(args.encoder))]
+    for key, value in option.overrides:
+        cmd += [f"--{key}", value]
     steps = option.max_steps or args.max_steps
     if steps > 0:
         cmd += ["--training.max_steps", str(steps)]

@@ -1,7 +1,7 @@
 """The ``crf_ner`` pipeline component: named entities from a constrained linear-chain CRF."""
 from itertools import islice
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy
 import srsly
@@ -23,6 +23,7 @@ from .decoding import Candidates, Decoded, DocDecoding, SpanTemperatures, TagInv
 from .decoding import allowed_tags, decode, nbest, tag_inventory
 from .distillation.loss import check_distill_weight
 from .layers.crf import CRFConstraints, set_constraints
+from .layers.torch_params import use_torch_params
 from .loss import crf_loss, warn_on_loss_scales
 from .serialization import load_model_bytes
 from .tag_schemes import OUT, constraints, continuations, make_tags
@@ -487,6 +488,19 @@ class CRFEntityRecognizer(TrainablePipe):
             )
 
     # ------------------------------------------------------------------------- update
+    def use_params(self, params: dict) -> Iterator[None]:
+        """Modify the pipe's model to use the given parameter values (with `use_averages`, the
+        optimizer's averages): thinc's layers and the CRF's torch weights alike (see
+        layers/torch_params.py). A generator, as TrainablePipe's: Language.use_params steps
+        it with next().
+
+        params (dict): The parameter values, keyed as the optimizer keys them.
+
+        DOCS: https://spacy.io/api/pipe#use_params
+        """
+        with use_torch_params(self.model, params), self.model.use_params(params):
+            yield
+
     def update(
         self,
         examples: Iterable[Example],

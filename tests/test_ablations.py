@@ -79,6 +79,20 @@ def test_a_longer_budget_option_keeps_its_own_steps(tmp_path):
     assert train == tmp_path / "work" / "corpus" / "sentences4" / "train.spacy"
 
 
+def test_an_option_with_overrides_passes_them_to_training(tmp_path):
+    """`averages` is the shipped config with parameter averaging switched on from the command
+    line; the setting exists in that config (an override of a missing key would not be one)."""
+    option = ablations.BY_NAME["averages"]
+    assert option.config == ablations.BY_NAME["case_features"].config
+    cmd = ablations.train_command(option, 0, _args(tmp_path), tmp_path / "out")
+    assert cmd[cmd.index("--training.optimizer.use_averages") + 1] == "true"
+    config = util.load_config(ROOT / option.config, interpolate=False)
+    assert config["training"]["optimizer"]["use_averages"] is False
+    plain = ablations.train_command(ablations.BY_NAME["case_features"], 0, _args(tmp_path),
+                                    tmp_path / "out")
+    assert not [arg for arg in plain if "use_averages" in arg]
+
+
 def test_bad_options_are_refused(tmp_path, capsys):
     with pytest.raises(SystemExit):
         ablations.parse_args(["--options", "baseline,dropout"])

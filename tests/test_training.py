@@ -14,27 +14,23 @@ from spacy_bert_crf.training import ResumeError, latest_checkpoint, train
 from .util import pipeline_weights, training_config, write_train_dev
 
 # 13 steps with a warmup, and a callback that interrupts the run once (`paths.crash_marker`).
-CONFIG = training_config(
-    max_steps=13,
-    eval_frequency=4,
-    batch_size=14,
-    settings={
-        "paths.crash_marker": None,
-        "components.crf_ner.model.dropout": 0.2,
-        "training.dropout": 0.1,
-        "training.patience": 0,
-        "training.before_update": {
-            "@callbacks": "spacy-bert-crf-test.crash_once.v1",
-            "marker": "${paths.crash_marker}",
-        },
-        "training.optimizer.learn_rate": {
-            "@schedules": "warmup_linear.v1",
-            "warmup_steps": 3,
-            "total_steps": 13,
-            "initial_rate": 0.001,
-        },
+SETTINGS = {
+    "paths.crash_marker": None,
+    "components.crf_ner.model.dropout": 0.2,
+    "training.dropout": 0.1,
+    "training.patience": 0,
+    "training.before_update": {
+        "@callbacks": "spacy-bert-crf-test.crash_once.v1",
+        "marker": "${paths.crash_marker}",
     },
-)
+    "training.optimizer.learn_rate": {
+        "@schedules": "warmup_linear.v1",
+        "warmup_steps": 3,
+        "total_steps": 13,
+        "initial_rate": 0.001,
+    },
+}
+CONFIG = training_config(max_steps=13, eval_frequency=4, batch_size=14, settings=SETTINGS)
 
 
 class Crash(RuntimeError):
@@ -143,3 +139,33 @@ def test_time_limit_stops_and_resumes_to_the_same_weights(setup, capsys):
         assert runs < 30, "the time-limited runs never finished"
     assert runs == 14  # max_steps 13: steps 0-13, one a run; the last one finishes the run
     assert_same_weights(pipeline_weights(straight), pipeline_weights(resumed))
+
+
+def test_parameter_averages_are_saved_and_resumed(setup):
+    """With `use_averages = true` model-last holds the optimizer's averages of every weight,
+    the encoder's and the CRF's torch weights included (not the weights of the last step), and
+    an interrupted run resumed from its checkpoint saves the same averaged pipeline."""
+    root, paths = setup
+    (root / "averages.cfg").write_text(
+        training_config(max_steps=13, eval_frequency=4, batch_size=14,
+                        settings={**SETTINGS, "training.optimizer.use_averages": True}),
+        encoding="utf8")
+    done = root / "no-crash-averages"
+    done.touch()
+    live = train(root / "averages.cfg", root / "averaged",
+                 overrides={**paths, "paths.crash_marker": str(done)}, checkpoint_every=2)
+    saved = pipeline_weights(spacy.load(root / "averaged" / "model-last"))
+    trained = pipeline_weights(live)  # the weights of the last step
+    assert saved.keys() == trained.keys()
+    differ = {key.split("/")[0] + ("/torch" if "." in key.split("/")[1] else "/thinc")
+              for key in saved if not numpy.array_equal(saved[key], trained[key])}
+    assert {"transformer/torch", "crf_ner/torch"} <= differ
+
+    overrides = {**paths, "paths.crash_marker": str(root / "crashed-averages")}
+    with pytest.raises(Crash):
+        train(root / "averages.cfg", root / "resumed-averages", overrides=overrides,
+              checkpoint_every=2)
+    train(root / "averages.cfg", root / "resumed-averages", overrides=overrides,
+          checkpoint_every=2, resume=True)
+    assert_same_weights(saved, pipeline_weights(
+        spacy.load(root / "resumed-averages" / "model-last")))

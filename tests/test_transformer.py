@@ -702,3 +702,62 @@ def test_fused_then_loop_continue_alike(tiny_bert_dir, fused_on_cpu):
         for nlp, optimizer in zip((loop, switched), optimizers):
             _step(nlp, examples, optimizer, step)
     _assert_same_weights(loop, switched, rtol=1e-4, atol=2e-5)
+
+
+# ---------------------------------------------------------------------------------------------
+# Parameter averaging (use_averages) reaches the encoder
+# ---------------------------------------------------------------------------------------------
+
+
+def _averaged(optimizer, model):
+    """The optimizer's averages of the model's weights (thinc layers and torch shims), by
+    (node or shim, name), each with the weight's current value."""
+    out = {}
+    for node in model.walk():
+        for name in node.param_names:
+            if (node.id, name) in optimizer.averages:
+                out[(node.id, name)] = (optimizer.averages[(node.id, name)],
+                                        node.get_param(name))
+        for shim in node.shims:
+            for name, weight in shim._model.named_parameters():
+                if (shim.id, name) in optimizer.averages:
+                    out[(shim.id, name)] = (optimizer.averages[(shim.id, name)],
+                                            weight.detach().numpy())
+    return out
+
+
+@pytest.mark.parametrize("sparse", [True, False], ids=["sparse-embeddings", "dense"])
+def test_use_params_gives_the_encoder_its_averages(tiny_bert_dir, sparse):
+    """With `use_averages = true`, `nlp.use_params(optimizer.averages)`, under which spaCy's
+    training scores dev and saves model-best and model-last, gives every trained encoder
+    weight (the embedding matrix too) its average, as it gives the CRF's; the trained weights
+    come back after. thinc's PyTorchShim alone left the encoder's weights unaveraged."""
+    (nlp, twin), examples = _twins(tiny_bert_dir, (sparse, sparse))
+    optimizer = _optimizer({**ADAM, "use_averages": True})
+    for step in range(4):
+        _step(nlp, examples, optimizer, step)
+    trained = pipeline_weights(nlp)
+    encoder = nlp.get_pipe("transformer").model
+    shim = encoder.layers[0].shims[0]
+    names = [name for (key, name) in _averaged(optimizer, encoder) if key == shim.id]
+    assert "embeddings.word_embeddings.weight" in names
+    assert sum(name.startswith("encoder.layer.") for name in names) >= 16
+    # the averages are not the trained weights: the comparison below can fail
+    before = _averaged(optimizer, encoder)
+    assert not all(numpy.array_equal(avg.reshape(w.shape), w) for avg, w in before.values())
+    with nlp.use_params(optimizer.averages):
+        for model in (encoder, nlp.get_pipe("crf_ner").model):
+            for key, (avg, weight) in _averaged(optimizer, model).items():
+                numpy.testing.assert_array_equal(weight, avg.reshape(weight.shape),
+                                                 err_msg=str(key))
+        saved = nlp.to_bytes()
+    after = pipeline_weights(nlp)
+    assert all(numpy.array_equal(trained[k], after[k]) for k in trained)
+    # what was saved under use_params is the averaged pipeline
+    twin.from_bytes(saved)
+    loaded = twin.get_pipe("transformer").model.layers[0].shims[0]._model
+    for name, weight in loaded.named_parameters():
+        if (shim.id, name) in optimizer.averages:
+            numpy.testing.assert_array_equal(
+                weight.detach().numpy(),
+                optimizer.averages[(shim.id, name)].reshape(weight.shape), err_msg=name)

@@ -25,9 +25,10 @@ files or run code (tokenizer file names that are not plain names, `trust_remote_
 `auto_map`, Python files), says which component and file is damaged or incomplete, and a
 path-like model name that is not a local folder is an error, never a Hub query.
 """
+import contextlib
 import copy
 import functools
-from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple, cast
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, cast
 
 import numpy
 import torch
@@ -53,6 +54,7 @@ from transformers.utils import ModelOutput
 from ..threads import single_thread_in_forked_children
 from .shim_predict import predict_eval
 from .sparse_embeddings import SparseEmbeddingHFShim, set_sparse_embedding_updates
+from .torch_params import use_torch_params
 from .transformer_loading import (
     check_saved_transformer,
     read_saved_model,
@@ -263,6 +265,13 @@ class BoundedTransformerModel(TransformerModel):
         self.attrs["bucketed"] = not transformer_config.get("output_attentions", False)
         self._func = bucketed_forward
         self.init = _init
+
+    @contextlib.contextmanager
+    def use_params(self, params: Dict[Tuple[int, str], Any]) -> Iterator[None]:
+        """thinc's Model.use_params, the encoder's torch weights included: what `spacy train`
+        evaluates and saves with `use_averages = true` (see use_torch_params)."""
+        with use_torch_params(self, params), super().use_params(params):
+            yield
 
     def bounded_spans(self, docs: Iterable[Doc]) -> List[List[Span]]:
         """The configured span getter's windows, re-split where they exceed the wordpiece limit.

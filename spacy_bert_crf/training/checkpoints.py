@@ -167,7 +167,7 @@ def load_optimizer(optimizer: Optimizer, nlp: Language, saved: Dict[str, Any]) -
             if field in entry:  # a copy: the optimizer writes into it (msgpack's is read-only)
                 getattr(optimizer, field)[key] = ops.asarray(entry[field]).copy()
         if "averages" in entry and optimizer.averages is not None:
-            optimizer.averages[key] = cast(FloatsXd, ops.asarray(entry["averages"]))
+            optimizer.averages[key] = cast(FloatsXd, ops.asarray(entry["averages"]).copy())
 
 
 def _to_numpy(array) -> numpy.ndarray:
