@@ -739,11 +739,11 @@ def test_use_params_gives_the_encoder_its_averages(tiny_bert_dir, sparse):
     trained = pipeline_weights(nlp)
     encoder = nlp.get_pipe("transformer").model
     shim = encoder.layers[0].shims[0]
-    names = [name for (key, name) in _averaged(optimizer, encoder) if key == shim.id]
+    before = _averaged(optimizer, encoder)
+    names = [name for (key, name) in before if key == shim.id]
     assert "embeddings.word_embeddings.weight" in names
     assert sum(name.startswith("encoder.layer.") for name in names) >= 16
     # the averages are not the trained weights: the comparison below can fail
-    before = _averaged(optimizer, encoder)
     assert not all(numpy.array_equal(avg.reshape(w.shape), w) for avg, w in before.values())
     with nlp.use_params(optimizer.averages):
         for model in (encoder, nlp.get_pipe("crf_ner").model):
