@@ -761,3 +761,34 @@ def test_use_params_gives_the_encoder_its_averages(tiny_bert_dir, sparse):
             numpy.testing.assert_array_equal(
                 weight.detach().numpy(),
                 optimizer.averages[(shim.id, name)].reshape(weight.shape), err_msg=name)
+
+
+def test_use_params_sets_a_replaced_listeners_encoder_once(tiny_bert_dir, monkeypatch):
+    """After nlp.replace_listeners crf_ner holds its own copy of the encoder, which both
+    crf_ner's use_params and (reached by thinc's recursion) the encoder's own would give its
+    averages: each torch weight is saved and set once, holds its average inside the context,
+    and gets its trained value back after."""
+    (nlp,), examples = _twins(tiny_bert_dir, (False,))
+    nlp.replace_listeners("transformer", "crf_ner", ["model.tok2vec"])
+    optimizer = _optimizer({**ADAM, "use_averages": True})
+    for step in range(3):
+        _step(nlp, examples, optimizer, step)
+    model = nlp.get_pipe("crf_ner").model
+    averaged = _averaged(optimizer, model)
+    # every torch weight with an average: crf_ner's (its copy of the encoder, the CRF's
+    # transitions) and the transformer's, whose shim the copy shares its id with
+    weights = {id(weight) for _, pipe in nlp.pipeline for node in pipe.model.walk()
+               for shim in node.shims for name, weight in shim._model.named_parameters()
+               if (shim.id, name) in optimizer.averages}
+    assert len(weights) >= 40
+    trained = {key: weight.copy() for key, (_, weight) in averaged.items()}
+    clones = []
+    clone = torch.Tensor.clone
+    monkeypatch.setattr(torch.Tensor, "clone", lambda t, *a, **k: clones.append(1) or clone(t))
+    with nlp.use_params(optimizer.averages):
+        for key, (avg, weight) in _averaged(optimizer, model).items():
+            numpy.testing.assert_array_equal(weight, avg.reshape(weight.shape), err_msg=str(key))
+    assert len(clones) == len(weights)
+    monkeypatch.undo()
+    for key, (_, weight) in _averaged(optimizer, model).items():
+        numpy.testing.assert_array_equal(weight, trained[key], err_msg=str(key))
